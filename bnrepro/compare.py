@@ -405,19 +405,21 @@ def _cell(value, form="{:.4f}"):
     return "–" if value is None else form.format(value)
 
 
-def results_table(summaries):
-    """The Markdown table of ``results.md``."""
+def results_table(summaries, timing=True):
+    """The Markdown table of ``results.md``; ``timing=False`` leaves out the ms-per-step column
+    (the one number that changes from run to run)."""
+    timing_header, timing_rule = (" ms per step |", " ---: |") if timing else ("", "")
     lines = ["| method | final test accuracy | best test accuracy (step) | final test loss "
-             f"| steps to {TARGET_ACCURACY:.0%} train accuracy | ms per step | diverged |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+             f"| steps to {TARGET_ACCURACY:.0%} train accuracy |{timing_header} diverged |",
+             f"| --- | ---: | ---: | ---: | ---: |{timing_rule} --- |"]
     for item in summaries:
         best = "–" if item.best_test_accuracy is None else (
             f"{item.best_test_accuracy:.4f} ({item.best_step})")
         reached = "not reached" if item.steps_to_target is None else str(item.steps_to_target)
         diverged = "no" if item.diverged_at is None else f"NaN loss at step {item.diverged_at}"
+        milliseconds = f" {item.ms_per_step:.2f} |" if timing else ""
         lines.append(f"| {item.method} | {_cell(item.final_test_accuracy)} | {best} "
-                     f"| {_cell(item.final_test_loss)} | {reached} | {item.ms_per_step:.2f} "
-                     f"| {diverged} |")
+                     f"| {_cell(item.final_test_loss)} | {reached} |{milliseconds} {diverged} |")
     return "\n".join(lines)
 
 
