@@ -18,7 +18,10 @@ module uses only NumPy and the standard library.
 from __future__ import annotations
 
 import csv
+import functools
+import io
 import json
+import operator
 import os
 import platform
 from dataclasses import dataclass
@@ -68,14 +71,21 @@ def to_json_value(value):
 
 class TraceWriter:
     """Writes ``trace.jsonl`` and its flat twin ``trace.csv`` (step, section, key, quantity, index,
-    value) line by line into a directory."""
+    value) line by line into a directory.
+
+    Each number is turned into text once: ``repr`` of its float64 value (the shortest text that
+    reads back to the same float64, so float32 values exactly). ``json.dumps`` writes floats with
+    the same ``float.__repr__``, so that text serves both files, and each record is one write per
+    file. The files are what ``json.dumps(to_json_value(record), allow_nan=True)`` and one
+    ``csv.writer`` row per number would give, byte for byte (``tests/test_trace.py`` checks this).
+    """
 
     def __init__(self, directory, header):
         self.header = header
         self._jsonl = open(os.path.join(directory, TRACE_FILE), "w", encoding="utf-8")
         self._csv_file = open(os.path.join(directory, CSV_FILE), "w", encoding="utf-8", newline="")
-        self._csv = csv.writer(self._csv_file)
-        self._csv.writerow(["step", "section", "key", "quantity", "index", "value"])
+        self._csv_file.write(_csv_fields("step", "section", "key", "quantity", "index", "value")
+                             + CSV_LINE_END)
         self._write_line(header)
 
     def _write_line(self, obj):
@@ -83,12 +93,17 @@ class TraceWriter:
 
     def write_step(self, record):
         """Append one step record (dict of NumPy values); return its JSON form."""
-        step = to_json_value(record)
-        self._write_line(step)
-        for section, key, quantity, value in _flatten_step(step):
-            for index, number in _enumerate_flat(value):
-                self._csv.writerow([step["step"], section, key, quantity, index, repr(number)])
-        return step
+        texts = {}  # id(entry) -> _number_texts(entry), for every number-bearing entry
+        step_field = _csv_fields(to_json_value(record["step"]))
+        csv_lines = []
+        for section, key, quantity, value in _flatten_step(record):
+            if id(value) not in texts:
+                texts[id(value)] = _number_texts(value)
+            leading = f"{step_field},{_csv_fields(section, key, quantity)},"
+            csv_lines.append(_csv_lines(leading, texts[id(value)][1]))
+        self._jsonl.write(_json_text(record, texts) + "\n")
+        self._csv_file.write("".join(csv_lines))
+        return to_json_value(record)
 
     def close(self):
         self._jsonl.close()
@@ -99,6 +114,9 @@ class TraceWriter:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+CSV_LINE_END = "\r\n"  # the csv module's default (excel) line terminator
 
 
 def _flatten_step(step):
@@ -116,11 +134,59 @@ def _flatten_step(step):
         yield "loss", "", "loss", step["loss"]
 
 
-def _enumerate_flat(value):
-    """Yield ``(flat index, number)`` over a nested list in C order."""
-    flat = np.asarray(value, dtype=np.float64).ravel()
-    for index, number in enumerate(flat.tolist()):
-        yield index, number
+def _number_texts(value):
+    """``(JSON text, [CSV value text per number in C order])`` of one number-bearing entry.
+
+    The CSV texts are ``repr(float)`` of each number as float64. For floats that are all finite,
+    ``repr`` of the nested list is also the JSON text (``json.dumps`` writes ``float.__repr__`` and
+    separates items with ``", "``, as list ``repr`` does) and its items are the CSV texts: every
+    number is formatted once. Anything else (ints, NaN and infinities, which JSON spells ``NaN``
+    and ``Infinity``, Python lists) is formatted number by number.
+    """
+    if isinstance(value, (np.ndarray, np.generic, float)):
+        array = np.asarray(value)
+        if array.dtype.kind == "f" and array.size and np.isfinite(array).all():
+            text = repr(array.astype(np.float64).tolist())  # "[[1.5, -2e-05], [...]]"
+            return text, text.replace("[", "").replace("]", "").split(", ")
+    json_value = to_json_value(value)
+    flat = np.asarray(json_value, dtype=np.float64).ravel()  # C order
+    return json.dumps(json_value, allow_nan=True), [repr(number) for number in flat.tolist()]
+
+
+def _json_text(value, texts):
+    """``json.dumps(to_json_value(value), allow_nan=True)``, taking the text of the entries in
+    ``texts`` (keyed by ``id``) from there."""
+    if id(value) in texts:
+        return texts[id(value)][0]
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(key))}: {_json_text(item, texts)}"
+                               for key, item in value.items()) + "}"
+    return json.dumps(to_json_value(value), allow_nan=True)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)  # typed: the step 1 is "1", a 1.0 would be "1.0"
+def _csv_fields(*fields):
+    """``fields`` as the csv module writes them in a row (quoted where needed), without the line
+    end."""
+    line = io.StringIO()
+    csv.writer(line, lineterminator="").writerow(fields)
+    return line.getvalue()
+
+
+@functools.lru_cache(maxsize=None)
+def _index_fields(count):
+    """``("0,", "1,", ..., f"{count - 1},")``: the index field of each line and its separator."""
+    return tuple(f"{index}," for index in range(count))
+
+
+def _csv_lines(leading, values):
+    """One CSV line ``{leading}{index},{value}`` per value text; ``leading`` ends with a comma.
+    Indices and ``repr`` floats (digits, ``.-+e``, ``nan``, ``inf``) never need quoting."""
+    if not values:
+        return ""
+    separator = CSV_LINE_END + leading
+    return (leading + separator.join(map(operator.add, _index_fields(len(values)), values))
+            + CSV_LINE_END)
 
 
 @dataclass

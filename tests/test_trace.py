@@ -1,9 +1,26 @@
-"""The trace file: float32 values read back exactly, the header, and the CSV twin."""
+"""The trace file: float32 values read back exactly, the header, the CSV twin, and the fast writer's
+text against a straightforward formatting of the same records."""
 import csv
+import io
+import json
 
 import numpy as np
 
-from bnrepro.trace import FORMAT, TraceWriter, make_header, read_trace
+from bnrepro.trace import (CSV_FILE, FORMAT, TRACE_FILE, TraceWriter, make_header, read_trace,
+                           to_json_value)
+
+# where each section's numbers sit in a step record, in trace.csv's order:
+# (section, record -> [(key, quantity, value), ...])
+CSV_SECTIONS = (
+    ("bn", lambda r: [(layer, q, v) for layer, qs in r.get("bn", {}).items() for q, v in qs.items()]),
+    ("inference", lambda r: [(layer, q, v) for layer, qs in r.get("inference", {}).items()
+                             for q, v in qs.items()]),
+    ("variables", lambda r: [(name, "value", v) for name, v in r.get("variables", {}).items()]),
+    ("batch", lambda r: [("", name, v) for name, v in r.get("batch", {}).items()]),
+    ("metrics", lambda r: [("", name, v) for name, v in r.get("metrics", {}).items()]),
+    ("after", lambda r: [("", name, v) for name, v in r.get("after", {}).items()]),
+    ("loss", lambda r: [("", "loss", r["loss"])] if "loss" in r else []),
+)
 
 
 def test_float32_values_round_trip_exactly(tmp_path):
@@ -38,3 +55,51 @@ def test_header_and_csv(cubic_trace):
     step_1 = cubic_trace.step(1)
     assert set(step_1) >= {"bn", "variables", "loss", "inference", "batch"}
     assert set(step_1["bn"]["batch_normalization"]) >= {"batch_mean", "batch_variance"}
+
+
+def _straightforward_trace(header, records):
+    """(trace.jsonl, trace.csv) text written the plain way: ``json.dumps`` of each record's JSON form,
+    one ``csv.writer`` row per number (``repr`` of its float64 value)."""
+    jsonl = json.dumps(header, allow_nan=True) + "\n"
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(["step", "section", "key", "quantity", "index", "value"])
+    for record in records:
+        step = to_json_value(record)
+        jsonl += json.dumps(step, allow_nan=True) + "\n"
+        for section, entries in CSV_SECTIONS:
+            for key, quantity, value in entries(step):
+                for index, number in enumerate(np.asarray(value, dtype=np.float64).ravel()):
+                    writer.writerow([step["step"], section, key, quantity, index,
+                                     repr(float(number))])
+    return jsonl, rows.getvalue()
+
+
+def test_writer_text_equals_straightforward_formatting(tmp_path):
+    rng = np.random.default_rng(1)
+    weird = 'layer, "quoted"\nname é'  # needs CSV quoting and JSON escaping
+    header = make_header("synthetic", {"n": 1}, {"bn": {"momentum": 0.5, "epsilon": 1e-3}})
+    state = {"moving_mean": rng.standard_normal(3).astype(np.float32),
+             "moving_variance": np.array([np.nan, np.inf, -np.inf], dtype=np.float32),
+             "gamma": np.ones(3, dtype=np.float32) * np.float32(1e-7),
+             "beta": np.array([1e16, -0.0, 123456789.0])}  # float64, exponent forms
+    records = [
+        {"step": 0, "bn": {"bn": state}, "variables": {"bn/gamma:0": state["gamma"]}},
+        {"step": np.int64(1), "bn": {"bn": {**state, "batch_input": rng.standard_normal(
+            (2, 2, 3)).astype(np.float32), "empty": np.zeros((0, 3), np.float32)}},
+         "loss": np.float32(0.25), "metrics": {"accuracy": 0.5, "count": 7, weird: [[1, 2.5], [3, 4]]},
+         "inference": {"bn": {"input": np.arange(6, dtype=np.float16).reshape(2, 3),
+                              "output": [np.float32(0.1), np.float64(np.nan)]}},
+         "batch": {"indices": np.array([4, 0, 2]), "labels": np.array([True, False, True])},
+         "variables": {weird: state["moving_mean"]}, "after": {"x": np.float64(-2.5e-5)},
+         "note": {"text": weird, "none": None, "flag": True}},
+    ]
+    with TraceWriter(str(tmp_path), header) as writer:
+        returned = [writer.write_step(record) for record in records]
+    expected_jsonl, expected_csv = _straightforward_trace(header, records)
+    with open(tmp_path / TRACE_FILE, encoding="utf-8") as handle:
+        assert handle.read() == expected_jsonl
+    with open(tmp_path / CSV_FILE, encoding="utf-8", newline="") as handle:
+        assert handle.read() == expected_csv
+    assert json.dumps(returned, allow_nan=True) == json.dumps(
+        [to_json_value(record) for record in records], allow_nan=True)  # NaN != NaN: as text
