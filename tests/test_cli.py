@@ -147,3 +147,16 @@ def test_missing_tf_keras_is_one_line(tmp_path):
         "bnrepro: error: the legacy Keras layers are missing: pip install 'tf-keras==2.21.*' "
         "(the tf-keras release matching your tensorflow)"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(cubic_trace):
+    """``bnrepro verify TRACE | head -1``: the pipe closes before bnrepro writes; it stops quietly."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "bnrepro", "verify", str(cubic_trace.path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # long before the interpreter has imported bnrepro and printed
+    err = process.stderr.read().decode()
+    assert process.wait() == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
