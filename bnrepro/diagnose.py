@@ -281,14 +281,17 @@ def _steps(trace, layer):
                     momentum=settings["momentum"], epsilon=settings["epsilon"])
 
 
-def _first_match(steps, candidates, observed):
-    """The first candidate that predicts every observed value; ``(None, compared)`` if none does."""
+def _best_match(steps, candidates, observed):
+    """The candidate that predicts every observed value most closely (smallest largest relative
+    error; the earlier one on a tie), ``(None, compared)`` if none predicts them all. Closest, not
+    first: values as small as the absolute tolerance (variances of 1e-6) fit several candidates."""
     from bnrepro.verify import Check
 
     pairs = [(step, observed(step)) for step in steps]
     pairs = [(step, value) for step, value in pairs if value is not None]
     if not pairs:
         return None, 0
+    fitting = []  # (largest relative error, candidate) of every candidate that predicts them all
     for candidate in candidates:
         check = Check(candidate.key)
         applicable = True
@@ -301,8 +304,9 @@ def _first_match(steps, candidates, observed):
             if not check.passed:
                 break
         if applicable and check.passed:
-            return candidate, len(pairs)
-    return None, len(pairs)
+            fitting.append((check.max_rel_error, candidate))
+    best = min(fitting, key=lambda item: item[0], default=(None, None))[1]
+    return best, len(pairs)
 
 
 def diagnose_trace(trace):
@@ -316,7 +320,7 @@ def diagnose_trace(trace):
             if declared is not None:
                 candidates = (declared,) + candidates
             expected_key = STANDARD if declared is None else declared.key
-            candidate, compared = _first_match(steps, candidates, observed)
+            candidate, compared = _best_match(steps, candidates, observed)
             if not compared or (candidate is not None and candidate.key == expected_key):
                 continue
             if candidate is not None:

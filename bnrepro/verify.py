@@ -255,11 +255,13 @@ def _verify_renorm(checks, where, mode, record, previous, layer, momentum, epsil
 
 
 def _variance_followed(variance_checks):
-    """The convention whose comparisons all passed (biased first), or ``None``."""
-    for convention in formulas.VARIANCE_CONVENTIONS:
-        if variance_checks[convention].passed:
-            return convention
-    return None
+    """Of the conventions whose comparisons all passed, the closest (smallest largest relative
+    error; biased first on a tie), or ``None``. Closest, not first passing: variances as small as
+    the absolute tolerance (1e-6) pass under both, though only one of them is what was computed."""
+    passed = [convention for convention in formulas.VARIANCE_CONVENTIONS
+              if variance_checks[convention].passed]
+    return min(passed, key=lambda convention: variance_checks[convention].max_rel_error,
+               default=None)
 
 
 def _merge(total, part):

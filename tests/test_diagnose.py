@@ -31,6 +31,10 @@ SCENARIO_TABLE = [
     ("two-sample", {"hidden_kernel_init": 1.4059724, "output_kernel_init": -0.284}, {}, True),
     ("fused-variance", {}, {(FUSED, "moving_variance"): "unbiased",
                             (FUSED, "batch statistics"): "unbiased"}, True),
+    # variances of about 1e-6, as small as verify's absolute tolerance: both conventions pass, the
+    # closer one (unbiased, 1.67e-6 against a biased 1.25e-6) is named
+    ("fused-variance", {"values": "0,0.001,0.002,0.003", "epsilon": 1e-7},
+     {(FUSED, "moving_variance"): "unbiased", (FUSED, "batch statistics"): "unbiased"}, True),
     ("no-update-ops", {}, {(BN, "moving_mean"): "no update", (BN, "moving_variance"): "no update"},
      False),
     ("training-not-fed", {}, {(BN, "moving_mean"): "no update", (BN, "moving_variance"): "no update",
@@ -223,3 +227,14 @@ def test_fitted_epsilon_solves_the_inference_formula():
     output = 2.0 * (x - 0.5) / np.sqrt(3.25) + 1.0
     assert fitted_epsilon(x, output, 0.5, 3.0, 2.0, 1.0) == pytest.approx(0.25)
     assert fitted_epsilon(np.array([0.5]), np.array([1.0]), 0.5, 3.0, 2.0, 1.0) is None
+
+
+def test_variances_as_small_as_the_tolerance_are_told_apart(scenario_trace):
+    """Both /N and /(N-1) pass the 1e-6 absolute tolerance on variances of 1e-6; verify reports the
+    one the values follow (relative errors 5e-8 and 0.33), for each layer."""
+    from bnrepro import formulas
+
+    report = verify_trace(scenario_trace("fused-variance", values="0,0.001,0.002,0.003",
+                                         epsilon=1e-7))
+    assert report.variance_used == {FUSED: formulas.UNBIASED,
+                                    "non_fused/batch_normalization": formulas.BIASED}
