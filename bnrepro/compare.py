@@ -28,7 +28,8 @@ from bnrepro.errors import UserError
 from bnrepro.mnist_graphs import METHODS, NetConfig, build_graph, check_net_config, parse_methods
 from bnrepro.outdir import check_output_directory, output_directory
 from bnrepro.tfv1 import tf, tf1
-from bnrepro.trace import TraceWriter, make_header
+from bnrepro.trace import make_header
+from bnrepro.trace_process import BackgroundTraceWriter
 
 HISTORY_FILE = "history.csv"
 RESULTS_FILE = "results.md"
@@ -156,6 +157,12 @@ def trace_header(net, config):
     return make_header("mnist-bn", config_as_dict(config), layers)
 
 
+def open_trace_writer(directory, net, config):
+    """The writer of the bn trace into ``directory``: a child process formats and writes the
+    records while the loop trains (:class:`~bnrepro.trace_process.BackgroundTraceWriter`)."""
+    return BackgroundTraceWriter(directory, trace_header(net, config))
+
+
 # --- training -------------------------------------------------------------------------------------
 
 @dataclass
@@ -195,8 +202,9 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
                  net=None):
     """Train ``method`` on ``data``; return its :class:`MethodRun`.
 
-    ``trace_writer`` (a :class:`~bnrepro.trace.TraceWriter`) receives the bn trace; ``progress``
-    is called as ``progress(step, loss, accuracy)`` after every step.
+    ``trace_writer`` (a :class:`~bnrepro.trace.TraceWriter` or one like it, see
+    :func:`open_trace_writer`) receives the bn trace and is flushed before the clock stops;
+    ``progress`` is called as ``progress(step, loss, accuracy)`` after every step.
     """
     net = net or build_graph(method, config)
     schedule = batch_schedule(config, len(data.train_labels))
@@ -246,6 +254,8 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
             if not math.isfinite(loss):
                 run.diverged_at = step
                 break
+        if tracer:
+            trace_writer.flush()  # the trace's whole cost: a writer process may still be busy
         run.train_seconds = time.perf_counter() - started - run_step.compile_seconds
     return run
 
@@ -480,9 +490,9 @@ def run_compare(config, out, *, force=False, write=print, progress_stream=None, 
             trace_directory = os.path.join(staging, method)
             if net.batch_norms:
                 os.mkdir(trace_directory)
-                with TraceWriter(trace_directory, trace_header(net, config)) as w:
-                    run = train_method(method, config, data, trace_writer=w, progress=progress,
-                                       net=net)
+                with open_trace_writer(trace_directory, net, config) as writer:
+                    run = train_method(method, config, data, trace_writer=writer,
+                                       progress=progress, net=net)
                 verification = _verify(trace_directory, os.path.join(shown_as or out, method))
             else:
                 run = train_method(method, config, data, progress=progress, net=net)

@@ -105,6 +105,11 @@ class TraceWriter:
         self._csv_file.write("".join(csv_lines))
         return to_json_value(record)
 
+    def flush(self):
+        """Hand everything written so far to the operating system."""
+        self._jsonl.flush()
+        self._csv_file.flush()
+
     def close(self):
         self._jsonl.close()
         self._csv_file.close()
