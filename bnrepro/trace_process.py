@@ -83,16 +83,14 @@ class BackgroundTraceWriter:
 
     def close(self):
         """End the child's input and wait for it; raise :class:`TraceWriterError` if it failed."""
-        if self._child.returncode is None:
-            try:
+        try:
+            if self._child.returncode is None:
                 self._hand_over()
-                self._child.stdin.close()
-            except BrokenPipeError:
-                pass  # the child is gone; its exit status says why
-            self._child.wait()
-            self._child.stdout.close()
-        if self._child.returncode != 0:
-            self._fail()
+                self._end()
+            if self._child.returncode != 0:
+                raise TraceWriterError(self._failure())
+        finally:
+            self._stderr.close()
 
     def _send(self, message):
         try:
@@ -101,12 +99,27 @@ class BackgroundTraceWriter:
         except BrokenPipeError:  # not passed on: the CLI takes it for a closed stdout
             self._fail()
 
-    def _fail(self):
+    def _end(self, kill=False):
+        """Close the pipes (the end of the child's input) and wait for the child, killed first
+        if ``kill``."""
+        if kill:
+            self._child.kill()
+        for stream in (self._child.stdin, self._child.stdout):
+            try:
+                stream.close()
+            except BrokenPipeError:
+                pass  # unsent bytes of a child that is gone: its exit status says why
         self._child.wait()
+
+    def _fail(self):
+        self._end()
+        raise TraceWriterError(self._failure())
+
+    def _failure(self):
+        """The message of a failed child: its exit status and what it wrote on stderr."""
         self._stderr.seek(0)
         message = self._stderr.read().decode("utf-8", "replace").strip()
-        raise TraceWriterError(f"the trace writer process failed (exit status "
-                               f"{self._child.returncode}):\n{message}")
+        return f"the trace writer process failed (exit status {self._child.returncode}):\n{message}"
 
     def __enter__(self):
         return self
@@ -115,13 +128,8 @@ class BackgroundTraceWriter:
         if exc_type is None:
             self.close()
         else:  # the trace is abandoned (its staging directory is removed): stop the child
-            self._child.kill()
-            self._child.wait()
-            for stream in (self._child.stdin, self._child.stdout, self._stderr):
-                try:
-                    stream.close()
-                except BrokenPipeError:
-                    pass
+            self._end(kill=True)
+            self._stderr.close()
 
 
 def _grow_pipe(stream):

@@ -9,19 +9,6 @@ import numpy as np
 from bnrepro.trace import (CSV_FILE, FORMAT, TRACE_FILE, TraceWriter, make_header, read_trace,
                            to_json_value)
 
-# where each section's numbers sit in a step record, in trace.csv's order:
-# (section, record -> [(key, quantity, value), ...])
-CSV_SECTIONS = (
-    ("bn", lambda r: [(layer, q, v) for layer, qs in r.get("bn", {}).items() for q, v in qs.items()]),
-    ("inference", lambda r: [(layer, q, v) for layer, qs in r.get("inference", {}).items()
-                             for q, v in qs.items()]),
-    ("variables", lambda r: [(name, "value", v) for name, v in r.get("variables", {}).items()]),
-    ("batch", lambda r: [("", name, v) for name, v in r.get("batch", {}).items()]),
-    ("metrics", lambda r: [("", name, v) for name, v in r.get("metrics", {}).items()]),
-    ("after", lambda r: [("", name, v) for name, v in r.get("after", {}).items()]),
-    ("loss", lambda r: [("", "loss", r["loss"])] if "loss" in r else []),
-)
-
 
 def test_float32_values_round_trip_exactly(tmp_path):
     rng = np.random.default_rng(0)
@@ -57,9 +44,22 @@ def test_header_and_csv(cubic_trace):
     assert set(step_1["bn"]["batch_normalization"]) >= {"batch_mean", "batch_variance"}
 
 
+def _csv_entries(step):
+    """``(section, key, quantity, value)`` of a step's numbers in trace.csv's documented order: bn
+    and inference per layer, variables, batch, metrics, after, loss."""
+    entries = [(section, layer, quantity, value) for section in ("bn", "inference")
+               for layer, quantities in step.get(section, {}).items()
+               for quantity, value in quantities.items()]
+    entries += [("variables", name, "value", value)
+                for name, value in step.get("variables", {}).items()]
+    entries += [(section, "", name, value) for section in ("batch", "metrics", "after")
+                for name, value in step.get(section, {}).items()]
+    return entries + ([("loss", "", "loss", step["loss"])] if "loss" in step else [])
+
+
 def _straightforward_trace(header, records):
-    """(trace.jsonl, trace.csv) text written the plain way: ``json.dumps`` of each record's JSON form,
-    one ``csv.writer`` row per number (``repr`` of its float64 value)."""
+    """(trace.jsonl, trace.csv) text written the plain way: ``json.dumps`` of each record's JSON
+    form, one ``csv.writer`` row per number (``repr`` of its float64 value)."""
     jsonl = json.dumps(header, allow_nan=True) + "\n"
     rows = io.StringIO(newline="")
     writer = csv.writer(rows)
@@ -67,11 +67,9 @@ def _straightforward_trace(header, records):
     for record in records:
         step = to_json_value(record)
         jsonl += json.dumps(step, allow_nan=True) + "\n"
-        for section, entries in CSV_SECTIONS:
-            for key, quantity, value in entries(step):
-                for index, number in enumerate(np.asarray(value, dtype=np.float64).ravel()):
-                    writer.writerow([step["step"], section, key, quantity, index,
-                                     repr(float(number))])
+        for section, key, quantity, value in _csv_entries(step):
+            for index, number in enumerate(np.asarray(value, dtype=np.float64).ravel()):
+                writer.writerow([step["step"], section, key, quantity, index, repr(float(number))])
     return jsonl, rows.getvalue()
 
 
@@ -87,7 +85,8 @@ def test_writer_text_equals_straightforward_formatting(tmp_path):
         {"step": 0, "bn": {"bn": state}, "variables": {"bn/gamma:0": state["gamma"]}},
         {"step": np.int64(1), "bn": {"bn": {**state, "batch_input": rng.standard_normal(
             (2, 2, 3)).astype(np.float32), "empty": np.zeros((0, 3), np.float32)}},
-         "loss": np.float32(0.25), "metrics": {"accuracy": 0.5, "count": 7, weird: [[1, 2.5], [3, 4]]},
+         "loss": np.float32(0.25),
+         "metrics": {"accuracy": 0.5, "count": 7, weird: [[1, 2.5], [3, 4]]},
          "inference": {"bn": {"input": np.arange(6, dtype=np.float16).reshape(2, 3),
                               "output": [np.float32(0.1), np.float64(np.nan)]}},
          "batch": {"indices": np.array([4, 0, 2]), "labels": np.array([True, False, True])},
