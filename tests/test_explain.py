@@ -21,7 +21,11 @@ def test_cubic_inference_line(cubic_trace):
     text = explain_step(cubic_trace, 10)
     # post 000's printout: bn1[0] = 1.0949917 from hidden_tmp[0] = 1.6103973
     line = next(line for line in text.splitlines() if line.startswith("   = "))
-    assert "(1.6103973 - 0.97306931)" in line and "TensorFlow: 1.0949918" in line
+    assert "(1.6103973 - 0.97306931)" in line
+    # the stored value to the post's printed digits; its last float32 digit depends on the CPU
+    # (1.0949918 on one machine here, 1.0949917 on another)
+    stored = float(re.search(r"TensorFlow: (\S+)", line).group(1))
+    assert abs(stored - 1.0949917) <= 1.5e-7
 
 
 @pytest.mark.parametrize("step", [0, 11, -1])
