@@ -12,6 +12,7 @@ import sys
 import typing
 
 from bnrepro.errors import UserError
+from bnrepro.trace_process import TraceWriterError
 from bnrepro.scenarios import SCENARIO_SUMMARIES, get_scenario
 
 EXIT_FAILED = 1
@@ -123,6 +124,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("bnrepro: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except TraceWriterError as error:  # e.g. the disk filled up while the trace was written
+        print(f"bnrepro: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except BrokenPipeError:  # the reader went away (``bnrepro verify T | head``): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by it

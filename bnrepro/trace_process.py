@@ -37,7 +37,15 @@ STEPS, FLUSH = "steps", "flush"
 
 
 class TraceWriterError(RuntimeError):
-    """The child process writing the trace failed; the message holds its traceback."""
+    """The child process writing the trace failed. The message is one line (the exit status and
+    the last line of the child's stderr, e.g. ``OSError: [Errno 28] No space left on device``);
+    ``details`` holds all of its stderr, the traceback included."""
+
+    def __init__(self, returncode, stderr):
+        lines = stderr.strip().splitlines()
+        super().__init__(f"the trace writer process failed (exit status {returncode}): "
+                         f"{lines[-1] if lines else 'it wrote nothing on stderr'}")
+        self.details = stderr
 
 
 class BackgroundTraceWriter:
@@ -88,7 +96,7 @@ class BackgroundTraceWriter:
                 self._hand_over()
                 self._end()
             if self._child.returncode != 0:
-                raise TraceWriterError(self._failure())
+                raise self._failure()
         finally:
             self._stderr.close()
 
@@ -113,13 +121,13 @@ class BackgroundTraceWriter:
 
     def _fail(self):
         self._end()
-        raise TraceWriterError(self._failure())
+        raise self._failure()
 
     def _failure(self):
-        """The message of a failed child: its exit status and what it wrote on stderr."""
+        """The :class:`TraceWriterError` of a failed child: its exit status and its stderr."""
         self._stderr.seek(0)
-        message = self._stderr.read().decode("utf-8", "replace").strip()
-        return f"the trace writer process failed (exit status {self._child.returncode}):\n{message}"
+        return TraceWriterError(self._child.returncode,
+                                self._stderr.read().decode("utf-8", "replace"))
 
     def __enter__(self):
         return self

@@ -160,3 +160,18 @@ def test_a_reader_that_goes_away_is_not_a_traceback(cubic_trace):
     err = process.stderr.read().decode()
     assert process.wait() == 141
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_failing_trace_writer_is_one_line(capsys, monkeypatch):
+    import bnrepro.cli
+    from bnrepro.trace_process import TraceWriterError
+
+    def fail(argv):
+        raise TraceWriterError(1, "Traceback (most recent call last):\n  ...\n"
+                                  "OSError: [Errno 28] No space left on device\n")
+
+    monkeypatch.setattr(bnrepro.cli, "_dispatch", fail)
+    code, _, err = run_cli(capsys, "compare", "--out", "x")
+    assert code == EXIT_FAILED
+    assert one_line_error(err) == ("bnrepro: error: the trace writer process failed (exit status "
+                                   "1): OSError: [Errno 28] No space left on device")

@@ -47,8 +47,9 @@ def test_same_bytes_as_trace_writer(tmp_path):
 def test_child_failure_is_raised_in_the_parent(tmp_path):
     writer = BackgroundTraceWriter(str(tmp_path), HEADER)
     writer.write_step({"step": 1, "bn": {"bn": {"gamma": "not a number"}}})
-    with pytest.raises(TraceWriterError, match="ValueError"):
+    with pytest.raises(TraceWriterError, match="ValueError") as raised:
         writer.flush()
+    assert "\n" not in str(raised.value) and "Traceback" in raised.value.details
     with pytest.raises(TraceWriterError, match="exit status 1"):
         writer.close()
 
