@@ -175,3 +175,21 @@ def test_a_failing_trace_writer_is_one_line(capsys, monkeypatch):
     assert code == EXIT_FAILED
     assert one_line_error(err) == ("bnrepro: error: the trace writer process failed (exit status "
                                    "1): OSError: [Errno 28] No space left on device")
+
+
+def test_missing_parents_of_out_are_created_and_removed_on_failure(capsys, tmp_path):
+    """README's first command writes ``out/reproduce`` on a fresh clone, where ``out/`` is missing."""
+    out = tmp_path / "out" / "runs" / "cubic"
+    code, _, _ = run_cli(capsys, "run", "cubic", "--epochs", "1", "--quiet", "--out", str(out))
+    assert code == 0 and sorted(os.listdir(out)) == ["trace.csv", "trace.jsonl"]
+    from bnrepro.outdir import output_directory
+
+    with pytest.raises(RuntimeError):  # a command failing half-way
+        with output_directory(str(tmp_path / "new" / "deeper" / "two")) as staging:
+            assert os.path.isdir(tmp_path / "new" / "deeper")
+            open(os.path.join(staging, "half.txt"), "w").close()
+            raise RuntimeError("failed")
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # new/deeper created for the run, then removed
+    (tmp_path / "file").write_text("keep me")
+    code, _, err = run_cli(capsys, "run", "cubic", "--out", str(tmp_path / "file" / "sub" / "x"))
+    assert code == EXIT_USAGE and "is a file, not a directory" in one_line_error(err)
