@@ -255,6 +255,12 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
                 run.diverged_at = step
                 break
         if tracer:
+            if run.diverged_at is None:
+                trace_writer.finish("complete", last_step=run.steps_done)
+            else:
+                trace_writer.finish("diverged", last_step=run.diverged_at,
+                                    reason=f"loss {run.rows[-1]['train_loss']}; the trace stops "
+                                           "before it")
             trace_writer.flush()  # the trace's whole cost: a writer process may still be busy
         run.train_seconds = time.perf_counter() - started - run_step.compile_seconds
     return run

@@ -9,14 +9,16 @@ trace's header, and the batch statistics of the layer's input ``x`` (``batch_inp
     output            = gamma * (input - moving_mean_old) / sqrt(moving_variance_old + epsilon) + beta
 
 For each layer and each of ``moving_mean``, ``moving_variance``, the recorded batch statistics and
-the inference output, the candidates below are tried in order over every traced step; the first one
-that matches every value (within :data:`bnrepro.verify.TOLERANCE`) is what the trace follows. A
-finding is reported when that is not the standard one, or when nothing known matches. A layer whose
-header entry declares a mode (``virtual_batch_size``, ``renorm``: :class:`bnrepro.layer_modes.LayerMode`)
-expects that mode instead: its candidate is tried first and is not reported, and the standard
-convention is reported when the trace follows it instead of the declared mode. The moving
-statistics are recomputed from ``batch_input`` when the trace has it (the whole chain from the
-layer's input), otherwise from the recorded ``batch_mean`` / ``batch_variance``.
+the inference output, every candidate below predicts each traced step's values with a bound (the
+float32 rounding of its formula on its operands, :mod:`bnrepro.tolerances`); a candidate fits when
+every value is within its bound. A finding names a convention only when the numbers tell it apart:
+nothing is reported when the expected convention (the standard one, or the mode the header
+declares) fits, and a convention is named only when it is the one candidate that fits; when several
+fit, the finding lists them and names none. A layer whose header entry declares a mode
+(``virtual_batch_size``, ``renorm``: :class:`bnrepro.layer_modes.LayerMode`) expects that mode: the
+standard convention is reported when the trace follows it instead. The moving statistics are
+recomputed from ``batch_input`` when the trace has it (the whole chain from the layer's input),
+otherwise from the recorded ``batch_mean`` / ``batch_variance``.
 
 Moving-statistic candidates, with ``m = momentum``, ``s`` the batch statistic:
 
@@ -35,11 +37,11 @@ Nothing here uses TensorFlow.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from bnrepro import formulas, layer_modes
+from bnrepro import formulas, layer_modes, tolerances
 from bnrepro.conventions import KNOWN_EPSILONS
 from bnrepro.layer_modes import LayerMode
 
@@ -59,9 +61,18 @@ class Finding:
         return f"diagnosis: {self.layer}: {self.message}"
 
 
+class Prediction(NamedTuple):
+    """What a candidate predicts for one step: ``value``, and ``bound``, how far float32 rounding
+    may move the traced value from it."""
+
+    value: np.ndarray
+    bound: np.ndarray
+
+
 @dataclass(frozen=True)
 class Candidate:
-    """A known convention: ``expected(step)`` gives the values it predicts (``None``: not applicable)."""
+    """A known convention: ``expected(step)`` gives the :class:`Prediction` of its values (``None``:
+    not applicable)."""
 
     key: str
     message: str
@@ -85,26 +96,51 @@ class _Step:
         return self.new.get("batch_input")
 
     def mean(self):
-        return formulas.batch_mean(self.inputs) if self.inputs is not None else self.new.get(
-            "batch_mean")
+        """The batch mean as a :class:`Prediction`: from ``batch_input``, else as recorded."""
+        if self.inputs is None:
+            recorded = self.new.get("batch_mean")
+            return None if recorded is None else Prediction(recorded, 0.0)
+        axes = formulas.reduction_axes(self.inputs)
+        return Prediction(formulas.batch_mean(self.inputs), tolerances.mean_bound(self.inputs, axes))
 
     def variance(self, convention=formulas.BIASED):
+        """The batch variance as a :class:`Prediction`, or ``None`` (the unbiased one of a single
+        value per channel, or of a trace without ``batch_input``)."""
         if self.inputs is None:
-            return self.new.get("batch_variance") if convention == formulas.BIASED else None
+            recorded = self.new.get("batch_variance")
+            if convention != formulas.BIASED or recorded is None:
+                return None
+            return Prediction(recorded, 0.0)
         if convention == formulas.UNBIASED and formulas.values_per_channel(self.inputs) < 2:
             return None
-        return formulas.batch_variance(self.inputs, convention)
+        ddof = 1 if convention == formulas.UNBIASED else 0
+        return Prediction(formulas.batch_variance(self.inputs, convention), tolerances.variance_bound(
+            self.inputs, formulas.reduction_axes(self.inputs), ddof))
 
 
-def _tf(step, value, statistic):
+def _averaged(step, statistic, prediction, momentum):
+    """``momentum * old + (1 - momentum) * prediction`` with its bound."""
+    if prediction is None:
+        return None
+    old = step.old[statistic]
+    value = formulas.moving_average(old, prediction.value, momentum)
+    return Prediction(value, tolerances.moving_average_bound(
+        old, prediction.value, momentum, value, statistic_error=prediction.bound))
+
+
+def _tf(step, prediction, statistic):
     """``momentum * old + (1 - momentum) * value`` (TF's direction)."""
-    return None if value is None else formulas.moving_average(step.old[statistic], value, step.momentum)
+    return _averaged(step, statistic, prediction, step.momentum)
 
 
-def _swapped(step, value, statistic):
+def _swapped(step, prediction, statistic):
     """``(1 - momentum) * old + momentum * value`` (PyTorch's direction)."""
-    return None if value is None else formulas.moving_average(step.old[statistic], value,
-                                                              1.0 - step.momentum)
+    return _averaged(step, statistic, prediction, 1.0 - step.momentum)
+
+
+def _unchanged(step, statistic):
+    """The old value, exactly (the update did not run)."""
+    return Prediction(step.old[statistic], 0.0)
 
 
 MEAN_CANDIDATES = (
@@ -115,7 +151,7 @@ MEAN_CANDIDATES = (
               lambda s: _swapped(s, s.mean(), "moving_mean")),
     Candidate("no update", "moving_mean never moves: the update op did not run (UPDATE_OPS left "
                            "out of the train op, or training was False)",
-              lambda s: s.old["moving_mean"]),
+              lambda s: _unchanged(s, "moving_mean")),
 )
 
 
@@ -123,14 +159,17 @@ GHOST_SIZES = range(2, 65)
 
 
 def _moments_under(step, mode):
-    """``(mean, variance)`` the step's update consumes under ``mode``, or ``None``: from
-    ``batch_input``, the batch's moments or the ghost batches' mean moments (``None`` when
-    ``virtual_batch_size`` does not divide the batch); without it, as recorded."""
+    """``(mean, variance)`` :class:`Prediction` s the step's update consumes under ``mode``, or
+    ``None``: from ``batch_input``, the batch's moments or the ghost batches' mean moments
+    (``None`` when ``virtual_batch_size`` does not divide the batch); without it, as recorded."""
     if not mode.ghost or step.inputs is None:
         return step.mean(), step.variance()
     if np.shape(step.inputs)[0] % mode.virtual_batch_size:
         return None
-    return mode.moments(step.inputs)
+    axes = formulas.reduction_axes(step.inputs)
+    mean, variance = mode.moments(step.inputs)
+    return (Prediction(mean, tolerances.mean_bound(step.inputs, axes)),
+            Prediction(variance, tolerances.variance_bound(step.inputs, axes)))
 
 
 def _moving_variance_under(step, mode):
@@ -138,10 +177,18 @@ def _moving_variance_under(step, mode):
     moments = _moments_under(step, mode)
     if moments is None or moments[1] is None:
         return None
-    old_stddev = (layer_modes.moving_stddev_after(step.previous, step.layer, step.epsilon)
-                  if mode.renorm else None)
-    return mode.moving_variance(step.old["moving_variance"], old_stddev, moments[1], step.momentum,
-                                step.epsilon)
+    variance = moments[1]
+    if not mode.renorm:
+        return _tf(step, variance, "moving_variance")
+    old_stddev, old_error = layer_modes.moving_stddev_with_bound(step.previous, step.layer,
+                                                                 step.epsilon)
+    moving_stddev = formulas.moving_average(old_stddev, np.sqrt(np.asarray(variance.value)
+                                                                + step.epsilon), step.momentum)
+    value = mode.moving_variance(None, old_stddev, variance.value, step.momentum, step.epsilon)
+    bound = tolerances.renorm_bounds(old_stddev, variance.value, step.momentum, step.epsilon,
+                                     moving_stddev, value, old_stddev_error=old_error,
+                                     variance_error=variance.bound)[2]
+    return Prediction(value, bound)
 
 
 def _batch_statistics_under(step, mode):
@@ -196,7 +243,7 @@ VARIANCE_CANDIDATES = (
               lambda s: _swapped(s, s.variance(formulas.UNBIASED), "moving_variance")),
     Candidate("no update", "moving_variance never moves: the update op did not run (UPDATE_OPS "
                            "left out of the train op, or training was False)",
-              lambda s: s.old["moving_variance"]),
+              lambda s: _unchanged(s, "moving_variance")),
     Candidate("renorm", "moving_variance follows batch renorm: the layer averages moving_stddev = "
                         "sqrt(var + epsilon) and sets moving_variance = moving_stddev^2 - epsilon",
               lambda s: _moving_variance_under(s, LayerMode(renorm=True))),
@@ -208,9 +255,18 @@ def _recorded(step):
 
 
 def _stacked(mean, variance):
+    """The mean and variance :class:`Prediction` s as one, flattened."""
     if mean is None or variance is None:
         return None
-    return np.concatenate([np.ravel(mean), np.ravel(variance)])
+    value = np.concatenate([np.ravel(mean.value), np.ravel(variance.value)])
+    bound = np.concatenate([np.ravel(np.broadcast_to(mean.bound, np.shape(mean.value))),
+                            np.ravel(np.broadcast_to(variance.bound, np.shape(variance.value)))])
+    return Prediction(value, bound)
+
+
+def _old_statistics(step):
+    """The old moving statistics, exactly: what an update in inference mode consumes."""
+    return _stacked(_unchanged(step, "moving_mean"), _unchanged(step, "moving_variance"))
 
 
 BATCH_CANDIDATES = (
@@ -222,23 +278,31 @@ BATCH_CANDIDATES = (
     Candidate("inference mode", "the batch statistics the update consumed are the old moving "
                                 "statistics, not the batch's: the layer ran in inference mode in "
                                 "the training run (training was never fed True)",
-              lambda s: _stacked(s.old["moving_mean"], s.old["moving_variance"])),
+              _old_statistics),
 ) + _ghost_candidates("batch statistics")
+
+
+def _normalized(step, epsilon):
+    """The inference output with ``epsilon`` and the old moving statistics, with its bound."""
+    if step.inference is None:
+        return None
+    old, x = step.old, step.inference["input"]
+    value = formulas.normalize(x, old["moving_mean"], old["moving_variance"], old["gamma"],
+                               old["beta"], epsilon)
+    return Prediction(value, tolerances.normalize_bound(x, old["moving_mean"],
+                                                        old["moving_variance"], old["gamma"],
+                                                        old["beta"], epsilon, value))
 
 
 def _epsilon_candidate(epsilon, who):
     return Candidate(f"epsilon {epsilon:g}", f"the inference output follows epsilon = {epsilon:g} "
                                              f"({who}), not the header's",
-                     lambda s: None if s.inference is None else formulas.normalize(
-                         s.inference["input"], s.old["moving_mean"], s.old["moving_variance"],
-                         s.old["gamma"], s.old["beta"], epsilon))
+                     lambda s: _normalized(s, epsilon))
 
 
 INFERENCE_CANDIDATES = (
     Candidate(STANDARD, "the inference output follows the header's epsilon",
-              lambda s: None if s.inference is None else formulas.normalize(
-                  s.inference["input"], s.old["moving_mean"], s.old["moving_variance"],
-                  s.old["gamma"], s.old["beta"], s.epsilon)),
+              lambda s: _normalized(s, s.epsilon)),
 ) + tuple(_epsilon_candidate(epsilon, who) for epsilon, who in KNOWN_EPSILONS.items())
 
 
@@ -281,32 +345,27 @@ def _steps(trace, layer):
                     momentum=settings["momentum"], epsilon=settings["epsilon"])
 
 
-def _best_match(steps, candidates, observed):
-    """The candidate that predicts every observed value most closely (smallest largest relative
-    error; the earlier one on a tie), ``(None, compared)`` if none predicts them all. Closest, not
-    first: values as small as the absolute tolerance (variances of 1e-6) fit several candidates."""
+def _fitting(steps, candidates, observed):
+    """``(the candidates whose predictions hold every observed value within its bound, how many
+    steps were compared)``; a candidate not applicable at some step does not fit."""
     from bnrepro.verify import Check
 
     pairs = [(step, observed(step)) for step in steps]
     pairs = [(step, value) for step, value in pairs if value is not None]
-    if not pairs:
-        return None, 0
-    fitting = []  # (largest relative error, candidate) of every candidate that predicts them all
+    fitting = []
     for candidate in candidates:
         check = Check(candidate.key)
-        applicable = True
         for step, value in pairs:
-            expected = candidate.expected(step)
-            if expected is None:
-                applicable = False
+            prediction = candidate.expected(step)
+            if prediction is None:
+                check.fail("", "not applicable")
                 break
-            check.compare("", value, expected)
+            check.compare("", value, prediction.value, prediction.bound)
             if not check.passed:
                 break
-        if applicable and check.passed:
-            fitting.append((check.max_rel_error, candidate))
-    best = min(fitting, key=lambda item: item[0], default=(None, None))[1]
-    return best, len(pairs)
+        if check.passed and pairs:
+            fitting.append(candidate)
+    return fitting, len(pairs)
 
 
 def diagnose_trace(trace):
@@ -320,20 +379,27 @@ def diagnose_trace(trace):
             if declared is not None:
                 candidates = (declared,) + candidates
             expected_key = STANDARD if declared is None else declared.key
-            candidate, compared = _best_match(steps, candidates, observed)
-            if not compared or (candidate is not None and candidate.key == expected_key):
+            fitting, compared = _fitting(steps, candidates, observed)
+            if not compared or any(c.key == expected_key for c in fitting):
                 continue
-            if candidate is not None:
+            alternatives = list({c.key: c for c in fitting}.values())
+            if len(alternatives) == 1:
+                candidate = alternatives[0]
                 message = candidate.message
                 if declared is not None and candidate.key == STANDARD:
                     message += f", not {mode.describe()} as the header declares"
                 findings.append(Finding(layer, quantity, candidate.key, message))
                 continue
-            message = f"no known convention explains the {quantity}"
-            if quantity == "inference output":
-                epsilon = _fit_epsilon(steps)
-                if epsilon is not None:
-                    message += f" (solving the formula for epsilon gives {epsilon:.4g})"
+            if alternatives:
+                message = (f"the {quantity} follows none of the expected conventions, and "
+                           f"{len(alternatives)} known ones fit that the numbers do not tell "
+                           "apart: " + "; ".join(c.key for c in alternatives))
+            else:
+                message = f"no known convention explains the {quantity}"
+                if quantity == "inference output":
+                    epsilon = _fit_epsilon(steps)
+                    if epsilon is not None:
+                        message += f" (solving the formula for epsilon gives {epsilon:.4g})"
             findings.append(Finding(layer, quantity, None, message))
     return findings
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from bnrepro import formulas
+from bnrepro import formulas, tolerances
 from bnrepro.errors import UserError
 
 STRIDED = "strided"  # what tf_keras does: reshape (N, C) -> (k, N/k, C), moments over axis 0
@@ -266,3 +266,18 @@ def moving_stddev_after(record, layer, epsilon):
         return recorded
     variance = np.asarray(record["bn"][layer]["moving_variance"], dtype=np.float64)
     return np.sqrt(variance if record["step"] == 0 else variance + epsilon)
+
+
+def moving_stddev_with_bound(record, layer, epsilon):
+    """:func:`moving_stddev_after` and its error bound: 0 when the trace recorded the variable;
+    when derived from the recorded moving variance ``v``, the float32 roundings of
+    ``v = stddev^2 - epsilon`` (``u (stddev^2 + |v|)`` and epsilon's) carried through the square
+    root (:func:`bnrepro.tolerances.sqrt_bound`)."""
+    value = moving_stddev_after(record, layer, epsilon)
+    if renorm_variable(record, layer, "moving_stddev") is not None:
+        return value, 0.0
+    variance = np.asarray(record["bn"][layer]["moving_variance"], dtype=np.float64)
+    squared = value * value
+    return value, tolerances.sqrt_bound(
+        squared, value, value_error=tolerances.UNIT_ROUNDOFF * (squared + np.abs(variance))
+        + tolerances.constant_error(epsilon))

@@ -13,9 +13,12 @@ from typing import Callable
 
 import numpy as np
 
+from bnrepro import tolerances
 from bnrepro.errors import UserError
 
-MATCH_TOLERANCE = 1e-6  # absolute: the posts print 7-8 significant digits of values of order 1
+MATCH_RULE = (f"|ours - printed| <= half a unit of the {tolerances.NUMPY_PRINT_DECIMALS}th decimal + "
+              f"{tolerances.FLOAT32_ULPS_ACROSS_CPUS} float32 units in the last place "
+              "(bnrepro.tolerances.printed_match_bound)")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ POSTS = {
 
 
 def compare_printed(trace, printed_numbers):
-    """Rows ``(label, printed, ours, difference, verdict)`` for every printed number."""
+    """Rows ``(label, printed, ours, difference, verdict)`` for every printed number; a number
+    matches within :func:`bnrepro.tolerances.printed_match_bound` of what the post printed."""
     rows = []
     for number in printed_numbers:
         try:
@@ -101,6 +105,7 @@ def compare_printed(trace, printed_numbers):
             raise UserError(f"{trace.path} lacks the value of {number.label!r} "
                             "(was it run with the post's settings?)") from None
         difference = ours - number.printed
-        verdict = "match" if abs(difference) <= MATCH_TOLERANCE else "DIFFERS"
+        matched = abs(difference) <= tolerances.printed_match_bound(number.printed)
+        verdict = "match" if matched else "DIFFERS"
         rows.append((number.label, number.printed, ours, difference, verdict))
     return rows

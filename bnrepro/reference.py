@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bnrepro import formulas
+from bnrepro import formulas, tolerances
 from bnrepro.errors import UserError
 
 # --- variable names (TensorFlow's, as the traces store them) --------------------------------------
@@ -475,6 +475,25 @@ class StepComparison:
         """``(abs, rel)`` error of the reference loss against the trace's."""
         return max_errors(self.loss, self.traced_loss)
 
+    def disagreements(self):
+        """``[(name, max-norm relative error, tolerance)]`` for the loss and every variable beyond
+        its tolerance (:func:`bnrepro.tolerances.reference_tolerance`)."""
+        found = []
+        loss_error = tolerances.norm_relative_error(self.loss, self.traced_loss)
+        if not loss_error <= tolerances.REFERENCE_TOLERANCE:
+            found.append(("loss", loss_error, tolerances.REFERENCE_TOLERANCE))
+        for name, traced in self.traced_variables.items():
+            error = tolerances.norm_relative_error(self.variables[name], traced)
+            allowed = tolerances.reference_tolerance(name)
+            if not error <= allowed:
+                found.append((name, error, allowed))
+        return found
+
+
+def agrees(comparisons):
+    """Whether the reference agrees with TensorFlow at every step (no disagreements)."""
+    return bool(comparisons) and not any(c.disagreements() for c in comparisons)
+
 
 def _compare(step, result, traced_step):
     traced = {name: _f64(value) for name, value in traced_step["variables"].items()}
@@ -499,6 +518,10 @@ def replay(trace, *, chained=True):
     one, rounded to float32 as the placeholder rounds it. The trace must hold every step
     (``record_every=1``).
     """
+    scenario = trace.header.get("scenario")
+    if scenario not in REFERENCE_STEPS:
+        raise UserError(f"{trace.path}: no NumPy reference for scenario {scenario!r}; there is one "
+                        f"for the traces of {', '.join(f'bnrepro run {n}' for n in REFERENCE_STEPS)}")
     steps = sorted(trace.steps, key=lambda record: record["step"])
     numbers = [record["step"] for record in steps]
     if numbers != list(range(len(steps))):
@@ -554,7 +577,22 @@ def format_replay(comparisons):
         lines.append(f"largest error over all {len(comparisons)} steps: {worst.max_rel_error:.3g} "
                      f"relative, {max(c.max_abs_error for c in comparisons):.3g} absolute "
                      f"({worst.worst_variable}, step {worst.step})")
+    lines.append(format_agreement(comparisons))
     return "\n".join(lines)
+
+
+def format_agreement(comparisons):
+    """The verdict line: ``reference: AGREES ...`` or ``reference: DISAGREES ...`` with the first
+    variable beyond its tolerance."""
+    rule = (f"max |NumPy - TF| <= {tolerances.REFERENCE_TOLERANCE:g} * max |TF| per variable, "
+            f"{tolerances.ADAM_SLOT_TOLERANCE:g} for Adam's slots")
+    for comparison in comparisons:
+        for name, error, allowed in comparison.disagreements():
+            return (f"reference: DISAGREES at step {comparison.step}: {name} off by {error:.3g} "
+                    f"of its largest value (allowed {allowed:g}; {rule})")
+    if not comparisons:
+        return "reference: DISAGREES: no step to compare"
+    return f"reference: AGREES at every step ({rule})"
 
 
 def replay_path(path):

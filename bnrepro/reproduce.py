@@ -1,11 +1,13 @@
 """``bnrepro reproduce``, the main job: every post rebuilt, traced, verified and compared.
 
 For each post the scenario runs with the post's settings into ``OUT/<scenario>/``, ``verify``
-checks its trace, and a table puts each number the post printed next to ours. Post 002 (MNIST, no
+checks its trace, the NumPy whole-step reference replays it, and a table puts each number the post
+printed next to ours. Post 002 (MNIST, no
 printed numbers) gets a short ``bnrepro compare`` on the embedded digits (:data:`POST_002_COMPARE`)
 into ``OUT/compare/``, its bn trace verified. ``OUT/report.md`` collects the tables. The run fails
-(non-zero exit) if any trace fails verification or any printed number differs by more than
-:data:`bnrepro.posts.MATCH_TOLERANCE`.
+(non-zero exit) if any trace fails verification, the reference disagrees with a trace
+(:func:`bnrepro.reference.agrees`) or any printed number differs beyond
+:data:`bnrepro.posts.MATCH_RULE`.
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import os
 
 from bnrepro.compare import EMBEDDED_DATA, CompareConfig, run_compare
 from bnrepro.outdir import output_directory
-from bnrepro.posts import MATCH_TOLERANCE, POSTS, compare_printed
-from bnrepro.reference import format_replay, replay
+from bnrepro.posts import MATCH_RULE, POSTS, compare_printed
+from bnrepro.reference import agrees, format_replay, replay
 from bnrepro.scenarios import get_scenario, run_scenario
 from bnrepro.trace import TRACE_FILE, read_trace, to_json_value
 from bnrepro.two_sample import POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL
@@ -40,8 +42,9 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def reproduce(out, *, force=False, write=print):
-    """Run every post's scenario into ``out``; return ``True`` when everything matched and verified."""
+def reproduce(out, *, force=False, write=print, compare_config=POST_002_COMPARE):
+    """Run every post's scenario into ``out``; return ``True`` when everything matched and verified.
+    ``compare_config``: post 002's comparison (tests shorten it)."""
     all_ok = True
     report = ["# bnrepro reproduce", ""]
     with output_directory(out, force=force) as staging:
@@ -62,25 +65,26 @@ def reproduce(out, *, force=False, write=print):
                 write(line)
             verification = verify_trace(trace)
             write("-- " + verification.format().replace("\n", "\n   "))
-            replay_table = format_replay(replay(trace))
+            comparisons = replay(trace)
+            replay_table = format_replay(comparisons)
             write("-- the NumPy whole-step reference (bnrepro reference), every variable:")
             write("   " + replay_table.replace("\n", "\n   "))
             rows = compare_printed(trace, printed_numbers)
             table = format_table(rows)
             matched = all(row[-1] == "match" for row in rows)
-            all_ok = all_ok and matched and verification.passed
-            write(f"-- post {post}: the post's printed numbers against ours "
-                  f"(match: |difference| <= {MATCH_TOLERANCE:g})")
+            all_ok = all_ok and matched and verification.passed and agrees(comparisons)
+            write(f"-- post {post}: the post's printed numbers against ours (match: {MATCH_RULE})")
             write(table)
             write("")
             report += [f"## Post {post}", "", f"Scenario `{scenario_name}`, config `{config}`.", "",
                        table, "", "Verification:", "", "```", verification.format(), "```", "",
                        "NumPy whole-step reference:", "", "```", replay_table, "```", ""]
-        write(f"== post 002: bnrepro compare --steps {POST_002_COMPARE.steps} (MNIST, five methods)")
-        comparison = run_compare(POST_002_COMPARE, os.path.join(staging, "compare"), write=write,
+        write(f"== post 002: bnrepro compare --steps {compare_config.steps} "
+              f"(MNIST: {compare_config.methods})")
+        comparison = run_compare(compare_config, os.path.join(staging, "compare"), write=write,
                                  shown_as=os.path.join(out, "compare"))
         all_ok = all_ok and comparison.verification.passed
-        report += ["## Post 002", "", f"`bnrepro compare --steps {POST_002_COMPARE.steps}`: "
+        report += ["## Post 002", "", f"`bnrepro compare --steps {compare_config.steps}`: "
                    f"{comparison.data_source}.", "", comparison.table, "",
                    "Batch-norm trace verification:", "", "```", comparison.verification.format(),
                    "```", "", "Figures and history: `compare/`.", ""]

@@ -81,4 +81,5 @@ def run_scenario(name, config, out, *, force=False, write=print, record_every=1)
                 if write is not None and scenario.print_step is not None:
                     scenario.print_step(previous, step, write)
                 previous = step
+            writer.finish("complete")
     return f"{out}/{TRACE_FILE}"

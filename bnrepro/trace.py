@@ -12,6 +12,17 @@ Every further line is one step (``"step": 0`` is the initial state) with ``"bn"`
 ``"inference"`` (per layer ``input`` and ``output`` in inference mode with the variables before the
 step), ``"batch"`` (``inputs``, ``targets``) and optionally ``"metrics"`` and ``"after"``.
 
+The last line says how the run ended, so that a trace cut short (a full disk, ``head -n``, a copy
+interrupted) is told from a finished one::
+
+    {"end": {"status": "complete" | "diverged" | "stopped", "last_step": k, "records": n,
+             "reason": "..."}}
+
+``last_step`` is the last training step that ran (recorded or not), ``records`` the number of step
+lines before it, ``reason`` (optional) what stopped a run that is not complete. A trace without it
+reads back (``Trace.end`` is ``None``); ``bnrepro verify`` then says it may be cut short and does
+not pass it.
+
 Numbers are float32 values written as JSON numbers through float64, so they read back exactly. This
 module uses only NumPy and the standard library.
 """
@@ -26,12 +37,14 @@ import os
 import platform
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Optional
 
 import numpy as np
 
 from bnrepro.errors import UserError
 
 FORMAT = "bnrepro-trace/1"
+END_STATUSES = ("complete", "diverged", "stopped")
 TRACE_FILE = "trace.jsonl"
 CSV_FILE = "trace.csv"
 LAYER_STATE = ("moving_mean", "moving_variance", "gamma", "beta")
@@ -87,6 +100,8 @@ class TraceWriter:
         self._csv_file.write(_csv_fields("step", "section", "key", "quantity", "index", "value")
                              + CSV_LINE_END)
         self._write_line(header)
+        self.records = 0
+        self.last_step = None
 
     def _write_line(self, obj):
         self._jsonl.write(json.dumps(obj, allow_nan=True) + "\n")
@@ -103,7 +118,14 @@ class TraceWriter:
             csv_lines.append(_csv_lines(leading, texts[id(value)][1]))
         self._jsonl.write(_json_text(record, texts) + "\n")
         self._csv_file.write("".join(csv_lines))
+        self.records += 1
+        self.last_step = int(record["step"])
         return to_json_value(record)
+
+    def finish(self, status="complete", *, last_step=None, reason=None):
+        """Write the end line (:func:`end_record`); ``last_step`` defaults to the last recorded."""
+        self._write_line(end_record(status, self.last_step if last_step is None else last_step,
+                                    self.records, reason))
 
     def flush(self):
         """Hand everything written so far to the operating system."""
@@ -119,6 +141,16 @@ class TraceWriter:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def end_record(status, last_step, records, reason=None):
+    """The trace's last line: ``{"end": {"status", "last_step", "records"[, "reason"]}}``."""
+    if status not in END_STATUSES:
+        raise ValueError(f"end status {status!r} is not one of {END_STATUSES}")
+    end = {"status": status, "last_step": int(last_step), "records": int(records)}
+    if reason:
+        end["reason"] = str(reason)
+    return {"end": end}
 
 
 CSV_LINE_END = "\r\n"  # the csv module's default (excel) line terminator
@@ -196,11 +228,13 @@ def _csv_lines(leading, values):
 
 @dataclass
 class Trace:
-    """A trace read back: the header dict and the step dicts, tensors as float64 NumPy arrays."""
+    """A trace read back: the header dict, the step dicts (tensors as float64 NumPy arrays) and the
+    end line's ``{"status", "last_step", "records"[, "reason"]}`` (``None``: the trace has none)."""
 
     path: str
     header: dict
     steps: list
+    end: Optional[dict] = None
 
     @property
     def layers(self):
@@ -245,11 +279,25 @@ def read_trace(path):
         raise UserError(f"{path} is format {header['format']!r}; this bnrepro reads {FORMAT!r}")
     if not isinstance(header.get("layers"), dict):
         raise UserError(f"{path} line 1 has no \"layers\" object")
+    end = None
+    if len(objects) > 1 and isinstance(objects[-1], dict) and "end" in objects[-1]:
+        end = _check_end(f"{path} line {len(objects)}", objects.pop()["end"])
     steps = [_check_step(path, number, record, header["layers"])
              for number, record in enumerate(objects[1:], start=2)]
     if not steps:
         raise UserError(f"{path} has a header but no steps (truncated?)")
-    return Trace(path=path, header=header, steps=steps)
+    return Trace(path=path, header=header, steps=steps, end=end)
+
+
+def _check_end(where, end):
+    """The end line's object, checked: a known status and whole-number counts."""
+    if (not isinstance(end, dict) or end.get("status") not in END_STATUSES
+            or not all(isinstance(end.get(key), int) and not isinstance(end.get(key), bool)
+                       for key in ("last_step", "records"))):
+        raise UserError(f"{where} is not an end line: it must be {{\"end\": {{\"status\": one of "
+                        f"{', '.join(END_STATUSES)}, \"last_step\": integer, \"records\": "
+                        "integer}}")
+    return end
 
 
 def _check_step(path, line, record, layers):

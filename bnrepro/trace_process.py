@@ -15,9 +15,10 @@ The child is a fresh interpreter, ``python -m bnrepro.trace_process DIRECTORY`` 
 TensorFlow). It imports only NumPy and :mod:`bnrepro.trace`, so the files are byte for byte what
 :class:`~bnrepro.trace.TraceWriter` writes.
 
-Protocol, pickled objects on the child's stdin: the header, then ``("steps", [record, ...])`` or
-``("flush",)``, after which the child flushes its files and answers one byte on stdout; end of
-input closes the files. A failing child prints its traceback on stderr and exits with status 1;
+Protocol, pickled objects on the child's stdin: the header, then ``("steps", [record, ...])``,
+``("end", {keyword arguments of TraceWriter.finish})`` (the trace's end line) or ``("flush",)``,
+after which the child flushes its files and answers one byte on stdout; end of input closes the
+files. A failing child prints its traceback on stderr and exits with status 1;
 the parent raises :class:`TraceWriterError` with that traceback at the next hand-over, ``flush``
 or ``close``.
 """
@@ -33,7 +34,7 @@ from bnrepro.trace import TraceWriter
 
 PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size: a tensor record and the steps after it fit
 RECORDS_PER_MESSAGE = 16  # records handed over together: fewer system calls and wake-ups
-STEPS, FLUSH = "steps", "flush"
+STEPS, END, FLUSH = "steps", "end", "flush"
 
 
 class TraceWriterError(RuntimeError):
@@ -81,6 +82,12 @@ class BackgroundTraceWriter:
         if self._pending:
             self._send((STEPS, self._pending))
             self._pending = []
+
+    def finish(self, status="complete", *, last_step=None, reason=None):
+        """Have the child write the end line after every record handed over
+        (:meth:`bnrepro.trace.TraceWriter.finish`)."""
+        self._hand_over()
+        self._send((END, {"status": status, "last_step": last_step, "reason": reason}))
 
     def flush(self):
         """Wait until the child has written (and flushed) every record handed over."""
@@ -165,6 +172,8 @@ def main(directory):
             if message[0] == STEPS:
                 for record in message[1]:
                     writer.write_step(record)
+            elif message[0] == END:
+                writer.finish(**message[1])
             else:
                 writer.flush()
                 answers.write(b".")

@@ -83,6 +83,7 @@ def write_pytorch_trace(out, *, steps=5, batch_size=8, channels=2, momentum=0.1,
             writer.write_step({"step": step, "bn": {LAYER: state}, "variables": _variables(model),
                                "loss": np.float32(loss.item()), "inference": {LAYER: inference},
                                "batch": {"inputs": inputs, "targets": targets}})
+        writer.finish("complete")
     return f"{out}/{TRACE_FILE}"
 
 

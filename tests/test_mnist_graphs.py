@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from bnrepro.compare import CompareConfig
 from bnrepro.errors import UserError
 from bnrepro.mnist_graphs import METHODS, NetConfig, build_graph, get_method, parse_methods
 from bnrepro.tfv1 import tf, tf1
@@ -221,6 +222,81 @@ def test_batch_norm_uses_moving_statistics_at_test_time():
     np.testing.assert_allclose(out["h"], expected, **TOLERANCE)
     (tap,) = session.net.batch_norms
     assert tap.name == "layer1/batch_normalization" and tap.epsilon == CONFIG.epsilon
+
+
+# Post 002 ships no momentum (its own batch norm has no moving statistics); README: the default
+# comparison uses the layer's default momentum 0.99 and the post's epsilon 1e-5
+# (``tf.sqrt(var + 1e-5)`` in ../shared/seeds/002_*.txt).
+LAYER_DEFAULT_MOMENTUM = 0.99
+POST_002_EPSILON = 1e-5
+DEFAULT_CONFIGS = {"NetConfig()": NetConfig(), "CompareConfig()": CompareConfig()}
+
+
+def _hand_made_first_layer(session, moving_mean, moving_variance):
+    """Set layer 1 to w[0, :] = 1, every other weight 0, b = 0, and the batch-norm state to
+    (moving_mean, moving_variance, gamma 1, beta 0); return images whose pixel 0 is 1, 2, 4, 7 and
+    every other pixel 0, so that every unit's pre-activation a = x·w + b is 1, 2, 4, 7."""
+    units = session.value("layer1/b").size
+    w = np.zeros((784, units))
+    w[0, :] = 1.0
+    session.assign("layer1/w", w)
+    session.assign("layer1/b", np.zeros(units))
+    layer = "layer1/batch_normalization"
+    for name, value in (("moving_mean", moving_mean), ("moving_variance", moving_variance),
+                        ("gamma", 1.0), ("beta", 0.0)):
+        session.assign(f"{layer}/{name}", np.full(units, value))
+    images = np.zeros((4, 784), np.float32)
+    images[:, 0] = [1.0, 2.0, 4.0, 7.0]
+    return images, np.array([0, 1, 2, 3], np.int64)
+
+
+@pytest.mark.parametrize("config", DEFAULT_CONFIGS.values(), ids=DEFAULT_CONFIGS.keys())
+def test_batch_norm_default_momentum_is_the_layers_0_99_read_from_one_training_step(config):
+    """One training step of the default config's bn graph on a hand-made batch whose
+    pre-activation is a = 1, 2, 4, 7 in every unit (:func:`_hand_made_first_layer`): batch mean 3.5,
+    biased variance (6.25 + 2.25 + 0.25 + 12.25) / 4 = 5.25. From moving_mean 1, moving_variance 2::
+
+        moving_mean     = 0.99 * 1 + 0.01 * 3.5  = 1.025      (momentum 0.9: 1.25)
+        moving_variance = 0.99 * 2 + 0.01 * 5.25 = 2.0325     (momentum 0.9: 2.325)
+
+    The momentum the graph ran is read back from the moving mean as
+    (new - batch) / (old - batch) = (1.025 - 3.5) / (1 - 3.5) = 0.99, and from the variance as
+    (2.0325 - 5.25) / (2 - 5.25) = 0.99. The trace header's momentum (the tap) must agree.
+    """
+    session = Session(build_graph("bn", config))
+    images, labels = _hand_made_first_layer(session, moving_mean=1.0, moving_variance=2.0)
+    np.testing.assert_allclose(session.run(session.net.pre_activation, images)[:, 0],
+                               [1.0, 2.0, 4.0, 7.0])
+    session.run(session.net.train_op, images, labels, training=True)
+    mean = session.value("layer1/batch_normalization/moving_mean")
+    variance = session.value("layer1/batch_normalization/moving_variance")
+    np.testing.assert_allclose(mean, 1.025, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(variance, 2.0325, rtol=0, atol=1e-6)
+    for used in ((mean - 3.5) / (1.0 - 3.5), (variance - 5.25) / (2.0 - 5.25)):
+        np.testing.assert_allclose(used, LAYER_DEFAULT_MOMENTUM, rtol=0, atol=1e-6)
+    (tap,) = session.net.batch_norms
+    assert tap.momentum == LAYER_DEFAULT_MOMENTUM
+
+
+@pytest.mark.parametrize("config", DEFAULT_CONFIGS.values(), ids=DEFAULT_CONFIGS.keys())
+def test_batch_norm_default_epsilon_is_the_posts_1e_5_read_from_the_inference_output(config):
+    """Inference mode (test data) from moving_mean 1, moving_variance 0.24999, gamma 1, beta 0, on
+    a = 1, 2, 4, 7 (:func:`_hand_made_first_layer`)::
+
+        h = relu((a - 1) / sqrt(0.24999 + 0.00001)) = relu(2 * (a - 1)) = 0, 2, 6, 12
+
+    (epsilon 1e-3 would give sqrt(0.25099) = 0.500989 and 11.976 for a = 7). Solved for epsilon
+    from h at a = 7: ((7 - 1) / 12)^2 - 0.24999 = 0.00001; the header's epsilon (the tap) agrees.
+    """
+    session = Session(build_graph("bn", config))
+    images, _ = _hand_made_first_layer(session, moving_mean=1.0, moving_variance=0.24999)
+    h = session.run(session.net.hidden, images).astype(np.float64)
+    np.testing.assert_allclose(h, np.repeat([[0.0], [2.0], [6.0], [12.0]], h.shape[1], axis=1),
+                               rtol=0, atol=1e-5)
+    used = (6.0 / h[3]) ** 2 - 0.24999
+    np.testing.assert_allclose(used, POST_002_EPSILON, rtol=0, atol=1e-6)
+    (tap,) = session.net.batch_norms
+    assert tap.epsilon == POST_002_EPSILON
 
 
 @pytest.mark.parametrize("training", [False, True])

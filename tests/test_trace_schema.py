@@ -38,7 +38,9 @@ def test_every_line_bnrepro_writes_validates(validator, scenario_trace, name, ov
     defs = validator.schema["$defs"]
     assert jsonschema.Draft202012Validator({"$ref": "#/$defs/header", "$defs": defs}).is_valid(lines[0])
     step = jsonschema.Draft202012Validator({"$ref": "#/$defs/step", "$defs": defs})
-    assert all(step.is_valid(line) for line in lines[1:])
+    assert all(step.is_valid(line) for line in lines[1:-1])
+    end = jsonschema.Draft202012Validator({"$ref": "#/$defs/end", "$defs": defs})
+    assert end.is_valid(lines[-1]) and not step.is_valid(lines[-1])
 
 
 def test_schema_agrees_with_the_reader(validator):
@@ -62,8 +64,11 @@ STATE = {"moving_mean": [0.0], "moving_variance": [1.0], "gamma": [1.0], "beta":
     {"step": -1, "bn": {"bn": STATE}},
     {"step": 1, "bn": {"bn": STATE}, "inference": {"bn": {"input": [[1.0]]}}},
     {"bn": {"bn": STATE}},  # no step number
+    {"end": {"status": "finished", "last_step": 1, "records": 2}},
+    {"end": {"status": "complete", "last_step": 1}},
 ], ids=["other-version", "no-layers", "momentum-above-1", "zero-epsilon", "no-moving-mean",
-        "string-in-tensor", "negative-step", "inference-without-output", "no-step"])
+        "string-in-tensor", "negative-step", "inference-without-output", "no-step",
+        "end-unknown-status", "end-without-records"])
 def test_schema_rejects_malformed_lines(validator, document):
     assert not validator.is_valid(document)
 
@@ -107,13 +112,20 @@ def test_mode_declarations_the_schema_and_verify_reject(validator, document):
 
 
 def test_a_minimal_hand_written_trace_validates_and_reads(validator, tmp_path):
-    """What another program must write at the least: a header and steps with the layer state."""
+    """What another program must write at the least: a header, steps with the layer state, and the
+    end line (without it the trace reads, but verify says it may be cut short)."""
     from bnrepro.trace import read_trace
+    from bnrepro.verify import verify_trace
 
     lines = [HEADER, {"step": 0, "bn": {"bn": STATE}},
              {"step": 1, "bn": {"bn": dict(STATE, moving_mean=[0.1], batch_mean=[1.0],
-                                           batch_variance=[1.0])}}]
+                                           batch_variance=[1.0])}},
+             {"end": {"status": "complete", "last_step": 1, "records": 2}}]
     assert all(validator.is_valid(line) for line in lines)
     path = tmp_path / "trace.jsonl"
-    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
-    assert [record["step"] for record in read_trace(str(path)).steps] == [0, 1]
+    for written, ending in ((lines, {"status": "complete", "last_step": 1, "records": 2}),
+                            (lines[:-1], None)):
+        path.write_text("\n".join(json.dumps(line) for line in written) + "\n", encoding="utf-8")
+        trace = read_trace(str(path))
+        assert [record["step"] for record in trace.steps] == [0, 1] and trace.end == ending
+        assert verify_trace(trace).passed == (ending is not None)

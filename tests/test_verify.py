@@ -1,11 +1,12 @@
 """verify passes on real traces and each of its checks fails when its value is perturbed."""
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
 
 from bnrepro import formulas
-from bnrepro.trace import Trace
+from bnrepro.trace import Trace, end_record
 from bnrepro.verify import verify_trace
 
 
@@ -19,7 +20,7 @@ def test_real_traces_pass(request, fixture):
 
 def _perturbed(trace, step, *path):
     """A deep copy of ``trace`` with one value of ``step`` moved by 1e-3 (relative)."""
-    copied = Trace(path=trace.path, header=trace.header, steps=copy.deepcopy(trace.steps))
+    copied = dataclasses.replace(trace, header=trace.header, steps=copy.deepcopy(trace.steps))
     container = copied.step(step)
     for key in path[:-1]:
         container = container[key]
@@ -50,30 +51,69 @@ def test_each_check_fails_on_a_perturbed_value(cubic_trace, path, failing_check)
     assert "FAIL" in report.format()
 
 
-def _synthetic_trace(batch_variance_convention):
-    """One step on x = [0, 2], momentum 0.5, from moving_mean 0, moving_variance 1.
+def _hand_made(path, header, steps):
+    """A :class:`Trace` of hand-made steps (the traces below), as read from a file, ending with the
+    end line of a finished run."""
+    return Trace(path=path, header=header, steps=steps,
+                 end=end_record("complete", steps[-1]["step"], len(steps))["end"])
 
-    Worked by hand: mean 1; biased variance 1, unbiased 2 (as in tf_keras' own test); so
-    moving_mean = 0.5 * 0 + 0.5 * 1 = 0.5 and moving_variance = 0.5 * 1 + 0.5 * var.
+
+def _synthetic_trace(batch_variance_convention, *, swapped=False):
+    """One step on x = [0, 4], momentum 0.75 (so that momentum and 1 - momentum differ), from
+    moving_mean 0, moving_variance 1. Worked by hand: mean 2; biased variance (4 + 4) / 2 = 4,
+    unbiased 8 / 1 = 8; so, the standard update (momentum weighs the old value)::
+
+        moving_mean     = 0.75 * 0 + 0.25 * 2   = 0.5
+        moving_variance = 0.75 * 1 + 0.25 * var = 1.75 (biased) or 2.75 (unbiased)
+
+    ``swapped``: the update with momentum and 1 - momentum swapped (momentum weighs the new value,
+    PyTorch's convention)::
+
+        moving_mean     = 0.25 * 0 + 0.75 * 2   = 1.5
+        moving_variance = 0.25 * 1 + 0.75 * var = 3.25 (biased) or 6.25 (unbiased)
     """
-    variance = {formulas.BIASED: 1.0, formulas.UNBIASED: 2.0}[batch_variance_convention]
+    variance = {formulas.BIASED: 4.0, formulas.UNBIASED: 8.0}[batch_variance_convention]
+    moving = {(False, 4.0): (0.5, 1.75), (False, 8.0): (0.5, 2.75),
+              (True, 4.0): (1.5, 3.25), (True, 8.0): (1.5, 6.25)}[swapped, variance]
     state0 = {"moving_mean": np.array([0.0]), "moving_variance": np.array([1.0]),
               "gamma": np.array([1.0]), "beta": np.array([0.0])}
-    state1 = dict(state0, moving_mean=np.array([0.5]),
-                  moving_variance=np.array([0.5 * 1.0 + 0.5 * variance]),
-                  batch_mean=np.array([1.0]), batch_variance=np.array([variance]),
-                  batch_input=np.array([[0.0], [2.0]]))
-    header = {"format": "bnrepro-trace/1", "layers": {"bn": {"momentum": 0.5, "epsilon": 0.001}}}
-    return Trace(path="synthetic", header=header,
-                 steps=[{"step": 0, "bn": {"bn": state0}}, {"step": 1, "bn": {"bn": state1}}])
+    state1 = dict(state0, moving_mean=np.array([moving[0]]), moving_variance=np.array([moving[1]]),
+                  batch_mean=np.array([2.0]), batch_variance=np.array([variance]),
+                  batch_input=np.array([[0.0], [4.0]]))
+    header = {"format": "bnrepro-trace/1", "layers": {"bn": {"momentum": 0.75, "epsilon": 0.001}}}
+    return _hand_made("synthetic", header,
+                      [{"step": 0, "bn": {"bn": state0}}, {"step": 1, "bn": {"bn": state1}}])
 
 
 @pytest.mark.parametrize("convention", formulas.VARIANCE_CONVENTIONS)
 def test_reports_which_variance_the_trace_follows(convention):
+    from bnrepro.diagnose import conventions_followed
+
     report = verify_trace(_synthetic_trace(convention))
     assert report.passed, report.format()
     assert report.variance_used == {"bn": convention}
     assert formulas.VARIANCE_LABELS[convention] in report.format()
+    assert ("bn", "moving_mean") not in conventions_followed(report.diagnosis)  # the standard one
+
+
+@pytest.mark.parametrize("convention, followed", [
+    (formulas.BIASED, {("bn", "moving_mean"): "swapped", ("bn", "moving_variance"): "swapped"}),
+    (formulas.UNBIASED, {("bn", "moving_mean"): "swapped", ("bn", "moving_variance"): "pytorch",
+                         ("bn", "batch statistics"): "unbiased"}),
+])
+def test_a_trace_with_momentum_and_1_minus_momentum_swapped_fails_and_is_named(convention,
+                                                                              followed):
+    """The swapped trace's moving statistics (1.5 and 3.25 or 6.25, :func:`_synthetic_trace`) are
+    not the standard update's (0.5 and 1.75 or 2.75): verify fails both updates, and the diagnosis
+    names the swapped convention (with the unbiased variance: PyTorch's)."""
+    from bnrepro.diagnose import conventions_followed
+
+    report = verify_trace(_synthetic_trace(convention, swapped=True))
+    assert report.passed is False, report.format()
+    assert {c.name for c in report.checks if not c.passed} == {"moving_mean update",
+                                                                "moving_variance update"}
+    assert "expected 0.5, got 1.5" in report.format()  # 0.25 * 2, not 0.75 * 2 (swapped)
+    assert conventions_followed(report.diagnosis) == followed
 
 
 def test_a_trace_without_consecutive_steps_does_not_pass():
@@ -107,8 +147,9 @@ def test_real_traces_of_the_other_modes_pass_under_the_declared_mode(scenario_tr
     assert main(["verify", trace.path]) == 0
     printed = capsys.readouterr().out
     assert f"mode of {LAYER} (from the header): {mode}\n" in printed
-    assert printed.rstrip().endswith("PASS: every value within |got - expected| <= 1e-06 + 1e-05 "
-                                     "* |expected|")
+    assert printed.rstrip().splitlines()[-1].startswith(
+        "PASS: every recorded value is within its float32 rounding bound (bnrepro.tolerances; "
+        "the largest error is ")
 
 
 @pytest.mark.parametrize("name, path, failing_check", [
@@ -145,7 +186,7 @@ def test_a_wrong_mode_parameter_in_the_header_fails(scenario_trace, name, renorm
     header = copy.deepcopy(trace.header)
     key = "virtual_batch_size" if name == "ghost-batch" else "renorm"
     header["layers"][LAYER][key] = renorm_or_size
-    report = verify_trace(Trace(path=trace.path, header=header, steps=trace.steps))
+    report = verify_trace(dataclasses.replace(trace, header=header, steps=trace.steps))
     assert not report.passed
     failure = next(c.first_failure for c in report.checks if c.name == failing_check)
     assert failure is not None and reason in failure, report.format()
@@ -158,7 +199,7 @@ def test_a_ghost_batch_trace_without_its_inputs_passes_with_no_diagnosis(scenari
     steps = copy.deepcopy(trace.steps)
     for record in steps:
         record["bn"][LAYER].pop("batch_input", None)
-    report = verify_trace(Trace(path=trace.path, header=trace.header, steps=steps))
+    report = verify_trace(dataclasses.replace(trace, header=trace.header, steps=steps))
     assert report.passed and report.diagnosis == [], report.format()
 
 
@@ -170,36 +211,37 @@ def test_renorm_passes_without_moving_stddev_in_the_trace(scenario_trace):
     for record in steps:
         record["variables"] = {name: value for name, value in record["variables"].items()
                                if "renorm" not in name and "moving_stddev" not in name}
-    report = verify_trace(Trace(path=trace.path, header=trace.header, steps=steps))
+    report = verify_trace(dataclasses.replace(trace, header=trace.header, steps=steps))
     assert report.passed, report.format()
     compared = {check.name: check.compared for check in report.checks}
     assert compared["moving_variance update"] == 6
     assert compared["moving_stddev update"] == compared["renorm_mean, renorm_stddev"] == 0
-    assert "moving_stddev update                     0            0            0  not recorded" \
-        in report.format()
+    assert "moving_stddev update                     0            0            0         0  " \
+        "not recorded" in report.format()
 
 
 def _ghost_trace(layout_declared, layout_followed):
-    """One step on x = 1, 2, 4, 7 with K = 2, momentum 0.5, from moving (0, 1). Worked by hand:
+    """One step on x = 1, 2, 4, 7 with K = 2, momentum 0.75, from moving (0, 1). Worked by hand:
 
     strided ghost batches {1, 4}, {2, 7}: variances 2.25, 6.25, mean 4.25;
     contiguous ones {1, 2}, {4, 7}: variances 0.25, 2.25, mean 1.25; both means 3.5, so
-    moving_mean = 0.5 * 0 + 0.5 * 3.5 = 1.75 and moving_variance = 0.5 * 1 + 0.5 * 4.25 = 2.625
-    (strided) or 0.5 + 0.5 * 1.25 = 1.125 (contiguous); the whole batch's variance would be 5.25.
+    moving_mean = 0.75 * 0 + 0.25 * 3.5 = 0.875 and moving_variance = 0.75 * 1 + 0.25 * 4.25 =
+    1.8125 (strided) or 0.75 + 0.25 * 1.25 = 1.0625 (contiguous); the whole batch's variance would
+    be 5.25 (0.75 + 0.25 * 5.25 = 2.0625). Swapped, the mean would be 0.25 * 0 + 0.75 * 3.5 = 2.625.
     """
     variance = {"strided": 4.25, "contiguous": 1.25}[layout_followed]
     state0 = {"moving_mean": np.array([0.0]), "moving_variance": np.array([1.0]),
               "gamma": np.array([1.0]), "beta": np.array([0.0])}
-    state1 = dict(state0, moving_mean=np.array([1.75]),
-                  moving_variance=np.array([{"strided": 2.625, "contiguous": 1.125}[layout_followed]]),
+    state1 = dict(state0, moving_mean=np.array([0.875]),
+                  moving_variance=np.array([{"strided": 1.8125, "contiguous": 1.0625}[layout_followed]]),
                   batch_mean=np.array([3.5]), batch_variance=np.array([variance]),
                   batch_input=np.array([[1.0], [2.0], [4.0], [7.0]]))
-    entry = {"momentum": 0.5, "epsilon": 0.001}
+    entry = {"momentum": 0.75, "epsilon": 0.001}
     if layout_declared is not None:
         entry.update(virtual_batch_size=2, ghost_layout=layout_declared)
     header = {"format": "bnrepro-trace/1", "layers": {"bn": entry}}
-    return Trace(path="hand-made", header=header,
-                 steps=[{"step": 0, "bn": {"bn": state0}}, {"step": 1, "bn": {"bn": state1}}])
+    return _hand_made("hand-made", header,
+                      [{"step": 0, "bn": {"bn": state0}}, {"step": 1, "bn": {"bn": state1}}])
 
 
 @pytest.mark.parametrize("declared, followed, passes", [
@@ -222,24 +264,30 @@ def test_hand_made_ghost_batch_traces(declared, followed, passes):
 
 
 def _renorm_trace(*, declared=True, variables=True):
-    """Two renorm steps, worked by hand: epsilon 0.41, momentum 0.5, renorm momentum 0.75, clipping
-    rmax 1.5, dmax 0.5; from moving (0, 1), so moving_stddev = renorm_stddev = sqrt(1) = 1 and
-    renorm_mean = 0 (s = sqrt(var + 0.41), t = max(renorm_stddev_old, sqrt(0.41) = 0.64)).
+    """Two renorm steps, worked by hand: epsilon 0.41, momentum 0.875, renorm momentum 0.75 (each
+    different from 1 - itself and from the other), clipping rmax 1.5, dmax 0.5; from moving (0, 1),
+    so moving_stddev = renorm_stddev = sqrt(1) = 1 and renorm_mean = 0 (s = sqrt(var + 0.41),
+    t = max(renorm_stddev_old, sqrt(0.41) = 0.64)).
 
     step 1, x = 0, 4: mean 2, var 4, s = sqrt(4.41) = 2.1, t = 1;
-        moving_mean 0.5 * 2 = 1; moving_stddev 0.5 * 1 + 0.5 * 2.1 = 1.55,
-        moving_variance 1.55^2 - 0.41 = 1.9925 (the standard update would give 2.5);
-        renorm_mean 0.25 * 2 = 0.5, renorm_stddev 0.75 + 0.25 * 2.1 = 1.275;
+        moving_mean 0.875 * 0 + 0.125 * 2 = 0.25; moving_stddev 0.875 * 1 + 0.125 * 2.1 = 1.1375,
+        moving_variance 1.1375^2 - 0.41 = 1.29390625 - 0.41 = 0.88390625 (the standard update would
+        give 0.875 * 1 + 0.125 * 4 = 1.375);
+        renorm_mean 0.75 * 0 + 0.25 * 2 = 0.5, renorm_stddev 0.75 * 1 + 0.25 * 2.1 = 1.275;
         r = 2.1 / 1 clipped to 1.5, d = 2 / 1 clipped to 0.5.
     step 2, x = 0, 1.85: mean 0.925, var 0.855625, s = sqrt(1.265625) = 1.125, t = 1.275;
-        moving_mean 0.5 + 0.4625 = 0.9625; moving_stddev 0.775 + 0.5625 = 1.3375 (= sqrt(1.9925 +
-        0.41) = 1.55 from step 1's variance when not recorded), moving_variance 1.3375^2 - 0.41 =
-        1.37890625; renorm_mean 0.375 + 0.23125 = 0.60625, renorm_stddev 0.95625 + 0.28125 = 1.2375;
+        moving_mean 0.875 * 0.25 + 0.125 * 0.925 = 0.21875 + 0.115625 = 0.334375;
+        moving_stddev 0.875 * 1.1375 + 0.125 * 1.125 = 0.9953125 + 0.140625 = 1.1359375 (its old
+        value sqrt(0.88390625 + 0.41) = 1.1375 from step 1's variance when not recorded),
+        moving_variance 1.1359375^2 - 0.41 = 1.29035400390625 - 0.41 = 0.88035400390625;
+        renorm_mean 0.75 * 0.5 + 0.25 * 0.925 = 0.375 + 0.23125 = 0.60625,
+        renorm_stddev 0.75 * 1.275 + 0.25 * 1.125 = 0.95625 + 0.28125 = 1.2375;
         r = 1.125 / 1.275 = 15/17, d = (0.925 - 0.5) / 1.275 = 1/3 (neither clipped).
     """
     rows = [  # x, mean, var, moving_mean, moving_variance, moving_stddev, renorm_mean, renorm_stddev, r, d
-        ([0.0, 4.0], 2.0, 4.0, 1.0, 1.9925, 1.55, 0.5, 1.275, 1.5, 0.5),
-        ([0.0, 1.85], 0.925, 0.855625, 0.9625, 1.37890625, 1.3375, 0.60625, 1.2375, 15 / 17, 1 / 3),
+        ([0.0, 4.0], 2.0, 4.0, 0.25, 0.88390625, 1.1375, 0.5, 1.275, 1.5, 0.5),
+        ([0.0, 1.85], 0.925, 0.855625, 0.334375, 0.88035400390625, 1.1359375, 0.60625, 1.2375,
+         15 / 17, 1 / 3),
     ]
     state = {"moving_mean": np.array([0.0]), "moving_variance": np.array([1.0]),
              "gamma": np.array([1.0]), "beta": np.array([0.0])}
@@ -258,11 +306,10 @@ def _renorm_trace(*, declared=True, variables=True):
         for record in steps:
             record.pop("variables")
             record.pop("metrics", None)
-    entry = {"momentum": 0.5, "epsilon": 0.41}
+    entry = {"momentum": 0.875, "epsilon": 0.41}
     if declared:
         entry["renorm"] = {"momentum": 0.75, "clipping": {"rmax": 1.5, "dmax": 0.5}}
-    return Trace(path="hand-made", header={"format": "bnrepro-trace/1", "layers": {"bn": entry}},
-                 steps=steps)
+    return _hand_made("hand-made", {"format": "bnrepro-trace/1", "layers": {"bn": entry}}, steps)
 
 
 @pytest.mark.parametrize("variables", [True, False], ids=["recorded", "derived"])
@@ -282,5 +329,5 @@ def test_hand_made_renorm_trace_undeclared_fails_with_the_diagnosis():
     for variables in (True, False):
         report = verify_trace(_renorm_trace(declared=False, variables=variables))
         assert [c.name for c in report.checks if not c.passed] == ["moving_variance update"]
-        assert "expected 2.5, got 1.9925" in report.format()  # 0.5 * 1 + 0.5 * 4
+        assert "expected 1.375, got 0.88390625" in report.format()  # 0.875 * 1 + 0.125 * 4
         assert conventions_followed(report.diagnosis) == {("bn", "moving_variance"): "renorm"}
