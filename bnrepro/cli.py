@@ -53,9 +53,12 @@ def config_from_arguments(config_type, arguments):
 
 def _add_out(parser, what):
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help=f"directory to write {what} into (must not exist or be empty)")
+                        help=f"directory to write {what} into (must not exist or be empty; "
+                             f"missing parents are created)")
     parser.add_argument("--force", action="store_true",
-                        help="replace an existing --out directory as a whole")
+                        help="replace an existing --out directory as a whole, in place, if "
+                             "bnrepro wrote it (its .bnrepro-output.json lists everything in it); "
+                             "any other non-empty directory is refused and left untouched")
 
 
 def build_parser():
@@ -160,10 +163,10 @@ def _dispatch(argv):
         print(explain_path(arguments.trace, arguments.step, arguments.layer, arguments.channel))
         return 0
     if arguments.command == "reference":
-        from bnrepro.reference import format_replay, replay_path
+        from bnrepro.reference import agrees, format_replay, replay_path
         _, comparisons = replay_path(arguments.trace)
         print(format_replay(comparisons))
-        return 0
+        return 0 if agrees(comparisons) else EXIT_FAILED
     if arguments.command == "reproduce":
         from bnrepro.reproduce import reproduce
         return 0 if reproduce(arguments.out, force=arguments.force) else EXIT_FAILED

@@ -86,9 +86,16 @@ def print_cubic_step(previous, record, write):
     ``hidden_tmp`` and ``bn1`` in inference mode; after it, ``result_loss``.
 
     ``previous`` is the state before the step (the previous record), ``record`` the step itself.
+    The block opens with a line the post did not print, saying which step it is and what it shows:
+    ``step 10 (its batch; before the update: the variables after step 9, hidden_tmp and bn1 in
+    inference mode; after it: result_loss):``.
     """
     if record["step"] == 0:
         return
+    state = ("the initial variables" if previous["step"] == 0
+             else f"the variables after step {previous['step']}")
+    write(f"step {record['step']} (its batch; before the update: {state}, hidden_tmp and bn1 in "
+          f"inference mode; after it: result_loss):")
     write(str(record["batch"]["inputs"]))
     for name, value in previous["variables"].items():
         write(f"{name} {np.asarray(value, dtype=np.float32)}")

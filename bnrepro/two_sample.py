@@ -111,13 +111,17 @@ def build_two_sample_graph(config):
 
 def print_two_sample_step(previous, record, write):
     """Print what the post prints after its step, then why the moving mean is not the mean of the
-    printed ``hidden_1`` values."""
+    printed ``hidden_1`` values.
+
+    The block opens with a line the post did not print: ``step 1 (the state after its Adam step):``.
+    ``previous`` is the state before the step (the previous record), ``record`` the step itself.
+    """
     if record["step"] == 0:
         return
     variables = record["variables"]
     after = record["after"]
     hidden = record["bn"]["hidden1/batch_normalization"]
-    write(f"step {record['step']}")
+    write(f"step {record['step']} (the state after its Adam step):")
     write("weight of hidden layer")
     write(str(np.asarray(variables["hidden1/dense/kernel:0"], dtype=np.float32)))
     write("")
@@ -138,5 +142,7 @@ def print_two_sample_step(previous, record, write):
           f" {used_inputs}, batch mean {np.float32(hidden['batch_mean'][0])}")
     write(f"  the printout uses the kernel AFTER the Adam step ({kernel_after}): {printed_inputs},"
           f" mean {np.float32(printed_inputs.mean())}")
-    write(f"  moving_mean = momentum * 0 + (1 - momentum) * {np.float32(hidden['batch_mean'][0])}"
-          f" = {np.float32(hidden['moving_mean'][0])} (see: bnrepro explain TRACE --step 1)")
+    old_mean = np.float32(previous["bn"]["hidden1/batch_normalization"]["moving_mean"][0])
+    write(f"  moving_mean = momentum * {old_mean} + (1 - momentum) * "
+          f"{np.float32(hidden['batch_mean'][0])} = {np.float32(hidden['moving_mean'][0])}"
+          f" (see: bnrepro explain TRACE --step {record['step']})")

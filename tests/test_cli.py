@@ -49,20 +49,24 @@ def test_out_that_is_a_file(capsys, tmp_path):
     assert target.read_text() == "keep me"
 
 
-def test_existing_output_is_refused_then_replaced_whole(capsys, tmp_path):
+def test_existing_output_is_refused_then_replaced_only_if_bnrepro_wrote_it(capsys, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
     code, _, err = run_cli(capsys, "run", "cubic", "--epochs", "2", "--out", str(out))
     assert code == EXIT_USAGE and "--force" in one_line_error(err)
+    code, _, err = run_cli(capsys, "run", "cubic", "--epochs", "2", "--force", "--out", str(out))
+    assert code == EXIT_USAGE and "not written by bnrepro" in one_line_error(err)
     assert os.listdir(out) == ["old.txt"]
-    code, stdout, _ = run_cli(capsys, "run", "cubic", "--epochs", "2", "--quiet", "--force",
-                              "--out", str(out))
-    assert code == 0
-    assert sorted(os.listdir(out)) == ["trace.csv", "trace.jsonl"]
+    (out / "old.txt").unlink()
+    for extra in ([], ["--force"]):  # into the empty directory, then over bnrepro's own output
+        code, stdout, _ = run_cli(capsys, "run", "cubic", "--epochs", "2", "--quiet", *extra,
+                                  "--out", str(out))
+        assert code == 0
+        assert sorted(os.listdir(out)) == [".bnrepro-output.json", "trace.csv", "trace.jsonl"]
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging directory left behind
     lines = (out / "trace.jsonl").read_text().splitlines()
-    assert len(lines) == 1 + 3  # header, step 0, two steps
+    assert len(lines) == 1 + 3 + 1  # header, step 0, two steps, the end line
 
 
 def test_run_verify_explain_round_trip(capsys, tmp_path):
@@ -181,7 +185,8 @@ def test_missing_parents_of_out_are_created_and_removed_on_failure(capsys, tmp_p
     """README's first command writes ``out/reproduce`` on a fresh clone, where ``out/`` is missing."""
     out = tmp_path / "out" / "runs" / "cubic"
     code, _, _ = run_cli(capsys, "run", "cubic", "--epochs", "1", "--quiet", "--out", str(out))
-    assert code == 0 and sorted(os.listdir(out)) == ["trace.csv", "trace.jsonl"]
+    assert code == 0 and sorted(os.listdir(out)) == [".bnrepro-output.json", "trace.csv",
+                                                     "trace.jsonl"]
     from bnrepro.outdir import output_directory
 
     with pytest.raises(RuntimeError):  # a command failing half-way

