@@ -11,3 +11,24 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+# The public API, imported on first use (the tracer imports TensorFlow):
+#   bnrepro.tracing(out)       context manager: trace every session run inside the block
+#   bnrepro.TraceHook(out)     tf.compat.v1.train.SessionRunHook for MonitoredTrainingSession
+#   bnrepro.trace_script(...)  what `bnrepro trace` does
+#   bnrepro.read_trace(path)   a trace as NumPy arrays; bnrepro.verify_trace(trace) its checks
+_PUBLIC = {"tracing": "bnrepro.tracer", "TraceHook": "bnrepro.tracer",
+           "trace_script": "bnrepro.tracer", "Tracer": "bnrepro.tracer",
+           "read_trace": "bnrepro.trace", "verify_trace": "bnrepro.verify"}
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'bnrepro' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_PUBLIC))

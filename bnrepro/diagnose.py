@@ -90,6 +90,7 @@ class _Step:
     layer: str
     momentum: float
     epsilon: float
+    updates: int = 1  # how many updates this one is, counting from the first (1)
 
     @property
     def inputs(self):
@@ -143,6 +144,42 @@ def _unchanged(step, statistic):
     return Prediction(step.old[statistic], 0.0)
 
 
+def _zero_debiased(step, prediction, statistic):
+    """The zero-debiased average after ``step.updates`` updates
+    (:func:`bnrepro.formulas.zero_debiased_average`): ``local_step`` as recorded, else the count
+    of updates."""
+    if prediction is None:
+        return None
+    old, momentum = step.old[statistic], step.momentum
+    steps = (float(np.ravel(step.old["local_step"])[0]), float(np.ravel(step.new["local_step"])[0])) \
+        if "local_step" in step.new and "local_step" in step.old else (step.updates - 1, step.updates)
+    biased_old, biased_new, value = formulas.zero_debiased_average(old, prediction.value, momentum,
+                                                                   *steps)
+    return Prediction(value, tolerances.zero_debiased_bound(
+        old, prediction.value, momentum, *steps, biased_old, biased_new, value,
+        statistic_error=prediction.bound))
+
+
+ZERO_DEBIASED = "zero-debiased"
+ZERO_DEBIASED_MESSAGE = ("{} follows a zero-debiased average (moving_averages.assign_moving_average's "
+                         "default zero_debias=True): value = biased / (1 - momentum^t), so the "
+                         "initial value never matters")
+
+
+def _keras_2_2_variance(step):
+    """Keras 2.2's moving variance: the batch variance times ``N / (N - 1 - epsilon)``."""
+    variance = step.variance()
+    if step.inputs is None or variance is None:
+        return None
+    count = formulas.values_per_channel(step.inputs)
+    if count - 1.0 - step.epsilon <= 0:
+        return None
+    factor = count / (count - 1.0 - step.epsilon)
+    return _tf(step, Prediction(variance.value * factor, np.asarray(variance.bound) * factor
+                                + tolerances.UNIT_ROUNDOFF * 4 * np.abs(variance.value * factor)),
+               "moving_variance")
+
+
 MEAN_CANDIDATES = (
     Candidate(STANDARD, "moving_mean follows the standard update",
               lambda s: _tf(s, s.mean(), "moving_mean")),
@@ -152,6 +189,8 @@ MEAN_CANDIDATES = (
     Candidate("no update", "moving_mean never moves: the update op did not run (UPDATE_OPS left "
                            "out of the train op, or training was False)",
               lambda s: _unchanged(s, "moving_mean")),
+    Candidate(ZERO_DEBIASED, ZERO_DEBIASED_MESSAGE.format("moving_mean"),
+              lambda s: _zero_debiased(s, s.mean(), "moving_mean")),
 )
 
 
@@ -247,6 +286,10 @@ VARIANCE_CANDIDATES = (
     Candidate("renorm", "moving_variance follows batch renorm: the layer averages moving_stddev = "
                         "sqrt(var + epsilon) and sets moving_variance = moving_stddev^2 - epsilon",
               lambda s: _moving_variance_under(s, LayerMode(renorm=True))),
+    Candidate(ZERO_DEBIASED, ZERO_DEBIASED_MESSAGE.format("moving_variance"),
+              lambda s: _zero_debiased(s, s.variance(), "moving_variance")),
+    Candidate("keras 2.2", "moving_variance follows Keras 2.2's batch variance times N / (N - 1 - "
+                           "epsilon)", _keras_2_2_variance),
 ) + _ghost_candidates("moving_variance")
 
 
@@ -336,13 +379,19 @@ QUANTITIES = (
 
 def _steps(trace, layer):
     settings = trace.layers[layer]
+    updates = 0
     for record in trace.steps:
-        previous = trace.step(record["step"] - 1)
+        if layer not in record["bn"]:
+            continue
+        previous = trace.before(record, layer)
         if previous is None:
             continue
-        yield _Step(old=previous["bn"][layer], new=record["bn"][layer], previous=previous,
+        state = record["bn"][layer]
+        updates += "batch_mean" in state or "batch_input" in state
+        yield _Step(old=previous["bn"][layer], new=state, previous=previous,
                     inference=record.get("inference", {}).get(layer), layer=layer,
-                    momentum=settings["momentum"], epsilon=settings["epsilon"])
+                    momentum=state.get("momentum", settings["momentum"]),
+                    epsilon=settings["epsilon"], updates=max(updates, 1))
 
 
 def _fitting(steps, candidates, observed):
@@ -372,13 +421,19 @@ def diagnose_trace(trace):
     """Every finding for every layer of a :class:`bnrepro.trace.Trace`: a list of :class:`Finding`."""
     findings = []
     for layer in trace.layers:
-        mode = LayerMode.from_header(trace.layers[layer], layer)
+        settings = trace.layers[layer]
+        mode = LayerMode.from_header(settings, layer)
         steps = list(_steps(trace, layer))
+        findings += _run_findings(trace, layer) + _from_zero_findings(trace, layer)
         for quantity, candidates, observed in QUANTITIES:
             declared = _declared_candidate(mode, quantity)
             if declared is not None:
                 candidates = (declared,) + candidates
             expected_key = STANDARD if declared is None else declared.key
+            if settings.get("zero_debias") and quantity in ("moving_mean", "moving_variance"):
+                expected_key = ZERO_DEBIASED
+            if settings.get("fused") and quantity in ("moving_variance", "batch statistics"):
+                expected_key = "unbiased"  # the header says the graph uses the fused kernel
             fitting, compared = _fitting(steps, candidates, observed)
             if not compared or any(c.key == expected_key for c in fitting):
                 continue
@@ -402,6 +457,38 @@ def diagnose_trace(trace):
                         message += f" (solving the formula for epsilon gives {epsilon:.4g})"
             findings.append(Finding(layer, quantity, None, message))
     return findings
+
+
+def _run_findings(trace, layer):
+    """``bnrepro-trace/2``: runs that moved the layer's statistics without training (an
+    evaluation whose output depends on the update, or training=True when evaluating)."""
+    moved = [record["step"] for record in trace.steps
+             if layer in record["bn"] and record.get("run", {}).get("moved")
+             and not record["run"].get("trained")]
+    if not moved or not any(record.get("run", {}).get("trained") for record in trace.steps):
+        return []  # a program that never trains: its runs update the averages by design
+    shown = ", ".join(map(str, moved[:8])) + (", ..." if len(moved) > 8 else "")
+    return [Finding(layer, "runs", "moved without training",
+                    f"the moving statistics moved in {len(moved)} runs that did not train (steps "
+                    f"{shown}): those runs ran the update, e.g. an evaluation whose output depends "
+                    "on it (tf.control_dependencies) or that ran the layer with training=True")]
+
+
+def _from_zero_findings(trace, layer):
+    """Averages that started from zero without debiasing (``ExponentialMovingAverage`` of a
+    tensor): for the first updates they are pulled towards 0, not towards the batches."""
+    settings, first = trace.layers[layer], trace.steps[0]["bn"].get(layer)
+    if first is None or settings.get("zero_debias") or not trace.generic:
+        return []
+    if not all(np.all(np.asarray(first[name]) == 0) for name in ("moving_mean", "moving_variance")):
+        return []
+    momentum = settings["momentum"]
+    updates = sum("batch_mean" in record["bn"].get(layer, {}) for record in trace.steps)
+    weight = f"; after its {updates} updates the initial 0 still weighs {momentum ** updates:.3g}" \
+        if momentum is not None and updates else ""
+    return [Finding(layer, "initial value", "from zero",
+                    "moving_mean and moving_variance started from 0 (an ExponentialMovingAverage "
+                    "of tensors: its shadows start at zero, without debiasing)" + weight)]
 
 
 def _fit_epsilon(steps):

@@ -49,3 +49,21 @@ def normalize(x, mean, variance, gamma, beta, epsilon):
     """
     x = np.asarray(x, dtype=np.float64)
     return gamma * (x - mean) / np.sqrt(np.asarray(variance, dtype=np.float64) + epsilon) + beta
+
+
+def zero_debiased_average(old, statistic, momentum, old_step, step):
+    """A zero-debiased moving average (``assign_moving_average(..., zero_debias=True)``): the
+    biased average ``b_t = momentum * b_(t-1) + (1 - momentum) * statistic`` from ``b_0 = 0``, and
+    the value ``v_t = b_t / (1 - momentum^t)``, so from the previous value
+    ``v_(t-1) = b_(t-1) / (1 - momentum^(t-1))``::
+
+        v_t = (momentum * v_(t-1) * (1 - momentum^(t-1)) + (1 - momentum) * statistic)
+              / (1 - momentum^t)
+
+    ``t`` is the average's ``local_step`` after the update (``old_step`` before it). Returns
+    ``(biased_old, biased_new, v_t)``.
+    """
+    old = np.asarray(old, dtype=np.float64)
+    biased_old = old * (1.0 - momentum ** float(old_step))
+    biased_new = moving_average(biased_old, statistic, momentum)
+    return biased_old, biased_new, biased_new / (1.0 - momentum ** float(step))

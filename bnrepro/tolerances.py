@@ -62,6 +62,23 @@ def moving_average_bound(old, statistic, momentum, new, *, statistic_error=0.0, 
     return rounding + (1.0 - momentum) * _f64(statistic_error) + momentum * _f64(old_error)
 
 
+def zero_debiased_bound(old, statistic, momentum, old_step, step, biased_old, biased_new, value,
+                        *, statistic_error=0.0):
+    """Bound of a zero-debiased average (:func:`bnrepro.formulas.zero_debiased_average`):
+    ``biased_old = old (1 - m^(t-1))`` recovered from the recorded value carries the roundings of
+    the division that made it, ``3u |biased_old|``; the biased average then
+    :func:`moving_average_bound`; ``1 - m^t`` computed in float32 (the power's ``t`` products and
+    the subtraction) carries ``(t + 2) u``; the division adds its own (:func:`quotient_bound`)."""
+    momentum = float(momentum)
+    biased_error = moving_average_bound(biased_old, statistic, momentum, biased_new,
+                                        statistic_error=statistic_error,
+                                        old_error=3.0 * UNIT_ROUNDOFF * np.abs(_f64(biased_old)))
+    denominator = 1.0 - momentum ** float(step)
+    denominator_error = (float(step) + 2.0) * UNIT_ROUNDOFF
+    return quotient_bound(biased_new, denominator, value, numerator_error=biased_error,
+                          denominator_error=denominator_error)
+
+
 def mean_bound(x, axes):
     """Bound of ``mean = sum(x) / N`` over ``axes``::
 

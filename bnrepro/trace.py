@@ -12,6 +12,16 @@ Every further line is one step (``"step": 0`` is the initial state) with ``"bn"`
 ``"inference"`` (per layer ``input`` and ``output`` in inference mode with the variables before the
 step), ``"batch"`` (``inputs``, ``targets``) and optionally ``"metrics"`` and ``"after"``.
 
+``bnrepro-trace/2`` (written by ``bnrepro trace`` for any program) is the same with these
+differences: a step is one ``session.run`` (or Keras callable call) that moved a tracked statistic or
+trained, numbered in order, with ``"run": {"call", "index", "trained", "moved", "fetched"}``; a
+layer's ``gamma``/``beta`` appear only when the layer has them, its ``epsilon`` may be ``null``
+(unknown), its state may carry ``local_step`` (zero-debiased averages) and ``momentum`` (computed
+at run time); a step holds the layers of the graph that ran (the state before a step is the one of
+the last step holding the layer); the header's ``"averages"`` lists averages that pair with no
+other, and each step's ``"averages"`` holds ``{name: {"value", "consumed"[, "local_step",
+"momentum"]}}``.
+
 The last line says how the run ended, so that a trace cut short (a full disk, ``head -n``, a copy
 interrupted) is told from a finished one::
 
@@ -35,7 +45,7 @@ import json
 import operator
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Optional
 
@@ -44,6 +54,8 @@ import numpy as np
 from bnrepro.errors import UserError
 
 FORMAT = "bnrepro-trace/1"
+FORMAT_2 = "bnrepro-trace/2"  # bnrepro trace: any program's averages; see the module docstring
+FORMATS = (FORMAT, FORMAT_2)
 END_STATUSES = ("complete", "diverged", "stopped")
 TRACE_FILE = "trace.jsonl"
 CSV_FILE = "trace.csv"
@@ -158,7 +170,7 @@ CSV_LINE_END = "\r\n"  # the csv module's default (excel) line terminator
 
 def _flatten_step(step):
     """Yield ``(section, key, quantity, value)`` for every number-bearing entry of a step."""
-    for section in ("bn", "inference"):
+    for section in ("bn", "inference", "averages"):
         for layer, quantities in step.get(section, {}).items():
             for quantity, value in quantities.items():
                 yield section, layer, quantity, value
@@ -235,14 +247,41 @@ class Trace:
     header: dict
     steps: list
     end: Optional[dict] = None
+    _previous: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def layers(self):
         return self.header["layers"]
 
+    @property
+    def generic(self):
+        """A ``bnrepro-trace/2`` trace (any program's runs, :mod:`bnrepro.tracer`)."""
+        return self.header.get("format") == FORMAT_2
+
+    @property
+    def averages(self):
+        """The header's averages that pair with no other (``bnrepro-trace/2``)."""
+        return self.header.get("averages", {})
+
     def step(self, number):
         """The record of step ``number``, or ``None`` if it was not traced."""
         return self._by_number().get(number)
+
+    def before(self, record, name, section="bn"):
+        """The record whose ``section`` state of ``name`` is the state before ``record``: step
+        ``k - 1`` (``bnrepro-trace/1``: ``None`` when it was not traced), or the last earlier
+        record holding ``name`` (``bnrepro-trace/2``, where every run that moves it is a step)."""
+        if not self.generic:
+            return self.step(record["step"] - 1)
+        key = (section, name, len(self.steps))
+        if key not in self._previous:
+            chain, previous = {}, None
+            for candidate in self.steps:
+                chain[id(candidate)] = previous
+                if name in candidate.get(section, {}):
+                    previous = candidate
+            self._previous[key] = chain
+        return self._previous[key].get(id(record))
 
     def _by_number(self):
         return {record["step"]: record for record in self.steps}
@@ -275,14 +314,16 @@ def read_trace(path):
     header = objects[0]
     if not isinstance(header, dict) or "format" not in header:
         raise UserError(f"{path} line 1 is not a bnrepro trace header (no \"format\")")
-    if header["format"] != FORMAT:
-        raise UserError(f"{path} is format {header['format']!r}; this bnrepro reads {FORMAT!r}")
+    if header["format"] not in FORMATS:
+        raise UserError(f"{path} is format {header['format']!r}; this bnrepro reads "
+                        f"{' and '.join(map(repr, FORMATS))}")
     if not isinstance(header.get("layers"), dict):
         raise UserError(f"{path} line 1 has no \"layers\" object")
     end = None
     if len(objects) > 1 and isinstance(objects[-1], dict) and "end" in objects[-1]:
         end = _check_end(f"{path} line {len(objects)}", objects.pop()["end"])
-    steps = [_check_step(path, number, record, header["layers"])
+    generic = header["format"] == FORMAT_2
+    steps = [_check_step(path, number, record, header["layers"], generic)
              for number, record in enumerate(objects[1:], start=2)]
     if not steps:
         raise UserError(f"{path} has a header but no steps (truncated?)")
@@ -300,20 +341,31 @@ def _check_end(where, end):
     return end
 
 
-def _check_step(path, line, record, layers):
-    """Convert one step's tensors to arrays and check their shapes against each other."""
+def _check_step(path, line, record, layers, generic=False):
+    """Convert one step's tensors to arrays and check their shapes against each other. ``generic``
+    (``bnrepro-trace/2``): a step may hold some of the layers, without gamma and beta, and
+    ``"averages"``."""
     where = f"{path} line {line}"
     if not isinstance(record, dict) or not isinstance(record.get("step"), int):
         raise UserError(f"{where} is not a step record (no integer \"step\")")
     converted = dict(record)
-    batch_norm = record.get("bn")
-    if not isinstance(batch_norm, dict) or set(batch_norm) != set(layers):
-        raise UserError(f"{where}: \"bn\" must hold exactly the header's layers {sorted(layers)}")
+    batch_norm = record.get("bn", {} if generic else None)
+    held = isinstance(batch_norm, dict) and (set(batch_norm) <= set(layers) if generic
+                                             else set(batch_norm) == set(layers))
+    if not held:
+        raise UserError(f"{where}: \"bn\" must hold {'some of' if generic else 'exactly'} the "
+                        f"header's layers {sorted(layers)}")
     converted["bn"] = {}
+    required = ("moving_mean", "moving_variance") if generic else LAYER_STATE
+    if generic:
+        converted["averages"] = {
+            name: {quantity: _array(where, f"averages {name} {quantity}", value)
+                   for quantity, value in quantities.items()}
+            for name, quantities in (record.get("averages") or {}).items()}
     for layer, quantities in batch_norm.items():
         arrays = {name: _parameter_shape(name, _array(where, f"bn {layer} {name}", value))
                   for name, value in quantities.items()}
-        missing = [name for name in LAYER_STATE if name not in arrays]
+        missing = [name for name in required if name not in arrays]
         if missing:
             raise UserError(f"{where}: layer {layer} lacks {', '.join(missing)}")
         channels = arrays["moving_mean"].shape

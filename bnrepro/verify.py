@@ -134,7 +134,8 @@ class Report:
     @property
     def formulas_hold(self):
         """Every check passed and there was something to compare."""
-        return all(check.passed for check in self.checks) and any(c.compared for c in self.checks)
+        return all(check.passed for check in self.checks) and any(
+            c.compared for c in self.checks if c.name != FINITE_CHECK)
 
     @property
     def passed(self):
@@ -186,6 +187,8 @@ AMBIGUOUS = "ambiguous"
 CHECK_NAMES = ("moving_mean update", "moving_variance update", "batch_mean from inputs",
                "batch_variance from inputs", "inference formula")
 RENORM_CHECK_NAMES = ("moving_stddev update", "renorm_mean, renorm_stddev", "renorm r, d (clipped)")
+MOVES_CHECK = "statistics move when training"
+AVERAGE_CHECK = "moving average update"
 
 
 def verify_trace(trace):
@@ -194,12 +197,16 @@ def verify_trace(trace):
 
     modes = {layer: LayerMode.from_header(settings, layer) for layer, settings in trace.layers.items()}
     names = CHECK_NAMES + (RENORM_CHECK_NAMES if any(m.renorm for m in modes.values()) else ())
+    if trace.generic:
+        names += (MOVES_CHECK,) + ((AVERAGE_CHECK,) if trace.averages else ())
     checks = {name: Check(name) for name in (FINITE_CHECK,) + names}
     report = Report(path=trace.path, checks=list(checks.values()),
                     modes={layer: m.describe() for layer, m in modes.items() if not m.standard})
     _verify_finite(trace, checks[FINITE_CHECK])
     for layer, mode in modes.items():
         _verify_layer(trace, layer, mode, checks, report)
+    if trace.averages:
+        _verify_averages(trace, checks)
     report.ending = describe_ending(trace)
     report.diverged = not checks[FINITE_CHECK].passed or (
         trace.end is not None and trace.end["status"] == "diverged")
@@ -246,7 +253,7 @@ def _verify_finite(trace, check):
 
 def _numbers(record):
     """``(place, value)`` for every number-bearing entry of a step record."""
-    for section in ("bn", "inference"):
+    for section in ("bn", "inference", "averages"):
         for layer, quantities in record.get(section, {}).items():
             for quantity, value in quantities.items():
                 yield f"{section} {layer} {quantity}", value
@@ -260,29 +267,46 @@ def _numbers(record):
 
 def _verify_layer(trace, layer, mode, checks, report):
     """One layer's comparisons, under its declared ``mode``, into ``checks``."""
-    momentum, epsilon = trace.layers[layer]["momentum"], trace.layers[layer]["epsilon"]
+    settings = trace.layers[layer]
+    epsilon = settings["epsilon"]
     variance_checks = {convention: Check("batch_variance from inputs")
                        for convention in formulas.VARIANCE_CONVENTIONS}
     for record in trace.steps:
-        previous = trace.step(record["step"] - 1)
+        if layer not in record["bn"]:
+            continue
+        previous = trace.before(record, layer)
         state = record["bn"][layer]
+        momentum = state.get("momentum", settings["momentum"])
         where = f"step {record['step']}, layer {layer}"
         if previous is not None and "batch_mean" in state:
             old = previous["bn"][layer]
-            expected = formulas.moving_average(old["moving_mean"], state["batch_mean"], momentum)
-            checks["moving_mean update"].compare(
-                where, state["moving_mean"], expected, tolerances.moving_average_bound(
-                    old["moving_mean"], state["batch_mean"], momentum, expected))
-            if mode.renorm:
+            if settings.get("zero_debias"):
+                _verify_zero_debiased(checks, where, old, state, momentum)
+            elif mode.renorm:
                 old_stddev, old_stddev_error = moving_stddev_with_bound(previous, layer, epsilon)
+                expected = formulas.moving_average(old["moving_mean"], state["batch_mean"],
+                                                   momentum)
+                checks["moving_mean update"].compare(
+                    where, state["moving_mean"], expected, tolerances.moving_average_bound(
+                        old["moving_mean"], state["batch_mean"], momentum, expected))
                 _verify_renorm(checks, where, mode, record, previous, layer, momentum, epsilon,
                                old_stddev, old_stddev_error)
             else:
-                expected = formulas.moving_average(old["moving_variance"], state["batch_variance"],
-                                                   momentum)
-                checks["moving_variance update"].compare(
-                    where, state["moving_variance"], expected, tolerances.moving_average_bound(
-                        old["moving_variance"], state["batch_variance"], momentum, expected))
+                for statistic, consumed in (("moving_mean", "batch_mean"),
+                                            ("moving_variance", "batch_variance")):
+                    expected = formulas.moving_average(old[statistic], state[consumed], momentum)
+                    checks[f"{statistic} update"].compare(
+                        where, state[statistic], expected, tolerances.moving_average_bound(
+                            old[statistic], state[consumed], momentum, expected))
+        if previous is not None and record.get("run", {}).get("trained"):
+            old = previous["bn"][layer]
+            still = all(np.array_equal(state[name], old[name])
+                        for name in ("moving_mean", "moving_variance"))
+            checks[MOVES_CHECK].compared += 1
+            if still and checks[MOVES_CHECK].first_failure is None:
+                checks[MOVES_CHECK].first_failure = (
+                    f"{where}: the run trained (an optimizer ran) but the moving statistics did not "
+                    "move: their update is not part of the training run")
         if "batch_input" in state:
             x = state["batch_input"]
             try:
@@ -292,6 +316,8 @@ def _verify_layer(trace, layer, mode, checks, report):
                 checks["batch_mean from inputs"].fail(where, str(error))
                 moments = {}
             axes = formulas.reduction_axes(x)
+            if "batch_mean" not in state:  # the update did not run: nothing it consumed
+                moments = {}
             if moments:
                 checks["batch_mean from inputs"].compare(
                     where, state["batch_mean"], moments[formulas.BIASED][0],
@@ -317,6 +343,48 @@ def _verify_layer(trace, layer, mode, checks, report):
         report.variance_used[layer] = followed
         merged = followed if followed in variance_checks else formulas.BIASED
         _merge(checks["batch_variance from inputs"], variance_checks[merged])
+
+
+def _verify_zero_debiased(checks, where, old, state, momentum):
+    """A zero-debiased layer's moving mean and variance
+    (:func:`bnrepro.formulas.zero_debiased_average`), with the ``local_step`` before and after."""
+    if "local_step" not in state or "local_step" not in old:
+        checks["moving_mean update"].fail(where, "a zero-debiased average without its local_step")
+        return
+    steps = float(np.ravel(old["local_step"])[0]), float(np.ravel(state["local_step"])[0])
+    for statistic, consumed in (("moving_mean", "batch_mean"), ("moving_variance", "batch_variance")):
+        biased_old, biased_new, expected = formulas.zero_debiased_average(
+            old[statistic], state[consumed], momentum, *steps)
+        checks[f"{statistic} update"].compare(
+            where, state[statistic], expected, tolerances.zero_debiased_bound(
+                old[statistic], state[consumed], momentum, *steps, biased_old, biased_new,
+                expected))
+
+
+def _verify_averages(trace, checks):
+    """The averages that pair with no other (``bnrepro-trace/2``): each step's value against
+    ``momentum * old + (1 - momentum) * consumed`` (zero-debiased where the header says so)."""
+    for name, settings in trace.averages.items():
+        for record in trace.steps:
+            state = record.get("averages", {}).get(name)
+            previous = trace.before(record, name, "averages")
+            if state is None or previous is None or "consumed" not in state:
+                continue
+            old = previous["averages"][name]
+            momentum = state.get("momentum", settings["momentum"])
+            where = f"step {record['step']}, average {name}"
+            if settings.get("zero_debias"):
+                steps = (float(np.ravel(old["local_step"])[0]),
+                         float(np.ravel(state["local_step"])[0]))
+                biased_old, biased_new, expected = formulas.zero_debiased_average(
+                    old["value"], state["consumed"], momentum, *steps)
+                bound = tolerances.zero_debiased_bound(old["value"], state["consumed"], momentum,
+                                                       *steps, biased_old, biased_new, expected)
+            else:
+                expected = formulas.moving_average(old["value"], state["consumed"], momentum)
+                bound = tolerances.moving_average_bound(old["value"], state["consumed"], momentum,
+                                                        expected)
+            checks[AVERAGE_CHECK].compare(where, state["value"], expected, bound)
 
 
 def _verify_renorm(checks, where, mode, record, previous, layer, momentum, epsilon, old_stddev,

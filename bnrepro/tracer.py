@@ -1,0 +1,578 @@
+"""Trace the moving statistics of any TF1-style program, unmodified: every run that moves them.
+
+:class:`Tracer` watches the runs of a ``tf.compat.v1.Session``: ``Session.run`` (and so
+``MonitoredTrainingSession``, which calls it) and the callables Keras' graph-mode ``fit`` makes with
+``Session._make_callable_from_options``. For each graph it first finds the moving averages
+(:func:`bnrepro.discover.discover`). For each run it works out which operations the run executes
+(everything its fetches and targets need, stopping at fed tensors) and adds to the run's fetches
+only tensors among them: each consumed value whose assignment runs, the input of each layer that
+runs, a momentum computed at run time. So the values are the ones the update used, fetched in the
+same run, and no tensor is computed that the run would not have computed (an untaken ``tf.cond``
+branch, an evaluation's unused moments). What the run returns to the program is exactly what it
+would have returned.
+
+After a run that can change the averages (it runs an assignment or an optimizer), one more run
+reads the tracked variables. A run is a step of the trace when a tracked variable changed or when
+it trained (an optimizer's ``Apply*`` kernel ran), so that statistics that never move while the
+weights do show. Each step records the statistics after it (the previous step's are the ones
+before), the consumed values, the layer inputs, and what the run fetched and whether it trained.
+
+Three ways in, all the same tracer:
+
+* ``bnrepro trace --out DIR SCRIPT [ARGS...]`` (:func:`trace_script`);
+* ``with bnrepro.tracing("DIR") as tracer:`` around the program's own session code;
+* ``bnrepro.TraceHook("DIR")``, a ``tf.compat.v1.train.SessionRunHook`` for
+  ``MonitoredTrainingSession``, which adds its fetches through ``SessionRunArgs`` as TensorFlow's own
+  hooks do.
+
+The trace is ``bnrepro-trace/2`` (:mod:`bnrepro.trace`), written when tracing ends.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import runpy
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from bnrepro import discover as discovery
+from bnrepro.outdir import output_directory
+import tensorflow as tf  # not bnrepro.tfv1: its device set-up would change the traced program
+
+tf1 = tf.compat.v1
+from bnrepro.trace import FORMAT_2, TraceWriter, make_header
+
+MAX_INPUT_VALUES = 1_000_000  # a layer input larger than this is left out of the trace
+
+
+@dataclass
+class _RunPlan:
+    """What the tracer adds to one kind of run: its extra fetches and what they are."""
+
+    extra: dict  # key -> tf.Tensor
+    averages: list  # discovery.Average whose update runs
+    layers: list  # discovery.Layer whose input the run computes
+    trained: bool
+    may_change: bool  # runs an assignment or an optimizer: read the state afterwards
+    fetched: list  # the names of what the program fetched, for the record
+
+
+@dataclass
+class _GraphState:
+    """The tracer's view of one graph: its discovery, names in the trace, the last state read."""
+
+    discovery: object
+    prefix: str
+    variables: dict = field(default_factory=dict)  # trace key -> tf.Variable
+    last: Optional[dict] = None  # trace key -> value, the state after the last run
+    plans: dict = field(default_factory=dict)  # run signature -> _RunPlan
+    reader: Optional[dict] = None  # trace key -> read tensor
+    moving_keys: set = field(default_factory=set)  # the keys of the averaged variables
+
+
+class Tracer:
+    """Records the moving statistics of every run of every session while installed."""
+
+    def __init__(self, *, inputs_every=1, program=None):
+        self.inputs_every = inputs_every
+        self.program = program or []
+        self.graphs = {}  # id(graph) -> _GraphState
+        self.layers = {}  # trace name -> header entry
+        self.averages = {}  # trace name -> header entry
+        self.records = []
+        self.runs = 0  # every run seen
+        self.moved_runs = 0
+        self.trained_runs = 0
+        self._originals = None
+
+    # --- installing -------------------------------------------------------------------------------
+
+    def install(self):
+        """Wrap ``BaseSession.run`` and ``BaseSession._make_callable_from_options``."""
+        from tensorflow.python.client import session as session_module
+
+        base = session_module.BaseSession
+        if self._originals is not None:
+            return self
+        self._originals = (base.run, base._make_callable_from_options)  # noqa: SLF001
+        original_run, original_callable = self._originals
+        tracer = self
+
+        def run(session, fetches, feed_dict=None, options=None, run_metadata=None):
+            return tracer._traced_run(original_run, session, fetches, feed_dict, options,
+                                      run_metadata)
+
+        def make_callable_from_options(session, callable_options):
+            return tracer._traced_callable(original_callable, session, callable_options)
+
+        base.run = run
+        base._make_callable_from_options = make_callable_from_options  # noqa: SLF001
+        return self
+
+    def uninstall(self):
+        if self._originals is None:
+            return
+        from tensorflow.python.client import session as session_module
+
+        base = session_module.BaseSession
+        base.run, base._make_callable_from_options = self._originals  # noqa: SLF001
+        self._originals = None
+
+    def _raw_run(self, session, fetches, feed_dict=None):
+        """A run of the tracer's own, not traced (the session's own ``run`` when not installed:
+        a hook's session)."""
+        if self._originals is None:
+            return session.run(fetches, feed_dict)
+        return self._originals[0](session, fetches, feed_dict)
+
+    # --- one run ----------------------------------------------------------------------------------
+
+    def _traced_run(self, original_run, session, fetches, feed_dict, options, run_metadata):
+        state = self._graph_state(session.graph)
+        if state is None:
+            return original_run(session, fetches, feed_dict, options, run_metadata)
+        plan = self._plan(state, session.graph, _fetch_names(session.graph, fetches),
+                          _feed_names(session.graph, feed_dict))
+        self.before_change(session, state, plan)
+        if not plan.extra:
+            results = original_run(session, fetches, feed_dict, options, run_metadata)
+            extra = {}
+        else:
+            combined = original_run(session, {"program": fetches, "bnrepro": plan.extra},
+                                    feed_dict, options, run_metadata)
+            results, extra = combined["program"], combined["bnrepro"]
+        self.after_run(session, state, plan, extra, "Session.run")
+        return results
+
+    def _traced_callable(self, original_callable, session, callable_options):
+        state = self._graph_state(session.graph)
+        if state is None:
+            return original_callable(session, callable_options)
+        plan = self._plan(state, session.graph,
+                          list(callable_options.fetch) + list(callable_options.target),
+                          list(callable_options.feed))
+        feeds = list(callable_options.feed)
+        fed = {key: feeds.index(tensor.name) for key, tensor in plan.extra.items()
+               if tensor.name in feeds}  # a callable may not fetch what it is fed: take the feed
+        keys = [key for key in plan.extra if key not in fed]
+        options = type(callable_options)()
+        options.CopyFrom(callable_options)
+        options.fetch.extend(plan.extra[key].name for key in keys)
+        call = original_callable(session, options)
+        count = len(callable_options.fetch)
+        tracer = self
+
+        def traced(*arguments, **keywords):
+            tracer.before_change(session, state, plan)
+            values = call(*arguments, **keywords)
+            extra = dict(zip(keys, values[count:]))
+            extra.update({key: arguments[index] for key, index in fed.items()})
+            tracer.after_run(session, state, plan, extra, "callable")
+            return values[:count]
+
+        return traced
+
+    def before_run(self, session, fetches, feed_dict):
+        """For :class:`TraceHook`: ``(graph state, plan)`` of a run about to happen."""
+        state = self._graph_state(session.graph)
+        if state is None:
+            return None, None
+        plan = self._plan(state, session.graph, _fetch_names(session.graph, fetches),
+                          _feed_names(session.graph, feed_dict))
+        self.before_change(session, state, plan)
+        return state, plan
+
+    def before_change(self, session, state, plan):
+        """Before the first run that may change the averages, read their initial state (step 0),
+        if the variables are initialised: a session whose initialisation the tracer did not see
+        (``MonitoredTrainingSession``'s scaffold) still starts its trace from the true state."""
+        if state.last is None and plan.may_change:
+            initial = self._read_state(session, state)
+            if initial is not None:
+                state.last = initial
+                self._record_initial(state, initial)
+
+    def after_run(self, session, state, plan, extra, call):
+        """Read the state after a run that may have changed it; record the run as a step when a
+        tracked statistic moved or it trained."""
+        self.runs += 1
+        if not plan.may_change and state.last is not None:
+            return
+        after = self._read_state(session, state)
+        if after is None:
+            return
+        if state.last is None:
+            state.last = after
+            self._record_initial(state, after)
+            if not plan.trained and not plan.averages:
+                return
+        moved = any(not np.array_equal(after[key], state.last[key]) for key in after
+                    if key in state.moving_keys)
+        state.last = after
+        if not moved and not plan.trained:
+            return
+        self.moved_runs += moved
+        self.trained_runs += plan.trained
+        self.records.append(self._record(state, plan, extra, after, call, moved))
+
+    # --- discovery and plans ----------------------------------------------------------------------
+
+    def _graph_state(self, graph):
+        """The graph's :class:`_GraphState`, discovered on first sight and again when it grew;
+        ``None`` when it has no moving average."""
+        state = self.graphs.get(id(graph))
+        if state is None or state.discovery.operations != len(graph.get_operations()):
+            found = discovery.discover(graph)
+            if state is None:
+                prefix = f"graph{len(self.graphs) + 1}:" if self.graphs else ""
+                state = _GraphState(found, prefix)
+                self.graphs[id(graph)] = state
+            state.discovery = found
+            self._register(state)
+        return state if state.discovery.all_averages else None
+
+    def _register(self, state):
+        """Name the graph's layers and averages in the trace header and list their variables."""
+        found = state.discovery
+        state.moving_keys = set()
+        for layer in found.layers:
+            name = state.prefix + layer.name
+            self.layers[name] = _layer_header(layer)
+            for role, average in (("moving_mean", layer.mean), ("moving_variance", layer.variance)):
+                state.variables[(name, role)] = average.variable
+                state.moving_keys.add((name, role))
+            if layer.mean.zero_debias:  # both averages step together
+                state.variables[(name, "local_step")] = layer.mean.local_step
+            for role, variable in (("gamma", layer.gamma), ("beta", layer.beta)):
+                if variable is not None:
+                    state.variables[(name, role)] = variable
+        for average in found.averages:
+            name = state.prefix + average.name
+            self.averages[name] = _average_header(average)
+            state.variables[(name, "value")] = average.variable
+            state.moving_keys.add((name, "value"))
+            if average.zero_debias:
+                state.variables[(name, "local_step")] = average.local_step
+        state.reader = dict(state.variables)  # fetching a variable adds no op (graphs may be final)
+        state.plans = {}
+
+    def _plan(self, state, graph, fetches, feeds):
+        """The :class:`_RunPlan` of runs fetching ``fetches`` with ``feeds`` fed (cached)."""
+        signature = (tuple(fetches), tuple(sorted(feeds)))
+        plan = state.plans.get(signature)
+        if plan is not None:
+            return plan
+        executed = _executed(graph, fetches, set(feeds))
+        fed = set(feeds)
+
+        def computed(tensor):  # by the run itself, or fed to it
+            return tensor.op.name in executed or tensor.name in fed
+
+        extra, averages, layers = {}, [], []
+        found = state.discovery
+        for layer in found.layers:
+            name = state.prefix + layer.name
+            runs = [a for a in layer.averages if a.update.site.name in executed]
+            for role, average in zip(("batch_mean", "batch_variance"), layer.averages):
+                if average in runs and computed(average.update.consumed):
+                    extra[(name, role)] = average.update.consumed
+                    if average.update.weight_tensor is not None:
+                        extra[(name, role + " weight")] = average.update.weight_tensor
+            averages += runs
+            if layer.inputs is not None and computed(layer.inputs):
+                layers.append(layer)
+                extra[(name, "batch_input")] = layer.inputs
+        for average in found.averages:
+            if average.update.site.name in executed:
+                averages.append(average)
+                extra[(state.prefix + average.name, "consumed")] = average.update.consumed
+                if average.update.weight_tensor is not None:
+                    extra[(state.prefix + average.name, "weight")] = average.update.weight_tensor
+        trained = any(discovery.is_training_op(graph.get_operation_by_name(name))
+                      for name in executed)
+        assigns = any(graph.get_operation_by_name(name).type in discovery.ASSIGN | discovery.ASSIGN_SUB
+                      | {"If", "StatelessIf", "NoOp"} for name in executed)
+        plan = _RunPlan({str(key): tensor for key, tensor in extra.items()}, averages, layers,
+                        trained, bool(averages) or trained or assigns, list(fetches)[:20])
+        plan.keys = dict(zip((str(key) for key in extra), extra))
+        state.plans[signature] = plan
+        return plan
+
+    # --- state and records ------------------------------------------------------------------------
+
+    def _read_state(self, session, state):
+        """The tracked variables' values, or ``None`` while they are not initialised."""
+        try:
+            values = self._raw_run(session, {str(key): tensor
+                                             for key, tensor in state.reader.items()})
+        except (tf.errors.FailedPreconditionError, tf.errors.NotFoundError):
+            return None
+        # copies: a fetched variable's array can share the variable's buffer, which the next
+        # update changes in place
+        return {key: np.array(values[str(key)], copy=True) for key in state.reader}
+
+    def _record_initial(self, state, values):
+        record = {"step": 0, "bn": {}, "averages": {}}
+        self._fill_state(record, values)
+        if not self.records:
+            self.records.append(record)
+        else:  # a second graph: its initial state joins the next record's
+            self.records[0]["bn"].update(record["bn"])
+            self.records[0]["averages"].update(record["averages"])
+
+    def _fill_state(self, record, values):
+        for (name, role), value in values.items():
+            if name in self.layers:
+                record["bn"].setdefault(name, {})[role] = value
+            else:
+                record["averages"].setdefault(name, {})[role] = value
+
+    def _record(self, state, plan, extra, after, call, moved):
+        record = {"step": len(self.records), "run": {
+            "call": call, "index": self.runs, "trained": plan.trained, "moved": moved,
+            "fetched": plan.fetched}, "bn": {}, "averages": {}}
+        self._fill_state(record, after)
+        for text_key, value in extra.items():
+            name, role = plan.keys[text_key]
+            value = np.array(value, copy=True)
+            if role == "batch_input":
+                if value.size > MAX_INPUT_VALUES or (len(self.records) % self.inputs_every):
+                    continue
+            if role.endswith("weight"):
+                statistic = role[:-len(" weight")] or "value"
+                target = record["bn"][name] if name in self.layers else record["averages"][name]
+                target["momentum" if statistic in ("value", "batch_mean") else
+                       "momentum_variance"] = 1.0 - np.float64(value)
+                continue
+            if name in self.layers:
+                record["bn"][name][role] = value
+            else:
+                record["averages"][name]["consumed"] = value
+        return record
+
+    # --- the result ---------------------------------------------------------------------------------
+
+    def header(self, scenario="trace", config=None):
+        header = make_header(scenario, config or {"program": self.program}, self.layers)
+        header["format"] = FORMAT_2
+        header["averages"] = self.averages
+        return header
+
+    def write(self, directory, *, status="complete", reason=None, scenario="trace"):
+        """Write ``trace.jsonl`` (and ``trace.csv``) of everything recorded into ``directory``."""
+        with TraceWriter(directory, self.header(scenario)) as writer:
+            for record in self.records:
+                writer.write_step(record)
+            writer.finish(status, last_step=max(len(self.records) - 1, 0), reason=reason)
+
+    def summary(self):
+        """What was found and recorded, in a few lines for the user."""
+        lines = []
+        for name, entry in self.layers.items():
+            epsilon = "unknown" if entry["epsilon"] is None else f"{entry['epsilon']:g}"
+            lines.append(f"  layer {name}: {entry['kind']}, momentum {_number(entry['momentum'])}, "
+                         f"epsilon {epsilon}, {entry['convention']}")
+        for name, entry in self.averages.items():
+            lines.append(f"  average {name}: {entry['kind']}, momentum "
+                         f"{_number(entry['momentum'])}, {entry['convention']}")
+        if not lines:
+            lines.append("  no moving average found in any graph the program ran")
+        steps = max(len(self.records) - 1, 0)
+        lines.append(f"  {self.runs} runs: {self.moved_runs} moved the statistics, "
+                     f"{self.trained_runs} trained; {steps} recorded as steps")
+        return "\n".join(lines)
+
+
+def _number(value):
+    return "computed at run time" if value is None else f"{value:g}"
+
+
+def _layer_header(layer):
+    convention = "unbiased (N-1) variance averaged: fused kernel" if layer.fused else \
+        "biased (/N) variance averaged"
+    if layer.mean.zero_debias:
+        convention += "; zero-debiased (assign_moving_average's zero_debias=True)"
+    entry = {"momentum": layer.momentum, "epsilon": layer.epsilon, "kind": layer.kind,
+             "fused": layer.fused, "convention": convention,
+             "zero_debias": layer.mean.zero_debias,
+             "variables": {"moving_mean": layer.mean.variable.name,
+                           "moving_variance": layer.variance.variable.name}}
+    if layer.variance.update.momentum != layer.momentum:
+        entry["momentum_variance"] = layer.variance.update.momentum
+    return entry
+
+
+def _average_header(average):
+    kind = {"assign_sub": "moving average (assign_moving_average / ExponentialMovingAverage)",
+            "weighted_sum": "moving average (tf.assign of a weighted sum)"}[average.update.shape]
+    return {"momentum": average.update.momentum, "kind": kind,
+            "convention": "zero-debiased" if average.zero_debias else "standard",
+            "zero_debias": average.zero_debias, "variable": average.variable.name,
+            "consumed": average.update.consumed.name}
+
+
+# --- which operations a run executes --------------------------------------------------------------
+
+def _graph_element(graph, item):
+    try:
+        return graph.as_graph_element(item, allow_tensor=True, allow_operation=True)
+    except (TypeError, ValueError, KeyError):
+        pass
+    for attribute in ("op",):
+        candidate = getattr(item, attribute, None)
+        if isinstance(candidate, tf.Operation):
+            return candidate
+    return None
+
+
+def _fetch_names(graph, fetches):
+    """The names of the graph elements in a ``session.run`` fetch structure."""
+    names = []
+    for item in tf.nest.flatten(fetches, expand_composites=True):
+        element = _graph_element(graph, item)
+        if element is not None:
+            names.append(element.name)
+    return names
+
+
+def _feed_names(graph, feed_dict):
+    names = []
+    for key in (feed_dict or {}):
+        element = _graph_element(graph, key)
+        if isinstance(element, tf.Tensor):
+            names.append(element.name)
+    return names
+
+
+def _executed(graph, fetches, fed):
+    """The names of every operation a run fetching ``fetches`` (tensor or op names) executes:
+    everything they need through inputs and control inputs, not past a fed tensor."""
+    stack, seen = [], set()
+    for name in fetches:
+        element = graph.as_graph_element(name, allow_tensor=True, allow_operation=True)
+        operation = element if isinstance(element, tf.Operation) else element.op
+        if isinstance(element, tf.Tensor) and element.name in fed:
+            continue
+        stack.append(operation)
+    while stack:
+        operation = stack.pop()
+        if operation.name in seen:
+            continue
+        seen.add(operation.name)
+        for tensor in operation.inputs:
+            if tensor.name not in fed:
+                stack.append(tensor.op)
+        stack.extend(operation.control_inputs)
+    return seen
+
+
+# --- the ways in ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def tracing(out, *, force=False, inputs_every=1, write=None):
+    """Trace every session run inside the block; write the trace into ``out`` when it ends.
+
+    ``with bnrepro.tracing("out/mine") as tracer: ...`` (then ``bnrepro verify out/mine``). An
+    exception in the block is passed on after the trace of the runs before it is written (its end
+    line says the run stopped and why). ``write``: where to print the summary (``None``: nowhere).
+    """
+    tracer = Tracer(inputs_every=inputs_every)
+    with output_directory(out, force=force) as staging:
+        tracer.install()
+        try:
+            yield tracer
+        except BaseException as error:
+            tracer.uninstall()
+            tracer.write(staging, status="stopped",
+                         reason=f"{type(error).__name__}: {error}".strip())
+            pending = error
+        else:
+            tracer.uninstall()
+            tracer.write(staging)
+            pending = None
+    if write is not None:
+        write(tracer.summary())
+    if pending is not None:
+        raise pending
+
+
+class TraceHook(tf1.train.SessionRunHook):
+    """``tf.compat.v1.train.SessionRunHook`` that traces a ``MonitoredTrainingSession``'s runs into
+    ``out``: ``before_run`` adds the fetches (``SessionRunArgs``), ``after_run`` records; the trace
+    is written when the session ends."""
+
+    def __init__(self, out, *, force=False, inputs_every=1):
+        self.out, self.force = out, force
+        self.tracer = Tracer(inputs_every=inputs_every)
+        self._pending = None
+
+    def before_run(self, run_context):
+        arguments = run_context.original_args
+        state, plan = self.tracer.before_run(run_context.session, arguments.fetches,
+                                             arguments.feed_dict)
+        self._pending = (state, plan)
+        if plan is None or not plan.extra:
+            return None
+        return tf1.train.SessionRunArgs(plan.extra)
+
+    def after_run(self, run_context, run_values):
+        state, plan = self._pending
+        if plan is not None:
+            self.tracer.after_run(run_context.session, state, plan, run_values.results or {},
+                                  "MonitoredSession hook")
+
+    def end(self, session):
+        with output_directory(self.out, force=self.force) as staging:
+            self.tracer.write(staging)
+
+
+def trace_script(script, arguments, out, *, force=False, inputs_every=1, write=print):
+    """Run ``script`` as ``python script arguments`` would, traced; return its exit status.
+
+    The script runs as ``__main__`` with its ``sys.argv`` and its folder first on ``sys.path``; its
+    output is its own. A script that raises prints its own traceback (exit status 1) and the trace
+    of the runs before the error is kept. The summary goes to ``write`` (stderr from the CLI).
+    """
+    path = os.path.abspath(script)
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [script, *arguments]
+    sys.path.insert(0, os.path.dirname(path))
+    status = 0
+    tracer = Tracer(inputs_every=inputs_every, program=[script, *arguments])
+    try:
+        with output_directory(out, force=force) as staging:
+            tracer.install()
+            end, reason = "complete", None
+            try:
+                runpy.run_path(path, run_name="__main__")
+            except SystemExit as exit_:
+                status = _exit_status(exit_.code)
+                if status:
+                    end, reason = "stopped", f"the script exited with status {status}"
+            except BaseException as error:  # the user's error: their traceback, our trace
+                traceback.print_exc()
+                status = 1
+                end, reason = "stopped", f"the script raised {type(error).__name__}: {error}"
+            finally:
+                tracer.uninstall()
+            tracer.write(staging, status=end, reason=reason)
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    if write is not None:
+        write(f"bnrepro trace: {script}")
+        write(tracer.summary())
+        write(f"  check it with: bnrepro verify {out}")
+    return status
+
+
+def _exit_status(code):
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
