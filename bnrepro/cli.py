@@ -2,6 +2,15 @@
 
 Problems a user can fix end in one line, ``bnrepro: error: ...``, and exit status 2; a verification
 that fails exits with status 1.
+
+The command answers at once when it has nothing to compute: ``--help``, ``--version``, a bad option
+or config value and an unusable ``--out`` are handled before TensorFlow (about 4 s to import) is
+imported. This module imports only TensorFlow-free modules (the config types live in
+:mod:`bnrepro.config`); each command imports what it needs after its options have been checked.
+``tests/test_cli_startup.py`` keeps it so, ``scripts/cli_timing.py`` measures it.
+
+A command is a ``_add_<command>(commands)`` function that adds its sub-parser and sets ``handler``
+to the function that runs it (parsed arguments -> exit status); add it to :data:`COMMANDS`.
 """
 from __future__ import annotations
 
@@ -11,9 +20,12 @@ import os
 import sys
 import typing
 
+from bnrepro import __version__
+from bnrepro.config import CompareConfig, check_compare_config, check_scenario_config
 from bnrepro.errors import UserError
-from bnrepro.trace_process import TraceWriterError
-from bnrepro.scenarios import SCENARIO_SUMMARIES, get_scenario
+from bnrepro.outdir import check_output_directory
+from bnrepro.scenarios import (SCENARIO_CONFIGS, SCENARIO_SUMMARIES, check_scenario_name,
+                               run_scenario)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -62,56 +74,166 @@ def _add_out(parser, what):
 
 
 def build_parser():
-    """The parser, and the per-scenario ``run`` sub-parsers (their config options are added only
-    when that scenario is chosen, since the config types live beside TensorFlow code)."""
+    """The parser of every command in :data:`COMMANDS`; each sets ``handler`` (see the module
+    docstring). Every option is known here, without TensorFlow, so ``--help`` lists them all."""
     parser = _Parser(prog="bnrepro", description=(
         "Rebuild TensorFlow 1.x batch-normalisation experiments from blog posts, trace every step's "
         "moving statistics, and check them with NumPy."))
+    parser.add_argument("--version", action="version", version=f"bnrepro {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+    for add_command in COMMANDS:
+        add_command(commands)
+    return parser
 
+
+def _add_run(commands):
     run = commands.add_parser("run", help="train one scenario and write its trace",
                               description="Train one scenario; write DIR/trace.jsonl and trace.csv.")
+    run.set_defaults(handler=_run)
     scenarios = run.add_subparsers(dest="scenario", metavar="SCENARIO", parser_class=_Parser)
     scenarios.required = True
-    scenario_parsers = {}
     for name, summary in SCENARIO_SUMMARIES.items():
         scenario_parser = scenarios.add_parser(name, help=summary, description=summary)
         _add_out(scenario_parser, "trace.jsonl and trace.csv")
         scenario_parser.add_argument("--quiet", action="store_true",
                                      help="do not print the post-style printout")
-        scenario_parsers[name] = scenario_parser
+        add_config_options(scenario_parser, SCENARIO_CONFIGS[name])
 
+
+def _run(arguments):
+    config_type = SCENARIO_CONFIGS[arguments.scenario]
+    config = check_scenario_config(config_from_arguments(config_type, arguments))
+    check_output_directory(arguments.out, force=arguments.force)  # both before TensorFlow
+    write = None if arguments.quiet else print
+    path = run_scenario(arguments.scenario, config, arguments.out, force=arguments.force,
+                        write=write)
+    print(f"trace written to {path} (and trace.csv); check it with: bnrepro verify {path}")
+    return 0
+
+
+def _add_verify(commands):
     verify = commands.add_parser("verify", help="recompute a trace with NumPy and compare",
                                  description="Check every moving-average update, batch statistic "
                                              "and inference output of a trace with NumPy.")
     verify.add_argument("trace", metavar="TRACE", help="trace.jsonl, or the directory holding it")
+    verify.set_defaults(handler=_verify)
 
+
+def _verify(arguments):
+    from bnrepro.verify import verify_path
+
+    report = verify_path(arguments.trace)
+    print(report.format())
+    return 0 if report.passed else EXIT_FAILED
+
+
+def _add_explain(commands):
     explain = commands.add_parser("explain", help="write out one step's arithmetic",
                                   description="The hand calculation of one step, numbers filled in.")
     explain.add_argument("trace", metavar="TRACE", help="trace.jsonl, or the directory holding it")
     explain.add_argument("--step", type=int, required=True, help="training step (1 = first)")
     explain.add_argument("--layer", help="batch-norm layer name (default: the first)")
     explain.add_argument("--channel", type=int, default=0, help="channel (unit) index [default: 0]")
+    explain.set_defaults(handler=_explain)
 
+
+def _explain(arguments):
+    from bnrepro.explain import explain_path
+
+    print(explain_path(arguments.trace, arguments.step, arguments.layer, arguments.channel))
+    return 0
+
+
+def _add_reference(commands):
     reference = commands.add_parser("reference", help="replay a trace with the NumPy whole-step "
                                     "reference", description="Re-run every step of a cubic or "
                                     "two-sample trace in NumPy (forward, backward, optimizer, moving "
                                     "averages) and compare every variable with TensorFlow's.")
     reference.add_argument("trace", metavar="TRACE", help="trace.jsonl, or the directory holding it")
+    reference.set_defaults(handler=_reference)
 
+
+def _reference(arguments):
+    from bnrepro.reference import agrees, format_replay, replay_path
+
+    _, comparisons = replay_path(arguments.trace)
+    print(format_replay(comparisons))
+    return 0 if agrees(comparisons) else EXIT_FAILED
+
+
+def _add_reproduce(commands):
     reproduce = commands.add_parser("reproduce", help="the main job: every post, verified",
                                     description="Run every post's scenario, verify the traces and "
                                                 "compare with the numbers the posts printed.")
     _add_out(reproduce, "one trace directory per scenario and report.md")
+    reproduce.set_defaults(handler=_reproduce)
 
+
+def _reproduce(arguments):
+    check_output_directory(arguments.out, force=arguments.force)  # before TensorFlow
+    from bnrepro.reproduce import reproduce
+
+    return 0 if reproduce(arguments.out, force=arguments.force) else EXIT_FAILED
+
+
+def _add_compare(commands):
     compare = commands.add_parser("compare", help="post 002: none / wn / wn-init / bn / ln on MNIST",
                                   description="Train post 002's 784-128-10 net with each "
                                               "normalisation method; write history.csv, results.md, "
                                               "figures and the verified bn trace.")
     _add_out(compare, "history.csv, results.md, the figures and bn/trace.jsonl")
-    scenario_parsers["compare"] = compare  # its options come with its config type, when chosen
-    return parser, scenario_parsers
+    add_config_options(compare, CompareConfig)
+    compare.set_defaults(handler=_compare)
+
+
+def _compare(arguments):
+    config = check_compare_config(config_from_arguments(CompareConfig, arguments))
+    check_output_directory(arguments.out, force=arguments.force)  # both before TensorFlow
+    from bnrepro.compare import run_compare
+
+    comparison = run_compare(config, arguments.out, force=arguments.force)
+    print(f"compare: results in {arguments.out}/results.md")
+    return 0 if comparison.verification is None or comparison.verification.passed \
+        else EXIT_FAILED
+
+
+def _add_trace(commands):
+    trace = commands.add_parser(
+        "trace", help="run your own TF1-style program and trace its moving statistics",
+        description="Run SCRIPT as `python SCRIPT ARGS` would, unchanged, with every "
+                    "session.run (and Keras' graph-mode fit) traced: each batch-norm layer or "
+                    "moving average found in its graphs, every run that moves them, the values "
+                    "each update consumed. Writes DIR/trace.jsonl (bnrepro-trace/2) for "
+                    "`bnrepro verify DIR`. The script's output and exit status are its own; "
+                    "bnrepro's summary goes to stderr.")
+    _add_out(trace, "trace.jsonl and trace.csv")
+    trace.add_argument("--inputs-every", type=int, default=1, metavar="N",
+                       help="record each layer's input every N steps (the batch statistics are "
+                            "recorded at every step) [default: 1]")
+    trace.add_argument("script", metavar="SCRIPT", help="the Python program to run")
+    trace.add_argument("arguments", nargs=argparse.REMAINDER, metavar="ARGS",
+                       help="its arguments")
+    trace.set_defaults(handler=_trace)
+
+
+def _trace(arguments):
+    if not os.path.isfile(arguments.script):
+        raise UserError(f"{arguments.script} is not a file")
+    if arguments.inputs_every <= 0:
+        raise UserError(f"--inputs-every must be a positive whole number, got "
+                        f"{arguments.inputs_every}")
+    check_output_directory(arguments.out, force=arguments.force)
+    from bnrepro.tracer import trace_script
+
+    return trace_script(arguments.script, arguments.arguments, arguments.out, force=arguments.force,
+                        inputs_every=arguments.inputs_every,
+                        write=lambda line: print(line, file=sys.stderr))
+
+
+# The commands, in the order --help lists them: each adds its sub-parser and handler.
+COMMANDS = (_add_run, _add_verify, _add_explain, _add_reference, _add_reproduce, _add_compare,
+            _add_trace)
 
 
 def main(argv=None):
@@ -127,7 +249,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("bnrepro: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except TraceWriterError as error:  # e.g. the disk filled up while the trace was written
+    except _trace_writer_error() as error:  # e.g. the disk filled up while the trace was written
         print(f"bnrepro: error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # the reader went away (``bnrepro verify T | head``): stop quietly
@@ -135,49 +257,19 @@ def main(argv=None):
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by it
 
 
+def _trace_writer_error():
+    """:class:`bnrepro.trace_process.TraceWriterError`, if that module has been imported (only then
+    can one have been raised), else ``()``, which catches nothing. Evaluated only when an exception
+    reaches its ``except``, so ``--help`` does not pay for importing it (and NumPy)."""
+    module = sys.modules.get("bnrepro.trace_process")
+    return module.TraceWriterError if module is not None else ()
+
+
 def _dispatch(argv):
-    parser, scenario_parsers = build_parser()
-    scenario = None
-    if len(argv) >= 2 and argv[0] == "run" and not argv[1].startswith("-"):
-        scenario = get_scenario(argv[1])  # an unknown name fails here, listing the choices
-        add_config_options(scenario_parsers[scenario.name], scenario.config_type)
-    if argv[:1] == ["compare"]:
-        from bnrepro.compare import CompareConfig
-        add_config_options(scenario_parsers["compare"], CompareConfig)
-    arguments = parser.parse_args(argv)
-    if arguments.command == "run":
-        from bnrepro.scenarios import run_scenario
-        config = config_from_arguments(scenario.config_type, arguments)
-        write = None if arguments.quiet else print
-        path = run_scenario(scenario.name, config, arguments.out, force=arguments.force,
-                            write=write)
-        print(f"trace written to {path} (and trace.csv); check it with: bnrepro verify {path}")
-        return 0
-    if arguments.command == "verify":
-        from bnrepro.verify import verify_path
-        report = verify_path(arguments.trace)
-        print(report.format())
-        return 0 if report.passed else EXIT_FAILED
-    if arguments.command == "explain":
-        from bnrepro.explain import explain_path
-        print(explain_path(arguments.trace, arguments.step, arguments.layer, arguments.channel))
-        return 0
-    if arguments.command == "reference":
-        from bnrepro.reference import agrees, format_replay, replay_path
-        _, comparisons = replay_path(arguments.trace)
-        print(format_replay(comparisons))
-        return 0 if agrees(comparisons) else EXIT_FAILED
-    if arguments.command == "reproduce":
-        from bnrepro.reproduce import reproduce
-        return 0 if reproduce(arguments.out, force=arguments.force) else EXIT_FAILED
-    if arguments.command == "compare":
-        from bnrepro.compare import CompareConfig, run_compare
-        comparison = run_compare(config_from_arguments(CompareConfig, arguments), arguments.out,
-                                 force=arguments.force)
-        print(f"compare: results in {arguments.out}/results.md")
-        return 0 if comparison.verification is None or comparison.verification.passed \
-            else EXIT_FAILED
-    raise AssertionError(arguments.command)  # argparse allows only the commands above
+    if argv[:1] == ["run"] and len(argv) >= 2 and not argv[1].startswith("-"):
+        check_scenario_name(argv[1])  # "unknown scenario 'x'; choose from ...", not argparse's
+    arguments = build_parser().parse_args(argv)
+    return arguments.handler(arguments)
 
 
 if __name__ == "__main__":

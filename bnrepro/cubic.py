@@ -9,24 +9,12 @@ momentum=0.9)``, ``hidden = sigmoid(bn1)``, ``f = sigmoid(hidden·w2 + b2)``, L1
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import numpy as np
 
-from bnrepro.config import option
+from bnrepro.config import CubicConfig  # noqa: F401 (bnrepro.cubic.CubicConfig, as before)
 from bnrepro.graph import BuiltGraph, batch_normalization
 from bnrepro.tfv1 import tf, tf1
-
-
-@dataclass(frozen=True)
-class CubicConfig:
-    batch_size: int = option(3, "examples per batch (post: 3)")
-    epochs: int = option(10, "training steps, one fresh batch each (post: 10)")
-    momentum: float = option(0.9, "batch-norm momentum, the weight of the old moving value (post: 0.9)")
-    epsilon: float = option(0.001, "batch-norm epsilon (post: the layer default 0.001)")
-    learning_rate: float = option(0.5, "gradient-descent learning rate (post: 0.5)")
-    seed: int = option(0, "random.seed() for the data (post: 0)")
-    initial_value: float = option(1.0, "initial value of w, b, w2 and b2 (post: 1, tf.ones)")
 
 
 def target_function(x1):

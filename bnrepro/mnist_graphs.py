@@ -32,7 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from bnrepro.config import check_config, option
+from bnrepro.config import (NetConfig, check_net_config,  # noqa: F401 (bnrepro.mnist_graphs.*,
+                            parse_methods)  # as before; TensorFlow-free, for the CLI)
 from bnrepro.errors import UserError
 from bnrepro.graph import BuiltGraph, batch_normalization
 from bnrepro.tfv1 import tf, tf1
@@ -56,25 +57,6 @@ FAITHFUL_DIFFERENCES = {
 }
 
 
-@dataclass(frozen=True)
-class NetConfig:
-    """The net's hyper-parameters (post 002's values as defaults)."""
-
-    units: int = option(128, "hidden units (post: 128)")
-    batch_size: int = option(128, "examples per training batch (post: 128)")
-    learning_rate: float = option(0.1, "gradient-descent learning rate (post: 0.1)")
-    weight_init: str = option("truncated-normal",
-                              "initialiser of w, v and g, unstated in the post: truncated-normal "
-                              "(stddev 0.1, the TF MNIST tutorial's weight_variable) or "
-                              "glorot-uniform")
-    bias_init: float = option(0.1, "initial value of every bias b, unstated in the post "
-                                   "(the TF MNIST tutorial's bias_variable: 0.1)")
-    momentum: float = option(0.99, "bn: momentum of the moving statistics (the layer's default)")
-    epsilon: float = option(1e-5, "bn and ln: epsilon in sqrt(var + epsilon) (post: 1e-5)")
-    faithful: bool = option(False, "build the post's code as written, bugs included")
-    seed: int = option(0, "graph-level random seed; also the seed of the batch order")
-
-
 def _truncated_normal(seed):
     return tf1.truncated_normal_initializer(stddev=0.1, seed=seed)
 
@@ -94,7 +76,9 @@ class MnistGraph(BuiltGraph):
     ``inputs`` is x (N, 784) float32, ``targets`` the labels (N,) int64; ``metrics`` holds
     ``accuracy``. ``pre_activation`` is the first layer's ``a = x·w + b`` (``x·w + b`` with
     ``w = g*v/||v||`` for weight norm), ``normalized`` the normaliser's output before gain and bias
-    (bn, ln), ``hidden`` the first layer's output ``relu(...)``, ``weights`` the effective weight
+    (bn, ln), ``relu_input`` what the first layer's relu receives (the normaliser's output after gain
+    and bias for bn and ln; ``pre_activation`` itself for none, wn and wn-init), ``hidden`` the
+    first layer's output ``relu(relu_input)``, ``weights`` the effective weight
     matrices per layer scope. ``data_init`` is run once on the first batch before step 1.
     ``first_step`` (faithful wn-init) replaces step 1's fetches and ``after_first_step`` is run right
     after it. ``state_after`` maps each batch-norm layer to reads of its variables ordered after the
@@ -106,6 +90,7 @@ class MnistGraph(BuiltGraph):
     pre_activation: Optional[tf.Tensor] = None
     hidden: Optional[tf.Tensor] = None
     normalized: Optional[tf.Tensor] = None
+    relu_input: Optional[tf.Tensor] = None
     weights: dict = field(default_factory=dict)
     data_init: Optional[tf.Operation] = None
     first_step: Optional[dict] = None
@@ -120,13 +105,6 @@ def weight_initializer(name):
         raise UserError(f"unknown --weight-init {name!r}; choose from "
                         f"{', '.join(WEIGHT_INITIALIZERS)}")
     return WEIGHT_INITIALIZERS[name]
-
-
-def check_net_config(config):
-    """:func:`~bnrepro.config.check_config` plus the initialiser's name; returns ``config``."""
-    check_config(config)
-    weight_initializer(config.weight_init)
-    return config
 
 
 def weight_variable(name, shape, config, seed):
@@ -287,6 +265,7 @@ def _wn_network(x, config, parts, *, reuse=False, post_init=False):
     a, w1, _ = weight_norm_layer(x, N_IN, config.units, config, "layer1", reuse=reuse,
                                  post_init=post_init)
     h = parts["hidden"] = tf.nn.relu(a)
+    parts["relu_input"] = a
     logits, w2, _ = weight_norm_layer(h, config.units, N_OUT, config, "layer2", reuse=reuse,
                                       post_init=post_init)
     parts.update(pre_activation=a, weights={"layer1": w1, "layer2": w2})
@@ -323,7 +302,7 @@ def _build(config, logits_fn):
             graph=graph, inputs=x, targets=labels, training=training, loss=loss, train_op=train_op,
             batch_norms=parts["batch_norms"], metrics={"accuracy": accuracy}, logits=logits,
             pre_activation=parts["pre_activation"], hidden=parts["hidden"],
-            normalized=parts.get("normalized"),
+            normalized=parts.get("normalized"), relu_input=parts["relu_input"],
             weights=parts["weights"], eval_batch_size=parts.get("eval_batch_size"),
             state_after={tap.name: _reads_after(train_op, tap.variables)
                          for tap in parts["batch_norms"]},
@@ -336,7 +315,8 @@ def build_plain(normalizer):
 
     def build(config):
         def logits_fn(x, labels, training, parts):
-            h = parts["hidden"] = tf.nn.relu(first_layer(x, config, training, parts))
+            z = parts["relu_input"] = first_layer(x, config, training, parts)
+            h = parts["hidden"] = tf.nn.relu(z)
             return _plain_second_layer(h, config, parts)
         return _build(config, logits_fn)
     return build
@@ -384,18 +364,6 @@ def get_method(name):
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     return METHODS[name]
-
-
-def parse_methods(text):
-    """``"none,bn"`` -> ``["none", "bn"]``, each checked with :func:`get_method`."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UserError(f"--methods is empty; choose from {', '.join(METHODS)}")
-    for name in names:
-        get_method(name)
-    if len(set(names)) != len(names):
-        raise UserError(f"--methods lists a method twice: {text}")
-    return names
 
 
 def build_graph(method, config):

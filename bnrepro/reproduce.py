@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 
-from bnrepro.compare import EMBEDDED_DATA, CompareConfig, run_compare
-from bnrepro.outdir import output_directory
+from bnrepro.compare import EMBEDDED_DATA, CompareConfig, ProgressBar, run_compare
+from bnrepro.outdir import check_output_directory, output_directory
 from bnrepro.posts import MATCH_RULE, POSTS, compare_printed
 from bnrepro.reference import agrees, format_replay, replay
 from bnrepro.scenarios import get_scenario, run_scenario
@@ -42,13 +42,30 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def reproduce(out, *, force=False, write=print, compare_config=POST_002_COMPARE):
+def reproduce(out, *, force=False, write=print, compare_config=POST_002_COMPARE,
+              progress_stream=None):
     """Run every post's scenario into ``out``; return ``True`` when everything matched and verified.
-    ``compare_config``: post 002's comparison (tests shorten it)."""
+    ``compare_config``: post 002's comparison (tests shorten it). Progress: one bar over the posts
+    and, inside post 002's, one per method, on ``progress_stream`` (default stderr; ``write``'s
+    lines are the results)."""
+    check_output_directory(out, force=force)  # a refused --out: its one-line error, no bar
+    stages = ProgressBar("reproduce", len(POSTS) + 1, progress_stream, unit="post")
+    try:
+        all_ok, verdict = _reproduce(out, force, stages.beside(write), compare_config,
+                                     progress_stream, stages)
+    finally:
+        stages.close()
+    write(f"reproduce: {verdict}; tables in {os.path.join(out, 'report.md')}")
+    return all_ok
+
+
+def _reproduce(out, force, write, compare_config, progress_stream, stages):
+    """:func:`reproduce`'s work, the bar ``stages`` moved along; returns ``(all_ok, verdict)``."""
     all_ok = True
     report = ["# bnrepro reproduce", ""]
     with output_directory(out, force=force) as staging:
-        for post, (scenario_name, printed_numbers) in POSTS.items():
+        for done, (post, (scenario_name, printed_numbers)) in enumerate(POSTS.items()):
+            stages.update(done, f"post {post.split()[0]}: {scenario_name}")
             scenario = get_scenario(scenario_name)
             config = scenario.config_type(**POST_SETTINGS[scenario_name])
             write(f"== post {post}: bnrepro run {scenario_name} with {config}")
@@ -79,10 +96,13 @@ def reproduce(out, *, force=False, write=print, compare_config=POST_002_COMPARE)
             report += [f"## Post {post}", "", f"Scenario `{scenario_name}`, config `{config}`.", "",
                        table, "", "Verification:", "", "```", verification.format(), "```", "",
                        "NumPy whole-step reference:", "", "```", replay_table, "```", ""]
+        stages.update(len(POSTS), "post 002: compare")
         write(f"== post 002: bnrepro compare --steps {compare_config.steps} "
               f"(MNIST: {compare_config.methods})")
         comparison = run_compare(compare_config, os.path.join(staging, "compare"), write=write,
+                                 progress_stream=progress_stream,
                                  shown_as=os.path.join(out, "compare"))
+        stages.update(len(POSTS) + 1, "")
         all_ok = all_ok and comparison.verification.passed
         report += ["## Post 002", "", f"`bnrepro compare --steps {compare_config.steps}`: "
                    f"{comparison.data_source}.", "", comparison.table, "",
@@ -92,8 +112,7 @@ def reproduce(out, *, force=False, write=print, compare_config=POST_002_COMPARE)
         report.append(f"Result: {verdict}.")
         with open(os.path.join(staging, "report.md"), "w", encoding="utf-8") as handle:
             handle.write("\n".join(report) + "\n")
-    write(f"reproduce: {verdict}; tables in {os.path.join(out, 'report.md')}")
-    return all_ok
+    return all_ok, verdict
 
 
 def trace_as_json(trace, step):

@@ -1,15 +1,19 @@
-"""The table of scenarios ``bnrepro run`` knows, and running one into a traced output directory."""
+"""The table of scenarios ``bnrepro run`` knows, and running one into a traced output directory.
+
+Importing this module imports neither TensorFlow nor NumPy: the names, summaries and config types
+below are all that ``bnrepro run --help`` and the option checks need; a scenario's graph code is
+imported by :func:`get_scenario`.
+"""
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from bnrepro.config import check_config, config_as_dict
+from bnrepro.config import CubicConfig, TwoSampleConfig, check_scenario_config, config_as_dict
 from bnrepro.errors import UserError
 from bnrepro.outdir import output_directory
-from bnrepro.pitfalls import PITFALL_SCENARIOS
-from bnrepro.trace import TRACE_FILE, TraceWriter, make_header
+from bnrepro.pitfalls import PITFALL_CONFIGS, PITFALL_SCENARIOS
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,21 @@ SCENARIO_SUMMARIES = {
 }
 SCENARIO_SUMMARIES.update({name: summary for name, (_, summary) in PITFALL_SCENARIOS.items()})
 
+# Without importing TensorFlow: each scenario's config type (its loaded Scenario's config_type).
+SCENARIO_CONFIGS = {"cubic": CubicConfig, "two-sample": TwoSampleConfig, **PITFALL_CONFIGS}
 
-def get_scenario(name):
-    """The :class:`Scenario` called ``name``; :class:`UserError` listing the choices otherwise."""
+
+def check_scenario_name(name):
+    """:class:`UserError` listing the choices unless ``name`` is a scenario; returns ``name``."""
     if name not in SCENARIOS:
         raise UserError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
-    return SCENARIOS[name]()
+    return name
+
+
+def get_scenario(name):
+    """The :class:`Scenario` called ``name`` (imports its graph code, and TensorFlow);
+    :class:`UserError` listing the choices otherwise."""
+    return SCENARIOS[check_scenario_name(name)]()
 
 
 def run_scenario(name, config, out, *, force=False, write=print, record_every=1):
@@ -67,9 +80,11 @@ def run_scenario(name, config, out, *, force=False, write=print, record_every=1)
     The post-style printout goes through ``write`` (``None`` for silence). Returns the trace path.
     """
     from bnrepro.runner import run_traced
+    from bnrepro.trace import TRACE_FILE, TraceWriter, make_header
 
+    check_scenario_name(name)
+    check_scenario_config(config)  # before the scenario's graph code (and TensorFlow) is imported
     scenario = get_scenario(name)
-    check_config(config)
     built = scenario.build(config)
     layers = {tap.name: tap.header_entry() for tap in built.batch_norms}  # with the layer's mode
     header = make_header(name, config_as_dict(config), layers)

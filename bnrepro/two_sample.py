@@ -14,39 +14,16 @@ reproduces them too (a scan in steps of 0.004 found every value in [-0.288, -0.2
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import numpy as np
 
-from bnrepro.config import option
+from bnrepro.config import (POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL,  # noqa: F401 (as before)
+                            TwoSampleConfig)
 from bnrepro.graph import BuiltGraph, batch_normalization
 from bnrepro.tfv1 import tf, tf1
 
 N_HIDDEN_1 = 1
 N_INPUT = 1
 N_OUTPUT = 1
-POST_HIDDEN_KERNEL = 1.4059724
-POST_OUTPUT_KERNEL = -0.284
-
-
-@dataclass(frozen=True)
-class TwoSampleConfig:
-    steps: int = option(1, "Adam steps on the same batch (post: 1)")
-    momentum: float = option(0.5, "batch-norm momentum of both layers (post: 0.5)")
-    epsilon: float = option(0.001, "batch-norm epsilon (post: the layer default 0.001)")
-    learning_rate: float = option(0.001, "Adam learning rate, fed as lx (post: 0.001)")
-    seed: int = option(0, "seed of the kernels' random (Glorot-uniform) initialiser")
-    hidden_kernel_init: Optional[float] = option(
-        None, f"initial hidden kernel (default: random; {POST_HIDDEN_KERNEL} reproduces the post)"
-    )
-    output_kernel_init: Optional[float] = option(
-        None, f"initial output kernel (default: random; {POST_OUTPUT_KERNEL} reproduces the post)"
-    )
-    x0: float = option(0.0, "first input (post: 0)")
-    x1: float = option(1.0, "second input (post: 1)")
-    y0: float = option(3.0, "first target (post: 3)")
-    y1: float = option(4.0, "second target (post: 4)")
 
 
 def two_sample_batches(config):

@@ -1,6 +1,13 @@
 #!/usr/bin/env python3
 """Milliseconds per training step of post 002's net, per method: our loop with and without the bn
-trace, the post's loop as written, and a NumPy floor.
+trace, the post's loop as written, and one training step of the unnormalised net in NumPy; then
+a check that every variant trained the same way (the same per-step losses).
+
+Every variant trains on the same batches, from the same initial variables: the batch schedule is
+``bnrepro.compare.batch_schedule`` (what ``bnrepro compare`` trains on), drawn once, outside every
+timer, and each session initialises the method's one graph (graph-level seed, fixed op seeds;
+wn-init's data-dependent initialisation on the first batch before the clock starts). Inside every
+timer a step picks its batch's rows out of the training set (``images[indices]``) and trains.
 
 * traced: ``bnrepro.compare.train_method`` writing the bn trace as ``bnrepro compare`` does
   (every step's statistics, tensors every 100 steps; JSON + CSV text, formatted and written by a
@@ -13,39 +20,79 @@ trace, the post's loop as written, and a NumPy floor.
 * untraced: the same loop without a trace: one ``session.run`` per step for the train op, the loss
   and the accuracy;
 * post's loop: the post's ``fit_wn`` loop as written, on the same graph: ``tf.Session()`` with its
-  default threads, ``np.random.choice`` batches, then ``sess.run(train_step)``,
-  ``sess.run(loss)``, ``sess.run(acc)`` (three runs, three forward passes);
-* NumPy floor: the step's five float32 matrix products alone (forward x·w1, h·w2; backward
-  h'·d2, d2·w2', x'·d1), no nonlinearity, no update.
+  default threads, then per step ``sess.run(train_step)``, ``sess.run(loss)``, ``sess.run(acc)``
+  (three runs, three forward passes), on the schedule's batches instead of the post's
+  ``np.random.choice`` (drawing indices is not part of a step's work);
+* NumPy step: one whole training step of the unnormalised net (method none) in float32 NumPy
+  (BLAS on one thread, see below): ``a = x·W1 + b1``, ``h = relu(a)``, ``logits = h·W2 + b2``, the
+  mean softmax cross-entropy, its gradients with respect to W1, b1, W2, b2, and the
+  gradient-descent update with the same learning rate, from TensorFlow's initial variables of
+  none. Every method does all of this and more, so it is a floor for every row; the column is
+  the same measurement (once per repeat) on each.
 
 No test evaluation in any of them, and no one-time set-up: graph building and session creation
 are outside every timing, our loop leaves out compiling its callables (``StepRunner``) and the
-post's loop its first step (where TensorFlow prunes and optimises the graph for each of its three
-fetches). Variants run interleaved, ``--repeats`` times; the table shows
-medians. The last line is one JSON object, ``{method: {"traced_ms", "untraced_ms", "post_loop_ms",
-"numpy_floor_ms"}}``.
+post's loop runs each of its three fetches once before the clock starts (TensorFlow prunes and
+optimises the graph for each fetch the first time), then puts the variables back to their initial
+values. Variants run interleaved, ``--repeats`` times; the tables show medians.
+
+The check, after the timed runs (untimed), that every variant trained alike:
+
+* our loops: every run's loss at every step against the method's first untraced run (the loss
+  fetched in the train op's run: the batch's loss with the variables before the step). The same
+  kernels on the same numbers: they agree exactly (0) unless TensorFlow rewrites the graph
+  differently for other fetches, which would show as float32 rounding;
+* the post's loop fetches its loss in a second run, after the update: the same batch's loss with
+  the variables after the step, another number. It is checked in two links: one more run of the
+  post's loop also fetches the loss in its train run (``sess.run([train_step, loss])``), whose
+  losses must equal our loop's, and its after-update losses must equal the timed runs'. Its two
+  extra forward passes per step read the variables and change nothing (bn's moving averages are
+  updated by the train op only, through ``UPDATE_OPS``), so the post's loop trains exactly as ours;
+* the NumPy step: TensorFlow's none trains on the schedule and every step is done again by the
+  NumPy step from TensorFlow's variables before it; the losses and the variables after the update
+  (``max |NumPy - TF| / max |TF|`` per variable) must agree. The timed NumPy runs, training on
+  their own, are compared with TensorFlow's none too but not held to the bound: NumPy sums in
+  another order, and each step's last-bit differences are carried into the next and grow with the
+  steps (2e-7 relative over 300 steps, 1e-4 over 1500, measured here).
+
+Any check above ``--loss-rtol`` (default 1e-4) fails the script (exit status 1, a message naming
+the variant and the step) after the tables. The last line before that is one JSON object,
+``{method: {"traced_ms", "dropped_ms", "untraced_ms", "post_loop_ms", "numpy_step_ms",
+"loss_rel_diff": {variant: largest relative difference}}, "numpy_step": {"loss", "variables",
+"free_running"}}``.
 
     python scripts/benchmark.py [--steps 300] [--repeats 5] [--methods none,wn,wn-init,bn,ln]
-                                [--trace-every 1]
+                                [--trace-every 1] [--loss-rtol 1e-4]
 """
-import argparse
-import json
-import shutil
-import statistics
-import tempfile
-import sys
-import time
+import os
 
-import numpy as np
+# NumPy's BLAS on one thread (set before NumPy is imported; OPENBLAS_NUM_THREADS=2 in the environment
+# overrides it): with two, its spinning threads and TensorFlow's fight over a 2-core machine (the
+# NumPy step took 5.16 ms instead of 0.80 in back-to-back runs here). TensorFlow does not use it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from bnrepro.compare import (CompareConfig, check_compare_config, load_data, open_trace_writer,
-                             train_method)
-from bnrepro.errors import UserError
-from bnrepro.mnist_graphs import build_graph, parse_methods
-from bnrepro.tfv1 import tf1
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bnrepro.compare import (CompareConfig, batch_schedule, check_compare_config,  # noqa: E402
+                             load_data, open_trace_writer, train_method)
+from bnrepro.errors import UserError  # noqa: E402
+from bnrepro.mnist_graphs import build_graph, parse_methods  # noqa: E402
+from bnrepro.tfv1 import tf1  # noqa: E402
 
 TARGET_SPEEDUP = 1.8  # post's loop / our traced loop, at least
 TARGET_OVERHEAD = 0.15  # traced / untraced - 1, at most
+LOSS_RTOL = 1e-4  # largest relative difference of a step's loss between two variants
+NUMPY_METHOD = "none"  # the net the NumPy step implements
 
 
 class DroppedRecords:
@@ -54,17 +101,29 @@ class DroppedRecords:
     def write_step(self, record):
         return record
 
+    def finish(self, status="complete", *, last_step=None, reason=None):
+        pass
+
     def flush(self):
         pass
 
 
+def _losses(run):
+    """The per-step training losses of a :class:`~bnrepro.compare.MethodRun`, steps 1, 2, ..."""
+    return np.array([row["train_loss"] for row in run.rows if row["step"] >= 1],
+                    dtype=np.float64)
+
+
 def our_loop(method, config, data, net, variant):
-    """ms per step of ``train_method`` with ``variant`` "traced", "dropped" or "untraced"."""
+    """``(ms per step, per-step losses)`` of ``train_method`` with ``variant`` "traced",
+    "dropped" or "untraced"."""
     if variant == "untraced":
-        return train_method(method, config, data, evaluate_test=False, net=net).ms_per_step
+        run = train_method(method, config, data, evaluate_test=False, net=net)
+        return run.ms_per_step, _losses(run)
     if variant == "dropped":
-        return train_method(method, config, data, evaluate_test=False, net=net,
-                            trace_writer=DroppedRecords()).ms_per_step
+        run = train_method(method, config, data, evaluate_test=False, net=net,
+                           trace_writer=DroppedRecords())
+        return run.ms_per_step, _losses(run)
     directory = tempfile.mkdtemp(prefix="bnrepro-benchmark-")
     try:
         with open_trace_writer(directory, net, config) as writer:
@@ -72,87 +131,270 @@ def our_loop(method, config, data, net, variant):
                                trace_writer=writer)
             closing_started = time.perf_counter()
         closing_seconds = time.perf_counter() - closing_started
-        return run.ms_per_step + 1000.0 * closing_seconds / run.steps_done
+        return run.ms_per_step + 1000.0 * closing_seconds / run.steps_done, _losses(run)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def post_loop(config, data, net):
-    """ms per step of the post's loop (``fit_wn``), as written, on ``net``'s graph."""
+def _initialise(session, net, data, schedule):
+    """What ``train_method`` does before its clock starts: the initialisers, then wn-init's
+    data-dependent initialisation on the first batch."""
+    with net.graph.as_default():
+        session.run(tf1.global_variables_initializer())
+    if net.data_init is not None:
+        session.run(net.data_init, {net.inputs: data.train_images[schedule[0]],
+                                    net.targets: data.train_labels[schedule[0]]})
+
+
+def _global_variables(net):
+    with net.graph.as_default():
+        return tf1.global_variables()
+
+
+def post_loop(config, data, net, schedule, *, check=False):
+    """The post's loop (``fit_wn``), as written, on ``net``'s graph and the batches of
+    ``schedule``: ``(ms per step, losses after each update)``; with ``check`` (untimed), also the
+    losses of the train runs (``sess.run([train_step, loss])``), as a third item."""
+    if net.first_step is not None:
+        raise UserError("the benchmark runs the corrected graphs (no --faithful first step)")
     images_train, labels_train = data.train_images, data.train_labels
     x, t, train_step = net.inputs, net.targets, net.train_op
     loss, acc = net.loss, net.metrics["accuracy"]
-    np.random.seed(config.seed)
+    first_run = [train_step, loss] if check else train_step
+    losses = np.empty(config.steps, dtype=np.float64)
+    train_losses = np.empty(config.steps, dtype=np.float64)
     with tf1.Session(graph=net.graph) as sess:
-        with net.graph.as_default():
-            sess.run(tf1.global_variables_initializer())
-        for i in range(config.steps + 1):
-            if i == 1:  # step 0 pays for pruning and optimising the graph for each fetch
-                started = time.perf_counter()
-            rand_index = np.random.choice(len(images_train), size=config.batch_size)
+        _initialise(sess, net, data, schedule)
+        variables = _global_variables(net)
+        initial = sess.run(variables)
+        # each fetch once, so that TensorFlow prunes and optimises the graph for it before the
+        # clock starts; then the variables are put back (the initialisers, run again, would draw
+        # new random values)
+        feed_dict = {x: images_train[schedule[0]], t: labels_train[schedule[0]],
+                     net.training: True}
+        for fetch in (first_run, loss, acc):
+            sess.run(fetch, feed_dict=feed_dict)
+        for variable, value in zip(variables, initial):
+            variable.load(value, sess)
+        started = time.perf_counter()
+        for i in range(config.steps):
+            rand_index = schedule[i]  # the post: np.random.choice(len(images_train), size=...)
             x_batch = images_train[rand_index]
             y_batch = labels_train[rand_index]
             feed_dict = {x: x_batch, t: y_batch, net.training: True}
-            sess.run(train_step, feed_dict=feed_dict)
-            temp_loss = sess.run(loss, feed_dict=feed_dict)  # noqa: F841 (the post keeps them)
-            temp_acc = sess.run(acc, feed_dict=feed_dict)  # noqa: F841
-        return 1000.0 * (time.perf_counter() - started) / config.steps
+            trained = sess.run(first_run, feed_dict=feed_dict)
+            temp_loss = sess.run(loss, feed_dict=feed_dict)
+            temp_acc = sess.run(acc, feed_dict=feed_dict)  # noqa: F841 (the post keeps it)
+            losses[i] = temp_loss
+            if check:
+                train_losses[i] = trained[1]
+        milliseconds = 1000.0 * (time.perf_counter() - started) / config.steps
+    return (milliseconds, losses, train_losses) if check else (milliseconds, losses)
 
 
-def numpy_floor(config, data):
-    """ms per step of the step's matrix products alone, float32."""
-    rng = np.random.default_rng(config.seed)
-    w1 = rng.standard_normal((784, config.units), dtype=np.float32)
-    w2 = rng.standard_normal((config.units, 10), dtype=np.float32)
-    d2 = rng.standard_normal((config.batch_size, 10), dtype=np.float32)
+NUMPY_VARIABLES = ("layer1/w", "layer1/b", "layer2/w", "layer2/b")  # W1, b1, W2, b2 of none
+
+
+def _numpy_variables(net):
+    by_name = {variable.op.name: variable for variable in _global_variables(net)}
+    return [by_name[name] for name in NUMPY_VARIABLES]
+
+
+def initial_parameters(config, data, schedule):
+    """TensorFlow's initial ``W1, b1, W2, b2`` of method none, float32."""
+    net = build_graph(NUMPY_METHOD, config)
+    with tf1.Session(graph=net.graph) as session:
+        _initialise(session, net, data, schedule)
+        return session.run(_numpy_variables(net))
+
+
+def numpy_step(parameters, x, labels, learning_rate):
+    """One training step of method none in float32, in place; returns the batch's loss (before
+    the update, like the loss our loop fetches with the train op)."""
+    w1, b1, w2, b2 = parameters
+    n = len(labels)
+    rows = np.arange(n)
+    a = x @ w1 + b1  # (B, 784) (784, U) -> (B, U)
+    h = np.maximum(a, np.float32(0))
+    logits = h @ w2 + b2  # (B, U) (U, 10) -> (B, 10)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    sums = exp.sum(axis=1, keepdims=True)
+    loss = -np.mean(shifted[rows, labels] - np.log(sums[:, 0]))  # mean softmax cross-entropy
+    d_logits = exp / sums  # dloss/dlogits = (softmax - one_hot) / B
+    d_logits[rows, labels] -= np.float32(1)
+    d_logits /= np.float32(n)
+    d_w2 = h.T @ d_logits  # (U, B) (B, 10) -> (U, 10)
+    d_b2 = d_logits.sum(axis=0)
+    d_a = d_logits @ w2.T  # dloss/dh (B, 10) (10, U) -> (B, U), then through the relu:
+    d_a[a <= 0] = 0
+    d_w1 = x.T @ d_a  # (784, B) (B, U) -> (784, U)
+    d_b1 = d_a.sum(axis=0)
+    for parameter, gradient in ((w1, d_w1), (b1, d_b1), (w2, d_w2), (b2, d_b2)):
+        parameter -= learning_rate * gradient
+    return loss
+
+
+def numpy_loop(config, data, schedule, initial):
+    """``(ms per step, per-step losses)`` of :func:`numpy_step` on the schedule's batches."""
+    parameters = [np.array(value, dtype=np.float32) for value in initial]
+    learning_rate = np.float32(config.learning_rate)
+    losses = np.empty(config.steps, dtype=np.float64)
     started = time.perf_counter()
     for step in range(config.steps):
-        x = data.train_images[rng.integers(0, len(data.train_labels), config.batch_size)]
-        h = x @ w1  # (B, 784) (784, U) -> (B, U)
-        h @ w2  # (B, U) (U, 10) -> (B, 10)
-        h.T @ d2  # dL/dw2: (U, B) (B, 10) -> (U, 10)
-        d1 = d2 @ w2.T  # dL/dh: (B, 10) (10, U) -> (B, U)
-        x.T @ d1  # dL/dw1: (784, B) (B, U) -> (784, U)
-    return 1000.0 * (time.perf_counter() - started) / config.steps
+        indices = schedule[step]
+        losses[step] = numpy_step(parameters, data.train_images[indices],
+                                  data.train_labels[indices], learning_rate)
+    return 1000.0 * (time.perf_counter() - started) / config.steps, losses
+
+
+def numpy_step_check(config, data, schedule):
+    """TensorFlow's none trained on the schedule, every step also done by :func:`numpy_step` from
+    TensorFlow's variables before it: ``{"loss": (largest relative difference, step),
+    "variables": (largest max |NumPy - TF| / max |TF| of a variable after the update, step,
+    variable)}`` (untimed)."""
+    net = build_graph(NUMPY_METHOD, config)
+    variables = _numpy_variables(net)
+    learning_rate = np.float32(config.learning_rate)
+    worst = {"loss": (0.0, 0), "variables": (0.0, 0, "")}
+    with tf1.Session(graph=net.graph) as session:
+        _initialise(session, net, data, schedule)
+        for step in range(1, config.steps + 1):
+            indices = schedule[step - 1]
+            images, labels = data.train_images[indices], data.train_labels[indices]
+            parameters = [np.array(value, dtype=np.float32) for value in session.run(variables)]
+            numpy_loss = float(numpy_step(parameters, images, labels, learning_rate))
+            _, loss = session.run([net.train_op, net.loss], {net.inputs: images,
+                                                             net.targets: labels,
+                                                             net.training: True})
+            loss = float(loss)
+            if not math.isfinite(loss):
+                break
+            worst["loss"] = max(worst["loss"], (abs(numpy_loss - loss) / abs(loss), step))
+            for name, mine, theirs in zip(NUMPY_VARIABLES, parameters, session.run(variables)):
+                error = float(np.max(np.abs(mine - theirs)) / np.max(np.abs(theirs)))
+                worst["variables"] = max(worst["variables"], (error, step, name))
+    return worst
 
 
 VARIANTS = ("traced", "dropped", "untraced", "post", "numpy")
+VARIANT_NAMES = {"traced": "traced", "dropped": "traced, not written", "untraced": "untraced",
+                 "post": "post's loop", "numpy": "NumPy step"}
+
+
+def relative_difference(losses, reference):
+    """``(largest |losses - reference| / |reference|, its step)``; a different length (one run
+    stopped early) or a NaN in one but not the other counts as infinite."""
+    if len(losses) != len(reference):
+        return math.inf, min(len(losses), len(reference)) + 1
+    nan = np.isnan(losses) | np.isnan(reference)
+    if np.any(np.isnan(losses) != np.isnan(reference)):
+        return math.inf, int(np.argmax(np.isnan(losses) != np.isnan(reference))) + 1
+    if not len(losses) or nan.all():
+        return 0.0, 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        difference = np.where(nan, 0.0, np.abs(losses - reference) / np.abs(reference))
+    step = int(np.argmax(difference))
+    return float(difference[step]), step + 1
+
+
+@dataclasses.dataclass
+class Measurements:
+    """What :func:`measure` ran: per method and variant the ms per step and the per-step losses
+    of every repeat (the NumPy step's under :data:`NUMPY_METHOD`'s none, once per repeat)."""
+
+    config: object
+    data: object
+    nets: dict
+    schedule: np.ndarray
+    times: dict
+    losses: dict
+    numpy_times: list
+    numpy_losses: list
+
+    def medians(self):
+        """``{method: {variant: median ms per step, "has_trace": bool}}``."""
+        medians = {}
+        for method, by_variant in self.times.items():
+            ms = medians[method] = {variant: statistics.median(values) if values else math.nan
+                                    for variant, values in by_variant.items()}
+            ms["numpy"] = statistics.median(self.numpy_times)
+            ms["has_trace"] = bool(self.nets[method].batch_norms)
+            if not ms["has_trace"]:
+                ms["traced"] = ms["untraced"]
+        return medians
 
 
 def measure(methods, config, data, repeats):
-    """{method: {variant: [ms per step, one per repeat]}}, variants interleaved."""
+    """Every variant of every method, interleaved, ``repeats`` times: :class:`Measurements`."""
     nets = {method: build_graph(method, config) for method in methods}
-    times = {method: {variant: [] for variant in VARIANTS} for method in methods}
+    schedule = batch_schedule(config, len(data.train_labels))  # the same for every variant
+    initial = initial_parameters(config, data, schedule)
+    found = Measurements(config, data, nets, schedule,
+                         times={method: {variant: [] for variant in VARIANTS[:4]}
+                                for method in methods},
+                         losses={method: {variant: [] for variant in VARIANTS[:4]}
+                                 for method in methods},
+                         numpy_times=[], numpy_losses=[])
     for method in methods:  # warm up: first sessions pay for graph optimisation
         our_loop(method, config, data, nets[method], "untraced")
     for repeat in range(repeats):
         for method in methods:
             net = nets[method]
             for variant in VARIANTS:
-                if variant == "post":
-                    value = post_loop(config, data, net)
-                elif variant == "numpy":
-                    value = numpy_floor(config, data)
-                elif variant in ("traced", "dropped") and not net.batch_norms:
+                if variant == "numpy":
+                    if method == methods[0]:  # once per repeat: one net (none) for every row
+                        value, loss = numpy_loop(config, data, schedule, initial)
+                        found.numpy_times.append(value)
+                        found.numpy_losses.append(loss)
+                    continue
+                if variant in ("traced", "dropped") and not net.batch_norms:
                     continue  # nothing to trace: the untraced measurement stands for both
+                if variant == "post":
+                    value, loss = post_loop(config, data, net, schedule)
                 else:
-                    value = our_loop(method, config, data, net, variant)
-                times[method][variant].append(value)
-        print(f"repeat {repeat + 1}/{repeats} done", flush=True)
-    medians = {method: {variant: statistics.median(values) if values else float("nan")
-                        for variant, values in by_variant.items()}
-               for method, by_variant in times.items()}
-    for method, ms in medians.items():
-        ms["has_trace"] = bool(nets[method].batch_norms)
-        if not ms["has_trace"]:
-            ms["traced"] = ms["untraced"]
-    return medians
+                    value, loss = our_loop(method, config, data, net, variant)
+                found.times[method][variant].append(value)
+                found.losses[method][variant].append(loss)
+        print(f"repeat {repeat + 1}/{repeats} done", file=sys.stderr, flush=True)
+    return found
+
+
+def check_losses(found):
+    """``(agreement, numpy)``. ``agreement``: ``{method: {variant: (largest relative loss
+    difference, step)}}`` against the method's first untraced run (the post's loop: see the
+    module docstring). ``numpy``: :func:`numpy_step_check`'s, plus ``"free_running"``, the timed
+    NumPy runs against TensorFlow's none."""
+    config, data, schedule = found.config, found.data, found.schedule
+    agreement = {}
+    for method, runs in found.losses.items():
+        reference = runs["untraced"][0]
+        checked = agreement[method] = {}
+        for variant in ("traced", "dropped", "untraced"):
+            if runs[variant]:
+                checked[variant] = max(relative_difference(run, reference)
+                                       for run in runs[variant])
+        _, after_update, train_run = post_loop(config, data, found.nets[method], schedule,
+                                               check=True)
+        if len(reference) < len(train_run) and np.isnan(reference[-1]):
+            train_run = train_run[:len(reference)]  # ours stops at a NaN loss, the post's goes on
+        checked["post"] = max([relative_difference(train_run, reference)]
+                              + [relative_difference(run, after_update) for run in runs["post"]])
+    numpy = numpy_step_check(config, data, schedule)
+    if NUMPY_METHOD in found.losses:
+        tensorflow = found.losses[NUMPY_METHOD]["untraced"][0]
+    else:  # one untimed run of none for the NumPy runs to be compared with
+        net = build_graph(NUMPY_METHOD, config)
+        tensorflow = our_loop(NUMPY_METHOD, config, data, net, "untraced")[1]
+    numpy["free_running"] = max(relative_difference(run, tensorflow)
+                                for run in found.numpy_losses)
+    return agreement, numpy
 
 
 def format_table(medians):
-    lines = ["| method | traced | traced, not written | untraced | post's loop | NumPy floor "
-             "| post / traced | traced / untraced |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| method | traced | traced, not written | untraced | post's loop | NumPy step "
+             "(none) | post / traced | traced / untraced | untraced / NumPy |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for method, ms in medians.items():
         if ms["has_trace"]:
             traced, dropped = f"{ms['traced']:.2f}", f"{ms['dropped']:.2f}"
@@ -161,8 +403,54 @@ def format_table(medians):
             traced, dropped, ratio = "= untraced", "–", "–"
         lines.append(f"| {method} | {traced} | {dropped} | {ms['untraced']:.2f} "
                      f"| {ms['post']:.2f} | {ms['numpy']:.2f} | {ms['post'] / ms['traced']:.2f}x "
-                     f"| {ratio} |")
+                     f"| {ratio} | {ms['untraced'] / ms['numpy']:.2f}x |")
     return "\n".join(lines)
+
+
+def _difference(value, step, *where):
+    return f"{value:.2g}" + (f" (step {', '.join(map(str, (step, *where)))})" if value else "")
+
+
+def format_agreement(agreement, numpy, steps):
+    variants = VARIANTS[:4]
+    lines = ["Per-step losses, largest relative difference from the method's first untraced run "
+             "(every repeat, every step; post's loop: see the script's docstring):", "",
+             "| method | " + " | ".join(VARIANT_NAMES[variant] for variant in variants) + " |",
+             "| --- |" + " ---: |" * len(variants)]
+    for method, checked in agreement.items():
+        lines.append(f"| {method} | " + " | ".join(
+            _difference(*checked[variant]) if variant in checked else "–"
+            for variant in variants) + " |")
+    lines += ["", f"NumPy step, each of the {steps} steps of TensorFlow's none done again from "
+              f"TensorFlow's variables before it: loss {_difference(*numpy['loss'])} relative, "
+              f"variables after the update {_difference(*numpy['variables'])} "
+              "(max |NumPy - TF| / max |TF|).",
+              "NumPy step trained on its own (the timed runs) against TensorFlow's none: loss "
+              f"{_difference(*numpy['free_running'])} relative; not checked: NumPy sums in "
+              "another order than TensorFlow, and the last-bit differences of each step's "
+              "variables are carried into the next step and grow with the steps (2e-7 over 300 "
+              "steps, 1e-4 over 1500 here)."]
+    return "\n".join(lines)
+
+
+def disagreements(agreement, numpy, rtol):
+    """One line per check above ``rtol``."""
+    lines = []
+    for method, checked in agreement.items():
+        for variant, (value, step) in checked.items():
+            if not value <= rtol:
+                lines.append(f"{method}, {VARIANT_NAMES[variant]}: loss differs from the first "
+                             f"untraced run by {value:.3g} relative at step {step}")
+    for quantity in ("loss", "variables"):
+        value, step, *where = numpy[quantity]
+        if not value <= rtol:
+            lines.append(f"NumPy step: {' '.join((quantity, *where))} differs from TensorFlow's "
+                         f"by {value:.3g} relative at step {step}")
+    return [f"{line} (allowed {rtol:g})" for line in lines]
+
+
+def _finite(value):
+    return value if math.isfinite(value) else None
 
 
 def main():
@@ -173,15 +461,22 @@ def main():
     parser.add_argument("--trace-every", type=int, default=1,
                         help="bn trace: record every N steps, as bnrepro compare's option [1]")
     parser.add_argument("--data", default=None, help="MNIST path (default: as bnrepro compare)")
+    parser.add_argument("--loss-rtol", type=float, default=LOSS_RTOL,
+                        help="largest relative difference of a step's loss allowed between "
+                             f"variants [{LOSS_RTOL:g}]")
     arguments = parser.parse_args()
+    if arguments.repeats < 1:
+        raise UserError(f"--repeats must be at least 1, got {arguments.repeats}")
     config = check_compare_config(CompareConfig(steps=arguments.steps, data=arguments.data,
                                                 trace_every=arguments.trace_every,
                                                 methods=arguments.methods))
     data = load_data(config)
-    print(f"{data.describe()}; {arguments.steps} steps per measurement, median of "
-          f"{arguments.repeats}; bn trace every {config.trace_every} step(s), tensors every "
-          f"{config.trace_tensors_every}; ms per training step")
-    medians = measure(parse_methods(config.methods), config, data, arguments.repeats)
+    print(f"{data.describe()}; {arguments.steps} steps per measurement on one batch schedule "
+          f"(seed {config.seed}), median of {arguments.repeats}; bn trace every "
+          f"{config.trace_every} step(s), tensors every {config.trace_tensors_every}; "
+          f"NumPy's BLAS threads: {os.environ['OPENBLAS_NUM_THREADS']}; ms per training step")
+    found = measure(parse_methods(config.methods), config, data, arguments.repeats)
+    medians = found.medians()
     print(format_table(medians))
     for method, ms in medians.items():
         speedup, overhead = ms["post"] / ms["traced"], ms["traced"] / ms["untraced"] - 1
@@ -190,11 +485,25 @@ def main():
                    else "no batch-norm layer, nothing to trace")
         print(f"{method}: post's loop / traced = {speedup:.2f}x (target >= {TARGET_SPEEDUP}x: "
               f"{'met' if speedup >= TARGET_SPEEDUP else 'MISSED'}); {tracing}")
-    print(json.dumps({method: {"traced_ms": round(ms["traced"], 4),
-                               "untraced_ms": round(ms["untraced"], 4),
-                               "post_loop_ms": round(ms["post"], 4),
-                               "numpy_floor_ms": round(ms["numpy"], 4)}
-                      for method, ms in medians.items()}))
+    agreement, numpy = check_losses(found)
+    print()
+    print(format_agreement(agreement, numpy, config.steps))
+    failed = disagreements(agreement, numpy, arguments.loss_rtol)
+    if not failed:
+        print(f"losses: every variant trained alike (at most {arguments.loss_rtol:g} relative "
+              "at every step)")
+    report = {method: {"traced_ms": round(ms["traced"], 4),
+                       "dropped_ms": round(ms["dropped"], 4) if ms["has_trace"] else None,
+                       "untraced_ms": round(ms["untraced"], 4),
+                       "post_loop_ms": round(ms["post"], 4),
+                       "numpy_step_ms": round(ms["numpy"], 4),
+                       "loss_rel_diff": {variant: _finite(value) for variant, (value, _)
+                                         in agreement[method].items()}}
+              for method, ms in medians.items()}
+    report["numpy_step"] = {quantity: _finite(numpy[quantity][0]) for quantity in numpy}
+    print(json.dumps(report))
+    if failed:
+        sys.exit("benchmark: the variants did not train alike:\n  " + "\n  ".join(failed))
 
 
 if __name__ == "__main__":

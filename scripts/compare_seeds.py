@@ -5,7 +5,8 @@ One seed is one draw of the initial weights, of the batch order and, on the embe
 train/test split, so two methods are compared within a seed (paired): the table gives, per method,
 the steps to 90% train accuracy and the final test accuracy for every seed, and how many seeds
 the method needed fewer steps than ``none``. Each seed's full output (history, figures, results.md,
-the verified bn trace) goes to ``OUT/seed<N>/``.
+the verified bn trace) goes to ``OUT/seed<N>/``. Progress (stderr): one bar over the seeds and,
+within each seed, one per method; stdout carries the results.
 
     python scripts/compare_seeds.py --out out/seeds [--seeds 0,1,2,3,4] [--steps 1500]
 """
@@ -13,7 +14,7 @@ import argparse
 import os
 import sys
 
-from bnrepro.compare import CompareConfig, run_compare
+from bnrepro.compare import CompareConfig, ProgressBar, run_compare
 from bnrepro.errors import UserError
 from bnrepro.outdir import output_directory
 
@@ -59,12 +60,20 @@ def main():
         raise UserError(f"--seeds must be comma-separated whole numbers, got {arguments.seeds!r}")
     summaries_by_seed = {}
     with output_directory(arguments.out, force=arguments.force) as staging:
-        for seed in seeds:
-            print(f"== seed {seed}", flush=True)
-            config = CompareConfig(seed=seed, steps=arguments.steps, data=arguments.data)
-            comparison = run_compare(config, os.path.join(staging, f"seed{seed}"),
-                                     shown_as=os.path.join(arguments.out, f"seed{seed}"))
-            summaries_by_seed[seed] = comparison.summaries
+        progress = ProgressBar("seeds", len(seeds), unit="seed")
+        write = progress.beside(lambda line: print(line, flush=True))
+        try:
+            for done, seed in enumerate(seeds):
+                progress.update(done, f"seed {seed}")
+                write(f"== seed {seed}")
+                config = CompareConfig(seed=seed, steps=arguments.steps, data=arguments.data)
+                comparison = run_compare(config, os.path.join(staging, f"seed{seed}"),
+                                         write=write,
+                                         shown_as=os.path.join(arguments.out, f"seed{seed}"))
+                summaries_by_seed[seed] = comparison.summaries
+            progress.update(len(seeds), "")
+        finally:
+            progress.close()
         table = paired_table(summaries_by_seed)
         with open(os.path.join(staging, "seeds.md"), "w", encoding="utf-8") as handle:
             handle.write(table + "\n")

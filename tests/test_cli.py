@@ -102,13 +102,13 @@ def test_bad_traces(capsys, tmp_path, cubic_trace):
     good = _good_lines(cubic_trace)
     header = json.loads(good[0])
     step = json.loads(good[2])
-    other_version = json.dumps(dict(header, format="bnrepro-trace/2"))
+    other_version = json.dumps(dict(header, format="bnrepro-trace/9"))
     step["bn"]["batch_normalization"]["moving_mean"] = [0.0, 1.0]
     mismatched = json.dumps(step)
     cases = {
         "truncated": (good[:3] + [good[3][: len(good[3]) // 2]], "truncated"),
         "not JSON": (["this is not json"], "line 1 is not valid JSON"),
-        "other version": ([other_version] + good[1:], "bnrepro-trace/2"),
+        "other version": ([other_version] + good[1:], "bnrepro-trace/9"),
         "mismatched shapes": (good[:2] + [mismatched], "has shape"),
         "header only": (good[:1], "no steps"),
         "empty": ([], "is empty"),

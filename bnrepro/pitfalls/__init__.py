@@ -1,12 +1,15 @@
 """The traps behind "my moving statistics look wrong", one runnable scenario each.
 
-Each module is one trap: a config dataclass, a graph builder returning a
-:class:`bnrepro.graph.BuiltGraph`, the batches and a printer that points at the trace line showing
-the trap. ``bnrepro run NAME`` traces it like the posts' scenarios, and ``bnrepro verify`` names the
-convention the trace follows (:mod:`bnrepro.diagnose`). ``docs/pitfalls.md`` tells each story.
+Each module is one trap: a graph builder returning a :class:`bnrepro.graph.BuiltGraph`, the batches
+and a printer that points at the trace line showing the trap; its config dataclass lives in
+:mod:`bnrepro.config`. ``bnrepro run NAME`` traces it like the posts' scenarios, and
+``bnrepro verify`` names the convention the trace follows (:mod:`bnrepro.diagnose`).
+``docs/pitfalls.md`` tells each story.
 
-Importing this package does not import TensorFlow: the table below is all ``--help`` needs.
+Importing this package does not import TensorFlow: the table below is all ``--help`` and the
+option checks need.
 """
+from bnrepro.config import CubicConfig, FusedConfig, GhostBatchConfig, RenormConfig
 
 # scenario name -> (module in this package, one-line summary for --help)
 PITFALL_SCENARIOS = {
@@ -21,4 +24,14 @@ PITFALL_SCENARIOS = {
     "ghost-batch": ("ghost_batch", "trap 7: virtual_batch_size (ghost batches): strided ghost "
                                    "batches, ignored when training is a tensor"),
     "renorm": ("renorm", "trap 7: renorm=True: moving_stddev, r/d clipping"),
+}
+
+# scenario name -> its config type, the ``config_type`` of the module's ``scenario()``
+PITFALL_CONFIGS = {
+    "fused-variance": FusedConfig,
+    "no-update-ops": CubicConfig,
+    "training-not-fed": CubicConfig,
+    "epsilon": CubicConfig,
+    "ghost-batch": GhostBatchConfig,
+    "renorm": RenormConfig,
 }

@@ -19,42 +19,20 @@ Epsilon: older TensorFlow raised the fused kernel's epsilon to at least 1.001e-5
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from bnrepro import formulas
-from bnrepro.config import option
+from bnrepro.config import FUSED_IMAGE_SHAPE as IMAGE_SHAPE
+from bnrepro.config import FusedConfig
+from bnrepro.config import fused_image_values as image_values
 from bnrepro.conventions import CUDNN_MIN_EPSILON
 from bnrepro.diagnose import fitted_epsilon
-from bnrepro.errors import UserError
 from bnrepro.graph import batch_normalization
 from bnrepro.pitfalls.toy import build_toy_graph, training_output_key
 from bnrepro.tfv1 import tf, tf1
 
-IMAGE_SHAPE = (2, 2, 1)  # (H, W, C): four values per channel
 FUSED_LAYER = "fused/batch_normalization"
 NON_FUSED_LAYER = "non_fused/batch_normalization"
-
-
-@dataclass(frozen=True)
-class FusedConfig:
-    values: str = option("1,2,4,7", "the four values of the 2x2 one-channel image, comma-separated")
-    steps: int = option(1, "training steps on the same image")
-    momentum: float = option(0.0, "batch-norm momentum (0: the moving variance becomes the batch's)")
-    epsilon: float = option(0.001, "batch-norm epsilon (try 1e-7 for the old fused floor 1.001e-5)")
-    learning_rate: float = option(0.1, "gradient-descent learning rate of the input weight")
-
-
-def image_values(config):
-    """The config's four values as floats; :class:`UserError` unless there are exactly four."""
-    try:
-        values = [float(value) for value in config.values.split(",")]
-    except ValueError:
-        raise UserError(f"--values must be four comma-separated numbers, got {config.values!r}") from None
-    if len(values) != int(np.prod(IMAGE_SHAPE)):
-        raise UserError(f"--values must be exactly four numbers (a 2x2 image), got {len(values)}")
-    return values
 
 
 def fused_batches(config):

@@ -31,47 +31,16 @@ reshape), so ``bnrepro verify`` checks the ghost batches' mean moments and passe
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 
-from bnrepro.config import option
-from bnrepro.errors import UserError
+from bnrepro.config import GHOST_TRAINING_MODES as TRAINING_MODES  # noqa: F401 (as before)
+from bnrepro.config import GhostBatchConfig, check_ghost_config
 from bnrepro.graph import batch_normalization
 from bnrepro.pitfalls.toy import build_toy_graph
 from bnrepro.tfv1 import tf, tf1
 
 LAYER = "batch_normalization"
-# --training: how the graph passes training to the layer
-TRAINING_MODES = {
-    "python-bool": "training=True / False as Python bools (ghost batches happen)",
-    "tensor": "training is the fed placeholder (tf_keras ignores virtual_batch_size)",
-}
-
-
-@dataclass(frozen=True)
-class GhostBatchConfig:
-    batch_size: int = option(8, "samples per batch (a multiple of --virtual-batch-size)")
-    virtual_batch_size: int = option(2, "samples per ghost batch (tf_keras' virtual_batch_size)")
-    channels: int = option(1, "features per sample")
-    steps: int = option(3, "training steps, a fresh batch each")
-    momentum: float = option(0.9, "batch-norm momentum, the weight of the old moving value")
-    epsilon: float = option(0.001, "batch-norm epsilon")
-    learning_rate: float = option(0.1, "gradient-descent learning rate of the input weight")
-    seed: int = option(0, "NumPy seed of the batches")
-    training: str = option("python-bool", " | ".join(f"{k}: {v}" for k, v in TRAINING_MODES.items()))
-
-
-def check_ghost_config(config):
-    """:class:`UserError` for an unknown ``--training`` or a batch the ghost batches do not divide."""
-    if config.training not in TRAINING_MODES:
-        raise UserError(f"--training must be one of {', '.join(TRAINING_MODES)}, got {config.training!r}")
-    if config.virtual_batch_size <= 0 or config.batch_size % config.virtual_batch_size:
-        raise UserError(f"--virtual-batch-size {config.virtual_batch_size} must be positive and "
-                        f"divide --batch-size {config.batch_size}")
-    if config.channels <= 0:
-        raise UserError(f"--channels must be a positive whole number, got {config.channels}")
-    return config
 
 
 def ghost_batches(config):

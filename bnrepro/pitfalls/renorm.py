@@ -26,32 +26,14 @@ renorm convention). ``r`` and ``d`` are in the trace's
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from bnrepro.config import option
+from bnrepro.config import RenormConfig
 from bnrepro.graph import batch_normalization
 from bnrepro.pitfalls.toy import build_toy_graph
 
 LAYER = "batch_normalization"
 CORRECTIONS = ("renorm_r", "renorm_d")
-
-
-@dataclass(frozen=True)
-class RenormConfig:
-    batch_size: int = option(4, "samples per batch")
-    steps: int = option(6, "training steps, a fresh batch each")
-    momentum: float = option(0.9, "momentum of moving_mean and moving_stddev (weight of the old)")
-    renorm_momentum: float = option(0.9, "momentum of renorm_mean and renorm_stddev (layer: 0.99)")
-    epsilon: float = option(0.001, "batch-norm epsilon")
-    rmin: float = option(0.667, "lower clip of r")
-    rmax: float = option(1.5, "upper clip of r")
-    dmax: float = option(0.5, "clip of |d|")
-    drift: float = option(1.0, "batch k's mean is drift * k")
-    spread: float = option(0.5, "batch k's standard deviation is 1 + spread * k")
-    learning_rate: float = option(0.1, "gradient-descent learning rate of the input weight")
-    seed: int = option(0, "NumPy seed of the batches")
 
 
 def renorm_batches(config):

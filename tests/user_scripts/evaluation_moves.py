@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 tf.compat.v1.disable_eager_execution()
+tf.keras.utils.set_random_seed(0)  # Python, NumPy and TensorFlow
 rng = np.random.RandomState(0)
 x = tf.compat.v1.placeholder(tf.float32, [None, 3])
 y = tf.compat.v1.placeholder(tf.float32, [None, 1])

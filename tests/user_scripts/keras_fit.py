@@ -3,6 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 tf.compat.v1.disable_v2_behavior()
+tf.keras.utils.set_random_seed(0)  # Python, NumPy and TensorFlow
 rng = np.random.RandomState(0)
 data = (rng.rand(12, 3) * 4 + 1).astype(np.float32)
 targets = data.sum(1, keepdims=True)

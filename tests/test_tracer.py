@@ -1,0 +1,242 @@
+"""``bnrepro trace`` on programs written as users write them (tests/user_scripts/README.md).
+
+Each program runs twice in a fresh interpreter, as ``python PROGRAM`` and as ``bnrepro trace --out
+DIR PROGRAM``: its own output must be the same. Each program normalises batches it draws from
+``numpy.random.RandomState(0)``, so the moving statistics it should end with are recomputed here
+with NumPy from the same batches, step by step, with their float32 rounding bounds
+(:mod:`bnrepro.tolerances`), independently of TensorFlow and of ``bnrepro verify``; then verify's
+verdict and diagnosis are checked against what each program does wrong.
+"""
+import concurrent.futures
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bnrepro import formulas, tolerances
+from bnrepro.diagnose import conventions_followed
+from bnrepro.trace import read_trace
+from bnrepro.verify import verify_trace
+
+SCRIPTS = os.path.join(os.path.dirname(__file__), "user_scripts")
+TRACED = ["layers_update_ops", "layers_forgot_update_ops", "keras_layer_graph", "keras_fit",
+          "moments_assign_moving_average", "moments_ema_cond", "plain_assign",
+          "evaluation_moves"]
+
+
+def _python(*arguments, cwd):
+    environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, cwd=cwd,
+                          env=environment, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """name -> {"plain": (status, out, err), "traced": (...), "trace": path}: every program run
+    plainly and under ``bnrepro trace``, two at a time."""
+    work = tmp_path_factory.mktemp("traced")
+    jobs = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for name in TRACED:
+            script = os.path.join(SCRIPTS, f"{name}.py")
+            jobs[name, "plain"] = pool.submit(_python, script, cwd=work)
+            jobs[name, "traced"] = pool.submit(_python, "-m", "bnrepro", "trace", "--out",
+                                               str(work / name), script, cwd=work)
+        hooked = work / "monitored_session"
+        jobs["monitored_session", "plain"] = pool.submit(
+            _python, os.path.join(SCRIPTS, "monitored_session.py"), str(hooked), cwd=work)
+    results = {}
+    for (name, kind), job in jobs.items():
+        results.setdefault(name, {})[kind] = job.result()
+        results[name]["trace"] = str(work / name)
+    return results
+
+
+def _batches(count, shape, draw):
+    rng = np.random.RandomState(0)
+    return [draw(rng, shape) for _ in range(count)]
+
+
+def _uniform_batches(count, shape):
+    return _batches(count, shape, lambda rng, size: (rng.rand(*size).astype(np.float32) * 4 + 1))
+
+
+def expected_averages(batches, momentum, initial, statistic, *, zero_debias=False):
+    """The moving average of ``statistic(batch)`` after each batch, from ``initial``, with the
+    bound its float32 computation carries (each step's :func:`moving_average_bound`, the earlier
+    steps' carried with weight ``momentum``)::
+
+        value_t = momentum * value_(t-1) + (1 - momentum) * statistic(batch_t)
+
+    ``zero_debias``: the average is kept from 0 and divided by ``1 - momentum^t``.
+    """
+    value = np.zeros_like(initial) if zero_debias else np.asarray(initial, dtype=np.float64)
+    error = np.zeros_like(value)
+    values, bounds = [], []
+    for step, batch in enumerate(batches, start=1):
+        consumed, consumed_error = statistic(batch)
+        new = formulas.moving_average(value, consumed, momentum)
+        error = momentum * error + tolerances.moving_average_bound(
+            value, consumed, momentum, new, statistic_error=consumed_error)
+        value = new
+        scale = 1.0 - momentum ** step if zero_debias else 1.0
+        values.append(value / scale)
+        bounds.append(error / scale + 4 * tolerances.UNIT_ROUNDOFF * np.abs(value / scale))
+    return values, bounds
+
+
+def mean_of(batch, ddof=0):
+    axes = formulas.reduction_axes(batch)
+    return formulas.batch_mean(batch), tolerances.mean_bound(batch, axes)
+
+
+def variance_of(batch, ddof=0):
+    axes = formulas.reduction_axes(batch)
+    convention = formulas.UNBIASED if ddof else formulas.BIASED
+    return formulas.batch_variance(batch, convention), tolerances.variance_bound(batch, axes, ddof)
+
+
+def _recorded(trace, layer, quantity):
+    return [record["bn"][layer][quantity] for record in trace.steps[1:]]
+
+
+def _assert_sequence(got, expected, bounds):
+    assert len(got) == len(expected)
+    for step, (value, want, bound) in enumerate(zip(got, expected, bounds), start=1):
+        assert np.all(np.abs(value - want) <= bound), (step, value, want, bound)
+
+
+# --- every program ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", TRACED)
+def test_the_programs_output_is_unchanged_and_the_summary_follows(runs, name):
+    plain, traced = runs[name]["plain"], runs[name]["traced"]
+    assert plain[0] == 0, plain[2][-2000:]
+    assert traced[0] == 0, traced[2][-2000:]
+    assert traced[1] == plain[1]
+    assert f"bnrepro trace: " in traced[2] and f"bnrepro verify {runs[name]['trace']}" in traced[2]
+
+
+# --- each program's statistics, recomputed -----------------------------------------------------------
+
+def test_tf_layers_with_update_ops(runs):
+    trace = read_trace(runs["layers_update_ops"]["trace"])
+    entry = trace.layers["batch_normalization"]
+    assert (entry["momentum"], entry["epsilon"], entry["fused"]) == (0.8, 0.001, False)
+    batches = _uniform_batches(5, (8, 3))
+    for quantity, statistic, initial in (("moving_mean", mean_of, 0.0),
+                                         ("moving_variance", variance_of, 1.0)):
+        expected, bounds = expected_averages(batches, 0.8, np.full(3, initial), statistic)
+        _assert_sequence(_recorded(trace, "batch_normalization", quantity), expected, bounds)
+    assert [record["run"]["trained"] for record in trace.steps[1:]] == [True] * 5
+    report = verify_trace(trace)
+    assert report.passed and report.diagnosis == [], report.format()
+
+
+def test_forgotten_update_ops_fail_with_their_diagnosis(runs):
+    trace = read_trace(runs["layers_forgot_update_ops"]["trace"])
+    for record in trace.steps:
+        layer = record["bn"]["batch_normalization"]
+        assert np.all(layer["moving_mean"] == 0) and np.all(layer["moving_variance"] == 1)
+    report = verify_trace(trace)
+    assert not report.passed
+    assert report.verdict().startswith("FAIL: statistics move when training: step 1")
+    assert conventions_followed(report.diagnosis) == {
+        ("batch_normalization", "moving_mean"): "no update",
+        ("batch_normalization", "moving_variance"): "no update"}
+
+
+def test_keras_layer_on_images_takes_the_fused_kernel(runs):
+    """4-D input: the fused kernel averages the unbiased variance (N = 4 * 2 * 2 = 16 per channel)."""
+    trace = read_trace(runs["keras_layer_graph"]["trace"])
+    entry = trace.layers["batch_normalization"]
+    assert (entry["momentum"], entry["epsilon"], entry["fused"]) == (0.9, 0.001, True)
+    batches = _batches(4, (4, 2, 2, 3), lambda rng, size: rng.normal(2.0, 3.0, size).astype(
+        np.float32))
+    expected, bounds = expected_averages(batches, 0.9, np.zeros(3), mean_of)
+    _assert_sequence(_recorded(trace, "batch_normalization", "moving_mean"), expected, bounds)
+    expected, bounds = expected_averages(batches, 0.9, np.ones(3),
+                                         lambda batch: variance_of(batch, ddof=1))
+    _assert_sequence(_recorded(trace, "batch_normalization", "moving_variance"), expected, bounds)
+    report = verify_trace(trace)
+    assert report.passed and report.diagnosis == [], report.format()
+    assert report.variance_used == {"batch_normalization": formulas.UNBIASED}
+
+
+def test_keras_fit_in_graph_mode(runs):
+    """Six batches of 4 in order (two epochs of 12 examples, no shuffling), through the callables
+    ``fit`` makes; momentum 0.7."""
+    trace = read_trace(runs["keras_fit"]["trace"])
+    data = (np.random.RandomState(0).rand(12, 3) * 4 + 1).astype(np.float32)
+    batches = [data[start:start + 4] for _ in range(2) for start in (0, 4, 8)]
+    expected, bounds = expected_averages(batches, 0.7, np.zeros(3), mean_of)
+    _assert_sequence(_recorded(trace, "batch_normalization", "moving_mean"), expected, bounds)
+    assert {record["run"]["call"] for record in trace.steps[1:]} == {"callable"}
+    report = verify_trace(trace)
+    assert report.passed and report.diagnosis == [], report.format()
+
+
+def test_moments_with_zero_debiased_assign_moving_average(runs):
+    trace = read_trace(runs["moments_assign_moving_average"]["trace"])
+    (name, entry), = trace.layers.items()
+    assert entry["zero_debias"] and entry["momentum"] == 0.9 and entry["epsilon"] == 0.001
+    batches = _uniform_batches(4, (6, 3))
+    for quantity, statistic in (("moving_mean", mean_of), ("moving_variance", variance_of)):
+        expected, bounds = expected_averages(batches, 0.9, np.zeros(3), statistic,
+                                             zero_debias=True)
+        _assert_sequence(_recorded(trace, name, quantity), expected, bounds)
+    assert [float(record["bn"][name]["local_step"]) for record in trace.steps] == [0, 1, 2, 3, 4]
+    report = verify_trace(trace)
+    assert report.passed and report.diagnosis == [], report.format()
+
+
+def test_exponential_moving_average_in_a_cond_starts_from_zero(runs):
+    trace = read_trace(runs["moments_ema_cond"]["trace"])
+    (name, entry), = trace.layers.items()
+    assert entry["momentum"] == 0.5 and not entry["zero_debias"]
+    batches = _uniform_batches(4, (5, 3))
+    expected, bounds = expected_averages(batches, 0.5, np.zeros(3), mean_of)
+    _assert_sequence(_recorded(trace, name, "moving_mean"), expected, bounds)
+    report = verify_trace(trace)
+    assert report.passed, report.format()
+    assert conventions_followed(report.diagnosis) == {(name, "initial value"): "from zero"}
+    assert "the initial 0 still weighs 0.0625" in report.format()  # 0.5^4
+
+
+def test_plain_assign_is_an_average_of_its_own(runs):
+    trace = read_trace(runs["plain_assign"]["trace"])
+    assert trace.layers == {} and list(trace.averages) == ["running_mean"]
+    assert trace.averages["running_mean"]["momentum"] == 0.95
+    batches = _uniform_batches(5, (4, 3))
+    expected, bounds = expected_averages(batches, 0.95, np.zeros(3), mean_of)
+    got = [record["averages"]["running_mean"]["value"] for record in trace.steps[1:]]
+    _assert_sequence(got, expected, bounds)
+    assert verify_trace(trace).passed
+
+
+def test_an_evaluation_that_moves_the_statistics_is_named(runs):
+    """Training and evaluation batches alternate, and both runs move the statistics."""
+    trace = read_trace(runs["evaluation_moves"]["trace"])
+    batches = _uniform_batches(6, (8, 3))
+    expected, bounds = expected_averages(batches, 0.9, np.zeros(3), mean_of)
+    _assert_sequence(_recorded(trace, "batch_normalization", "moving_mean"), expected, bounds)
+    assert [record["run"]["trained"] for record in trace.steps[1:]] == [True, False] * 3
+    report = verify_trace(trace)
+    assert report.passed
+    assert conventions_followed(report.diagnosis) == {
+        ("batch_normalization", "runs"): "moved without training"}
+    assert "moved in 3 runs that did not train (steps 2, 4, 6)" in report.format()
+
+
+def test_monitored_training_session_through_the_hook(runs):
+    status, out, err = runs["monitored_session"]["plain"]
+    assert status == 0 and out == "done\n", err[-2000:]
+    trace = read_trace(runs["monitored_session"]["trace"])
+    batches = _uniform_batches(4, (8, 3))
+    expected, bounds = expected_averages(batches, 0.6, np.zeros(3), mean_of)
+    _assert_sequence(_recorded(trace, "batch_normalization", "moving_mean"), expected, bounds)
+    assert {record["run"]["call"] for record in trace.steps[1:]} == {"MonitoredSession hook"}
+    assert verify_trace(trace).passed
