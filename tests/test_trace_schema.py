@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 import bnrepro
-from bnrepro.trace import BATCH_STATISTICS, FORMAT, LAYER_STATE
+from bnrepro.trace import BATCH_STATISTICS, FORMAT, FORMATS, LAYER_STATE
 
 SCHEMA_PATH = os.path.join(os.path.dirname(bnrepro.__file__), "trace_schema.json")
 
@@ -45,7 +45,7 @@ def test_every_line_bnrepro_writes_validates(validator, scenario_trace, name, ov
 
 def test_schema_agrees_with_the_reader(validator):
     defs = validator.schema["$defs"]
-    assert defs["header"]["properties"]["format"]["const"] == FORMAT
+    assert defs["header"]["properties"]["format"]["enum"] == list(FORMATS)
     assert set(defs["layer_state"]["required"]) == set(LAYER_STATE)
     assert set(BATCH_STATISTICS) <= set(defs["layer_state"]["properties"])
 
@@ -55,7 +55,7 @@ STATE = {"moving_mean": [0.0], "moving_variance": [1.0], "gamma": [1.0], "beta":
 
 
 @pytest.mark.parametrize("document", [
-    dict(HEADER, format="bnrepro-trace/2"),
+    dict(HEADER, format="bnrepro-trace/9"),
     {"format": FORMAT},  # no layers
     dict(HEADER, layers={"bn": {"momentum": 1.5, "epsilon": 0.001}}),
     dict(HEADER, layers={"bn": {"momentum": 0.9, "epsilon": 0.0}}),
@@ -129,3 +129,33 @@ def test_a_minimal_hand_written_trace_validates_and_reads(validator, tmp_path):
         trace = read_trace(str(path))
         assert [record["step"] for record in trace.steps] == [0, 1] and trace.end == ending
         assert verify_trace(trace).passed == (ending is not None)
+
+
+def test_every_line_bnrepro_trace_writes_validates(validator, tmp_path):
+    """A bnrepro-trace/2 trace (``bnrepro.tracing`` around a program's session code: one layer
+    from ``tf.compat.v1.layers``, one ``tf.assign`` average) validates line by line, as step2."""
+    import bnrepro
+    from bnrepro.tfv1 import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, (None, 2))
+        normalized = tf1.layers.batch_normalization(x, training=True, momentum=0.75)
+        running = tf1.Variable(tf.zeros([2]), trainable=False, name="running")
+        update = tf1.assign(running, running * 0.5 + tf.reduce_mean(x, 0) * 0.5)
+        with bnrepro.tracing(str(tmp_path / "out")):
+            with tf1.Session() as session:
+                session.run(tf1.global_variables_initializer())
+                for value in (1.0, 3.0):
+                    session.run([normalized, update, tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)],
+                                {x: [[value, 0.0], [value + 2.0, 1.0]]})
+    with open(tmp_path / "out" / "trace.jsonl", encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    assert lines[0]["format"] == "bnrepro-trace/2" and len(lines) == 1 + 3 + 1
+    defs = validator.schema["$defs"]
+    step2 = jsonschema.Draft202012Validator({"$ref": "#/$defs/step2", "$defs": defs})
+    for number, line in enumerate(lines, start=1):
+        errors = [error.message for error in validator.iter_errors(line)]
+        assert not errors, f"line {number}: {errors[:3]}"
+    assert all(step2.is_valid(line) for line in lines[1:-1])
+    assert lines[2]["averages"]["running"]["value"] == [1.0, 0.25]  # 0.5 * 0 + 0.5 * mean

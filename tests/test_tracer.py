@@ -240,3 +240,44 @@ def test_monitored_training_session_through_the_hook(runs):
     _assert_sequence(_recorded(trace, "batch_normalization", "moving_mean"), expected, bounds)
     assert {record["run"]["call"] for record in trace.steps[1:]} == {"MonitoredSession hook"}
     assert verify_trace(trace).passed
+
+
+# --- the Python API and explain ------------------------------------------------------------------
+
+def test_tracing_keeps_the_runs_before_an_error(tmp_path):
+    """``with bnrepro.tracing(out)``: an exception in the block is passed on, and the trace of the
+    runs before it is written, its end line saying why it stopped (verify: INCOMPLETE)."""
+    import bnrepro
+    from bnrepro.tfv1 import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, (None, 1))
+        tf1.layers.batch_normalization(x, training=True, momentum=0.5)
+        updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        with pytest.raises(ZeroDivisionError):
+            with bnrepro.tracing(str(tmp_path / "out")) as tracer:
+                with tf1.Session() as session:
+                    session.run(tf1.global_variables_initializer())
+                    session.run(updates, {x: [[2.0], [4.0]]})  # mean 3, variance 1
+                    1 / 0
+    assert len(tracer.records) == 2
+    trace = read_trace(str(tmp_path / "out"))
+    assert trace.end["status"] == "stopped" and "ZeroDivisionError" in trace.end["reason"]
+    layer = trace.steps[1]["bn"]["batch_normalization"]
+    assert layer["moving_mean"].tolist() == [1.5] and layer["moving_variance"].tolist() == [1.0]
+    report = verify_trace(trace)
+    assert report.formulas_hold and report.verdict().startswith("INCOMPLETE: the run stopped")
+
+
+def test_explain_writes_out_averages_and_zero_debiased_layers(runs):
+    from bnrepro.explain import explain_path
+
+    text = explain_path(runs["plain_assign"]["trace"], 2)
+    assert text.startswith("Step 2 of trace, average running_mean (momentum 0.95)")
+    assert "value = momentum * old + (1 - momentum) * consumed" in text
+    text = explain_path(runs["moments_assign_moving_average"]["trace"], 2)
+    assert "moving_mean (zero-debiased, t = 2)" in text
+    for line in text.splitlines():
+        if "difference" in line:
+            assert abs(float(line.rsplit("difference ", 1)[1])) < 1e-5, line
