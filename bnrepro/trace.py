@@ -59,6 +59,9 @@ FORMATS = (FORMAT, FORMAT_2)
 END_STATUSES = ("complete", "diverged", "stopped")
 TRACE_FILE = "trace.jsonl"
 CSV_FILE = "trace.csv"
+ARRAYS_FILE = "trace_arrays.npz"
+BINARY_MIN_VALUES = 100  # an array this large goes to ARRAYS_FILE; smaller ones stay JSON text
+ARRAY_SECTIONS = ("bn", "inference", "averages", "variables", "batch", "metrics", "after")
 LAYER_STATE = ("moving_mean", "moving_variance", "gamma", "beta")
 BATCH_STATISTICS = ("batch_mean", "batch_variance")
 
@@ -95,22 +98,37 @@ def to_json_value(value):
 
 
 class TraceWriter:
-    """Writes ``trace.jsonl`` and its flat twin ``trace.csv`` (step, section, key, quantity, index,
-    value) line by line into a directory.
+    """Writes ``trace.jsonl``, its binary companion ``trace_arrays.npz`` and, optionally, the flat
+    text twin ``trace.csv`` (step, section, key, quantity, index, value) into a directory.
 
-    Each number is turned into text once: ``repr`` of its float64 value (the shortest text that
+    Small arrays are written as text in the JSON line (the posts' scenarios: every number is
+    readable there). An array of :data:`BINARY_MIN_VALUES` numbers or more (a 128-unit layer's
+    statistics, a layer's input) goes to ``trace_arrays.npz`` instead, NumPy's own format
+    (``numpy.load`` reads it, no bnrepro needed), and the JSON line holds a reference that names it
+    exactly: ``{"array": "trace_arrays.npz", "key": "bn|layer1/batch_normalization|moving_mean",
+    "index": 3}``, row 3 of that member. Members stack the arrays of one quantity (and shape) in
+    step order, in their own dtype (float32 stays float32, exact). The ``.npz`` is written when the
+    writer closes. ``trace.csv`` repeats only the numbers written as text.
+
+    Each text number is formatted once: ``repr`` of its float64 value (the shortest text that
     reads back to the same float64, so float32 values exactly). ``json.dumps`` writes floats with
     the same ``float.__repr__``, so that text serves both files, and each record is one write per
     file. The files are what ``json.dumps(to_json_value(record), allow_nan=True)`` and one
     ``csv.writer`` row per number would give, byte for byte (``tests/test_trace.py`` checks this).
     """
 
-    def __init__(self, directory, header):
+    def __init__(self, directory, header, *, csv=True):
         self.header = header
+        self.directory = directory
         self._jsonl = open(os.path.join(directory, TRACE_FILE), "w", encoding="utf-8")
-        self._csv_file = open(os.path.join(directory, CSV_FILE), "w", encoding="utf-8", newline="")
-        self._csv_file.write(_csv_fields("step", "section", "key", "quantity", "index", "value")
-                             + CSV_LINE_END)
+        self._csv_file = None
+        if csv:
+            self._csv_file = open(os.path.join(directory, CSV_FILE), "w", encoding="utf-8",
+                                  newline="")
+            self._csv_file.write(_csv_fields("step", "section", "key", "quantity", "index",
+                                             "value") + CSV_LINE_END)
+        self._arrays = {}  # member -> [row arrays]
+        self._members = {}  # (section, name, quantity, shape, dtype) -> member
         self._write_line(header)
         self.records = 0
         self.last_step = None
@@ -119,20 +137,59 @@ class TraceWriter:
         self._jsonl.write(json.dumps(obj, allow_nan=True) + "\n")
 
     def write_step(self, record):
-        """Append one step record (dict of NumPy values); return its JSON form."""
+        """Append one step record (dict of NumPy values); return its JSON form (every number)."""
+        written = self._with_references(record)
         texts = {}  # id(entry) -> _number_texts(entry), for every number-bearing entry
-        step_field = _csv_fields(to_json_value(record["step"]))
         csv_lines = []
-        for section, key, quantity, value in _flatten_step(record):
-            if id(value) not in texts:
-                texts[id(value)] = _number_texts(value)
-            leading = f"{step_field},{_csv_fields(section, key, quantity)},"
-            csv_lines.append(_csv_lines(leading, texts[id(value)][1]))
-        self._jsonl.write(_json_text(record, texts) + "\n")
-        self._csv_file.write("".join(csv_lines))
+        if self._csv_file is not None:
+            step_field = _csv_fields(to_json_value(record["step"]))
+            for section, key, quantity, value in _flatten_step(written):
+                if isinstance(value, dict):  # in the .npz
+                    continue
+                if id(value) not in texts:
+                    texts[id(value)] = _number_texts(value)
+                leading = f"{step_field},{_csv_fields(section, key, quantity)},"
+                csv_lines.append(_csv_lines(leading, texts[id(value)][1]))
+            self._csv_file.write("".join(csv_lines))
+        self._jsonl.write(_json_text(written, texts) + "\n")
         self.records += 1
         self.last_step = int(record["step"])
         return to_json_value(record)
+
+    def _with_references(self, record):
+        """``record`` with every large array replaced by its reference into the ``.npz``."""
+        written = dict(record)
+        for section in ARRAY_SECTIONS:
+            entries = record.get(section)
+            if not isinstance(entries, dict):
+                continue
+            written[section] = {}
+            for name, value in entries.items():
+                if isinstance(value, dict):  # {layer: {quantity: value}}
+                    written[section][name] = {
+                        quantity: self._stored(section, name, quantity, item)
+                        for quantity, item in value.items()}
+                else:
+                    written[section][name] = self._stored(section, name, "", value)
+        return written
+
+    def _stored(self, section, name, quantity, value):
+        """``value`` itself, or for a large array its reference (the array kept for the .npz)."""
+        if not isinstance(value, np.ndarray) or value.size < BINARY_MIN_VALUES:
+            return value
+        identity = (section, name, quantity, value.shape, value.dtype.str)
+        if identity not in self._members:
+            member = "|".join((section, name, quantity))
+            taken = set(self._members.values())
+            suffix = 2
+            while member in taken:
+                member = f"{'|'.join((section, name, quantity))}#{suffix}"
+                suffix += 1
+            self._members[identity] = member
+            self._arrays[member] = []
+        member = self._members[identity]
+        self._arrays[member].append(np.array(value, copy=True))
+        return {"array": ARRAYS_FILE, "key": member, "index": len(self._arrays[member]) - 1}
 
     def finish(self, status="complete", *, last_step=None, reason=None):
         """Write the end line (:func:`end_record`); ``last_step`` defaults to the last recorded."""
@@ -140,13 +197,20 @@ class TraceWriter:
                                     self.records, reason))
 
     def flush(self):
-        """Hand everything written so far to the operating system."""
+        """Hand everything written so far to the operating system (the ``.npz`` is written at
+        :meth:`close`)."""
         self._jsonl.flush()
-        self._csv_file.flush()
+        if self._csv_file is not None:
+            self._csv_file.flush()
 
     def close(self):
+        if self._arrays:
+            np.savez(os.path.join(self.directory, ARRAYS_FILE),
+                     **{member: np.stack(rows) for member, rows in self._arrays.items()})
+            self._arrays = {}
         self._jsonl.close()
-        self._csv_file.close()
+        if self._csv_file is not None:
+            self._csv_file.close()
 
     def __enter__(self):
         return self
@@ -319,6 +383,9 @@ def read_trace(path):
                         f"{' and '.join(map(repr, FORMATS))}")
     if not isinstance(header.get("layers"), dict):
         raise UserError(f"{path} line 1 has no \"layers\" object")
+    arrays = _ArrayFile(os.path.dirname(path))
+    objects[1:] = [_resolved(record, arrays, f"{path} line {number}")
+                   for number, record in enumerate(objects[1:], start=2)]
     end = None
     if len(objects) > 1 and isinstance(objects[-1], dict) and "end" in objects[-1]:
         end = _check_end(f"{path} line {len(objects)}", objects.pop()["end"])
@@ -328,6 +395,53 @@ def read_trace(path):
     if not steps:
         raise UserError(f"{path} has a header but no steps (truncated?)")
     return Trace(path=path, header=header, steps=steps, end=end)
+
+
+class _ArrayFile:
+    """The ``trace_arrays.npz`` beside a trace, opened on the first reference to it."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, ARRAYS_FILE)
+        self._members = None
+
+    def row(self, where, reference):
+        if not (reference.get("array") == ARRAYS_FILE and isinstance(reference.get("key"), str)
+                and isinstance(reference.get("index"), int)):
+            raise UserError(f"{where}: {reference!r} is not an array reference ({{\"array\": "
+                            f"\"{ARRAYS_FILE}\", \"key\": member, \"index\": row}})")
+        if self._members is None:
+            try:
+                with np.load(self.path) as stored:
+                    self._members = {name: stored[name] for name in stored.files}
+            except (OSError, ValueError) as error:
+                raise UserError(f"{where} refers to {self.path}, which cannot be read: "
+                                f"{error}") from None
+        member = self._members.get(reference["key"])
+        if member is None or not 0 <= reference["index"] < len(member):
+            raise UserError(f"{where}: {self.path} has no row {reference['index']} of "
+                            f"{reference['key']!r}")
+        return member[reference["index"]]
+
+
+def _resolved(record, arrays, where):
+    """A record with its array references replaced by the arrays (other lines as they are)."""
+    if not isinstance(record, dict) or "step" not in record:
+        return record
+    resolved = dict(record)
+    for section in ARRAY_SECTIONS:
+        entries = record.get(section)
+        if not isinstance(entries, dict):
+            continue
+        resolved[section] = {
+            name: ({quantity: _value(item, arrays, where) for quantity, item in value.items()}
+                   if isinstance(value, dict) and "array" not in value
+                   else _value(value, arrays, where))
+            for name, value in entries.items()}
+    return resolved
+
+
+def _value(value, arrays, where):
+    return arrays.row(where, value) if isinstance(value, dict) and "array" in value else value
 
 
 def _check_end(where, end):

@@ -35,6 +35,7 @@ from bnrepro.trace import TraceWriter
 PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size: a tensor record and the steps after it fit
 RECORDS_PER_MESSAGE = 16  # records handed over together: fewer system calls and wake-ups
 STEPS, END, FLUSH = "steps", "end", "flush"
+NO_CSV = "--no-csv"
 
 
 class TraceWriterError(RuntimeError):
@@ -55,13 +56,14 @@ class BackgroundTraceWriter:
     handed over is written; ``close`` (or leaving the ``with`` block) waits for the child to end,
     and raises :class:`TraceWriterError` if it failed."""
 
-    def __init__(self, directory, header):
+    def __init__(self, directory, header, *, csv=True):
         self.header = header
         self._stderr = tempfile.TemporaryFile()
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
-        self._child = subprocess.Popen([sys.executable, "-m", __name__, directory],
+        self._child = subprocess.Popen([sys.executable, "-m", __name__, directory]
+                                       + ([] if csv else [NO_CSV]),
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=self._stderr, env=environment)
         _grow_pipe(self._child.stdin)
@@ -158,12 +160,12 @@ def _grow_pipe(stream):
         pass  # a smaller pipe only makes the loop wait for the child more often
 
 
-def main(directory):
+def main(directory, csv=True):
     """The child: read the header and the messages from stdin, write the trace into
     ``directory``."""
     os.nice(19)  # TensorFlow's threads first
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
-    with TraceWriter(directory, pickle.load(requests)) as writer:
+    with TraceWriter(directory, pickle.load(requests), csv=csv) as writer:
         while True:
             try:
                 message = pickle.load(requests)
@@ -181,4 +183,4 @@ def main(directory):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], csv=NO_CSV not in sys.argv[2:])

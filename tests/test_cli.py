@@ -84,7 +84,7 @@ def test_run_verify_explain_round_trip(capsys, tmp_path):
     code, _, err = run_cli(capsys, "explain", str(out), "--step", "2")
     assert code == EXIT_USAGE and "step 2 is not a training step" in one_line_error(err)
     code, _, err = run_cli(capsys, "explain", str(out), "--step", "1", "--layer", "nope")
-    assert code == EXIT_USAGE and "no batch-norm layer 'nope'" in one_line_error(err)
+    assert code == EXIT_USAGE and "no batch-norm layer or average 'nope'" in one_line_error(err)
 
 
 def _write_trace(tmp_path, lines):

@@ -1,0 +1,113 @@
+"""Large arrays in trace_arrays.npz beside trace.jsonl: written exactly, read back the same, and every
+reader (verify, explain, load_trace) gives the same answers on the binary and the all-text form."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bnrepro import trace as trace_module
+from bnrepro.explain import explain_path
+from bnrepro.load import load_trace
+from bnrepro.trace import ARRAYS_FILE, TRACE_FILE, TraceWriter, read_trace
+from bnrepro.verify import verify_path
+
+LAYER = "layer1/batch_normalization"
+
+
+@pytest.fixture(scope="module")
+def binary_trace(tmp_path_factory):
+    """A short comparison's bn trace (128 units, so its arrays go to the .npz), 30 steps."""
+    from bnrepro.compare import EMBEDDED_DATA, CompareConfig, run_compare
+
+    out = tmp_path_factory.mktemp("arrays") / "out"
+    config = CompareConfig(methods="bn", steps=30, data=EMBEDDED_DATA, trace_tensors_every=10)
+    run_compare(config, str(out), write=lambda line: None, progress_stream=open(os.devnull, "w"))
+    return str(out / "bn")
+
+
+@pytest.fixture(scope="module")
+def text_trace(binary_trace, tmp_path_factory, monkeypatch_module):
+    """The same records written with every number as text (no .npz), and trace.csv."""
+    original = read_trace(binary_trace)
+    directory = tmp_path_factory.mktemp("text")
+    monkeypatch_module.setattr(trace_module, "BINARY_MIN_VALUES", 10**9)
+    with TraceWriter(str(directory), original.header) as writer:
+        for record in original.steps:
+            writer.write_step(record)
+        writer.finish(**{key: original.end[key] for key in ("status", "last_step")})
+    monkeypatch_module.undo()
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_large_arrays_are_referenced_and_readable_without_bnrepro(binary_trace):
+    assert sorted(os.listdir(binary_trace)) == sorted([ARRAYS_FILE, TRACE_FILE])  # no CSV
+    with open(os.path.join(binary_trace, TRACE_FILE), encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    reference = lines[5]["bn"][LAYER]["moving_mean"]
+    assert reference == {"array": ARRAYS_FILE, "key": f"bn|{LAYER}|moving_mean", "index": 4}
+    with np.load(os.path.join(binary_trace, ARRAYS_FILE)) as stored:  # NumPy alone
+        table = stored[f"bn|{LAYER}|moving_mean"]
+        assert table.shape == (31, 128) and table.dtype == np.float32
+        inputs = stored[f"bn|{LAYER}|batch_input"]
+        assert inputs.shape == (3, 128, 128)  # steps 10, 20, 30 (--trace-tensors-every 10)
+    assert isinstance(lines[5]["loss"], float)  # small values stay text
+
+
+def test_both_forms_read_back_the_same_numbers(binary_trace, text_trace):
+    binary, text = read_trace(binary_trace), read_trace(text_trace)
+    assert not os.path.exists(os.path.join(text_trace, ARRAYS_FILE))
+    assert len(binary.steps) == len(text.steps) == 31 and binary.end == text.end
+    for left, right in zip(binary.steps, text.steps):
+        for quantity, value in left["bn"][LAYER].items():
+            np.testing.assert_array_equal(value, right["bn"][LAYER][quantity])
+
+
+def test_every_reader_agrees_on_both_forms(binary_trace, text_trace):
+    binary, text = verify_path(binary_trace), verify_path(text_trace)
+    assert binary.passed and text.passed
+    strip = lambda report: report.format().split("\n", 1)[1]  # noqa: E731 (the path differs)
+    assert strip(binary) == strip(text)
+    assert explain_path(binary_trace, 20, channel=5) == explain_path(text_trace, 20, channel=5)
+    left, right = load_trace(binary_trace), load_trace(text_trace)
+    for quantity, array in left.layers[LAYER].items():
+        other = right.layers[LAYER][quantity]
+        if isinstance(array, dict):
+            assert array.keys() == other.keys()
+            for step in array:
+                np.testing.assert_array_equal(array[step], other[step])
+        else:
+            np.testing.assert_array_equal(array, other)
+
+
+def test_load_trace_gives_steps_by_units(binary_trace):
+    """moving_mean is (31 steps, 128 units); step 0 has no batch statistics (NaN); the arrays
+    follow the moving-average formula across steps: the same numbers verify checks."""
+    loaded = load_trace(binary_trace)
+    layer = loaded.layers[LAYER]
+    assert loaded.steps.tolist() == list(range(31))
+    assert layer["moving_mean"].shape == (31, 128)
+    assert np.isnan(layer["batch_mean"][0]).all() and not np.isnan(layer["batch_mean"][1:]).any()
+    momentum = loaded.header["layers"][LAYER]["momentum"]
+    expected = momentum * layer["moving_mean"][:-1] + (1 - momentum) * layer["batch_mean"][1:]
+    np.testing.assert_allclose(layer["moving_mean"][1:], expected, rtol=1e-5, atol=1e-6)
+    assert sorted(layer["batch_input"]) == [10, 20, 30]
+    frame = loaded.frame()
+    row = frame[(frame.step == 3) & (frame.quantity == "moving_variance") & (frame.unit == 7)]
+    assert row.value.tolist() == [layer["moving_variance"][3, 7]]
+
+
+def test_a_missing_arrays_file_is_one_line(binary_trace, tmp_path):
+    from bnrepro.errors import UserError
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / TRACE_FILE).write_text(open(os.path.join(binary_trace, TRACE_FILE)).read())
+    with pytest.raises(UserError, match="trace_arrays.npz, which cannot be read"):
+        read_trace(str(copy))
