@@ -31,7 +31,7 @@ from bnrepro.config import (EMBEDDED_DATA, CompareConfig, check_compare_config, 
 from bnrepro.mnist_graphs import METHODS, build_graph
 from bnrepro.outdir import check_output_directory, output_directory
 from bnrepro.tfv1 import tf, tf1
-from bnrepro.trace import make_header
+from bnrepro.trace import TraceWriter, make_header
 from bnrepro.trace_process import BackgroundTraceWriter
 
 HISTORY_FILE = "history.csv"
@@ -131,9 +131,15 @@ def trace_header(net, config):
 
 
 def open_trace_writer(directory, net, config):
-    """The writer of the bn trace into ``directory``: a child process formats and writes the
-    records while the loop trains (:class:`~bnrepro.trace_process.BackgroundTraceWriter`)."""
-    return BackgroundTraceWriter(directory, trace_header(net, config), csv=config.trace_csv)
+    """The writer of the bn trace into ``directory``. The layer's (units,) vectors and inputs go
+    to ``trace_arrays.npz`` (:class:`~bnrepro.trace.TraceWriter`): keeping them costs a copy, so
+    the loop writes them itself. With ``trace_csv`` every number is also written as text, which
+    costs about as much as a training step: a child process does that while the loop trains
+    (:class:`~bnrepro.trace_process.BackgroundTraceWriter`)."""
+    header = trace_header(net, config)
+    if config.trace_csv:
+        return BackgroundTraceWriter(directory, header, csv=True)
+    return TraceWriter(directory, header, csv=False)
 
 
 # --- training -------------------------------------------------------------------------------------

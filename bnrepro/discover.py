@@ -29,6 +29,28 @@ beta are the variables of that name beside the moving statistics (tf_keras), whe
 average that pairs with nothing is followed on its own. Momentum (or decay) comes from the graph's
 constants; where it is computed at run time (``ExponentialMovingAverage(num_updates=...)``), the
 tensor is fetched with the run.
+
+A fused layer whose ``training`` is a tensor runs its kernel inside a ``tf.cond`` (an ``If`` op):
+its batch mean and variance are outputs of that op, found in the branch that trains, and its
+momentum is ``tf.cond(training, momentum, 1.0)``, computed at run time
+(:attr:`Layer.training_momentum` reads the constant of the training branch).
+
+Two tf_keras options change what a layer's update consumes; both are recognised from the graph, and
+the layer's mode (:class:`bnrepro.layer_modes.LayerMode`) set, in :attr:`Discovery.mode_layers`:
+
+* ghost batches (``virtual_batch_size=K``): the layer reshapes its input ``(N, ..., C)`` to
+  ``(K, N / K, ..., C)`` (to ``(N, 1, ..., C)`` when ``training`` is not a Python ``True``: one
+  "ghost batch", the standard layer), takes the moments over axis 0 and averages them over the
+  ghost axis 1: the consumed mean and variance are means of per-ghost-batch moments, and the layer's
+  input is the tensor reshaped;
+* batch renormalisation (``renorm=True``): the variance's update averages ``sqrt(variance +
+  epsilon)`` into ``moving_stddev`` and assigns ``moving_stddev^2 - epsilon`` to ``moving_variance``,
+  which is no moving average of its own (:attr:`Update.stddev` names the averaged variable); the
+  renorm momentum is the ``renorm_mean`` average's, the clipping bounds are the constants that clip
+  the layer's ``renorm_r`` and ``renorm_d``.
+
+These layers are kept apart from :attr:`Discovery.layers` (a trace header written from a discovery
+does not declare a layer's mode), and their moving averages stay among :attr:`Discovery.averages`.
 """
 from __future__ import annotations
 
@@ -39,6 +61,8 @@ from typing import Optional
 import numpy as np
 
 import tensorflow as tf  # not bnrepro.tfv1: its device set-up would change the traced program
+
+from bnrepro.layer_modes import STRIDED, LayerMode
 
 ASSIGN_SUB = {"AssignSubVariableOp", "AssignSub"}
 ASSIGN = {"AssignVariableOp", "Assign"}
@@ -217,6 +241,10 @@ class Update:
     ``momentum`` its constant value when it has one. ``consumed`` and ``weight_tensor`` are graph
     tensors a run can fetch. ``zero_debias``: the average is kept on ``variable/biased`` and
     ``variable = biased / (1 - momentum^t)``.
+
+    ``shape`` ``"renorm"`` (a renorm layer's variance, :func:`_renorm_variance_updates`): the average
+    is kept on the variable ``stddev`` (``moving_stddev``), which mixes in ``sqrt(consumed +
+    epsilon)`` with ``momentum``, and ``variable`` is assigned ``max(stddev^2 - epsilon, 0)``.
     """
 
     variable: str  # the averaged variable's op name, e.g. "batch_normalization/moving_mean"
@@ -226,6 +254,7 @@ class Update:
     shape: str = "assign_sub"  # or "weighted_sum"
     zero_debias: bool = False
     site: object = None  # the graph op that runs the assignment (itself, an If, or in a cond)
+    stddev: Optional[str] = None  # renorm: the averaged variable's op name (shape "renorm")
 
 
 def _match_assign_sub(assignment):
@@ -340,6 +369,8 @@ class Layer:
     gamma: Optional[object] = None
     beta: Optional[object] = None
     kind: str = "tf.nn.moments"
+    mode: LayerMode = field(default_factory=LayerMode)  # ghost batches, renorm (mode_layers only)
+    moving_stddev: Optional[object] = None  # renorm: the tf.Variable the variance update averages
 
     @property
     def averages(self):
@@ -348,6 +379,15 @@ class Layer:
     @property
     def momentum(self):
         return self.mean.update.momentum
+
+    @property
+    def training_momentum(self):
+        """The momentum the update applies when it runs: :attr:`momentum`, or where that is computed
+        at run time as ``tf.cond(training, m, 1.0)`` (tf_keras' fused layer with a ``training``
+        tensor), the constant ``m`` of the ``If``'s true branch; ``None`` otherwise."""
+        if self.momentum is not None:
+            return self.momentum
+        return _momentum_when_true(self.mean.update.weight_tensor)
 
 
 @dataclass
@@ -358,10 +398,17 @@ class Discovery:
     operations: int  # how many operations the graph had (a grown graph is looked at again)
     layers: list = field(default_factory=list)
     averages: list = field(default_factory=list)  # the averages that pair with nothing
+    # layers built with virtual_batch_size or renorm (Layer.mode); their averages are in `averages`
+    mode_layers: list = field(default_factory=list)
 
     @property
     def all_averages(self):
         return [a for layer in self.layers for a in layer.averages] + list(self.averages)
+
+    @property
+    def all_layers(self):
+        """:attr:`layers`, then :attr:`mode_layers`."""
+        return list(self.layers) + list(self.mode_layers)
 
 
 def _assignment_sites(graph):

@@ -80,7 +80,7 @@ def run_scenario(name, config, out, *, force=False, write=print, record_every=1)
     The post-style printout goes through ``write`` (``None`` for silence). Returns the trace path.
     """
     from bnrepro.runner import run_traced
-    from bnrepro.trace import TRACE_FILE, TraceWriter, make_header
+    from bnrepro.trace import TRACE_FILE, TraceWriter, make_header, to_json_value
 
     check_scenario_name(name)
     check_scenario_config(config)  # before the scenario's graph code (and TensorFlow) is imported
@@ -92,7 +92,8 @@ def run_scenario(name, config, out, *, force=False, write=print, record_every=1)
         with TraceWriter(staging, header) as writer:
             previous = None
             for record in run_traced(built, scenario.batches(config), record_every=record_every):
-                step = writer.write_step(record)
+                writer.write_step(record)
+                step = to_json_value(record)  # as the printers read it
                 if write is not None and scenario.print_step is not None:
                     scenario.print_step(previous, step, write)
                 previous = step

@@ -137,7 +137,7 @@ class TraceWriter:
         self._jsonl.write(json.dumps(obj, allow_nan=True) + "\n")
 
     def write_step(self, record):
-        """Append one step record (dict of NumPy values); return its JSON form (every number)."""
+        """Append one step record (dict of NumPy values)."""
         written = self._with_references(record)
         texts = {}  # id(entry) -> _number_texts(entry), for every number-bearing entry
         csv_lines = []
@@ -154,7 +154,6 @@ class TraceWriter:
         self._jsonl.write(_json_text(written, texts) + "\n")
         self.records += 1
         self.last_step = int(record["step"])
-        return to_json_value(record)
 
     def _with_references(self, record):
         """``record`` with every large array replaced by its reference into the ``.npz``."""
