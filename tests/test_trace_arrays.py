@@ -111,3 +111,24 @@ def test_a_missing_arrays_file_is_one_line(binary_trace, tmp_path):
     (copy / TRACE_FILE).write_text(open(os.path.join(binary_trace, TRACE_FILE)).read())
     with pytest.raises(UserError, match="trace_arrays.npz, which cannot be read"):
         read_trace(str(copy))
+
+
+def test_every_line_of_the_binary_form_validates(binary_trace):
+    """The references into trace_arrays.npz are part of the documented format."""
+    import jsonschema
+
+    import bnrepro
+
+    with open(os.path.join(os.path.dirname(bnrepro.__file__), "trace_schema.json"),
+              encoding="utf-8") as handle:
+        validator = jsonschema.Draft202012Validator(json.load(handle))
+    with open(os.path.join(binary_trace, TRACE_FILE), encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    assert any("array" in str(line) for line in lines[1:])
+    for number, line in enumerate(lines, start=1):
+        errors = [error.message for error in validator.iter_errors(line)]
+        assert not errors, f"line {number}: {errors[:3]}"
+    bad = dict(lines[3])
+    bad["bn"] = {LAYER: dict(lines[3]["bn"][LAYER], moving_mean={"array": "other.npz", "key": "x",
+                                                                  "index": 0})}
+    assert not validator.is_valid(bad)
