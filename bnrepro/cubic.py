@@ -13,7 +13,7 @@ import random
 import numpy as np
 
 from bnrepro.config import CubicConfig  # noqa: F401 (bnrepro.cubic.CubicConfig, as before)
-from bnrepro.graph import BuiltGraph, batch_normalization
+from bnrepro.graph import BuiltGraph, batch_norm_taps
 from bnrepro.tfv1 import tf, tf1
 
 
@@ -44,7 +44,7 @@ def build_cubic_graph(config):
         w = tf.Variable(tf.fill([1, 1], ones))
         b = tf.Variable(tf.fill([1], ones))
         hidden_tmp = tf.matmul(x, w) + b
-        bn1, bn1_tap = batch_normalization(
+        bn1 = tf1.layers.batch_normalization(
             hidden_tmp, training=training, momentum=config.momentum, epsilon=config.epsilon
         )
         hidden = tf.sigmoid(bn1)
@@ -64,7 +64,7 @@ def build_cubic_graph(config):
         training=training,
         loss=loss,
         train_op=trainer_op,
-        batch_norms=[bn1_tap],
+        batch_norms=batch_norm_taps(graph, {"batch_normalization": bn1}),
         printed_after={"result_loss": loss},
     )
 

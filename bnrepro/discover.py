@@ -440,8 +440,9 @@ def discover(graph):
     with graph.as_default():
         for variable in tf.compat.v1.global_variables():
             variables[variable.op.name] = variable
+    sites = list(_assignment_sites(graph))
     updates = {}
-    for assignment, site in _assignment_sites(graph):
+    for assignment, site in sites:
         update = _update(assignment, site)
         if (update is not None and update.variable in variables
                 and not variables[update.variable].trainable):
@@ -458,16 +459,33 @@ def discover(graph):
                                           local_step=variables[f"{owner}/local_step"])
             continue
         averages.setdefault(name, Average(name, variables[name], update))
-    layers, paired = _pair_into_layers(graph, averages, variables)
+    renorm_variances = _renorm_variance_averages(sites, variables)
+    layers, mode_layers, paired = _pair_into_layers(graph, averages, renorm_variances, variables)
     unpaired = [average for name, average in averages.items() if name not in paired]
-    return Discovery(graph, len(graph.get_operations()), layers, unpaired)
+    return Discovery(graph, len(graph.get_operations()), layers, unpaired, mode_layers)
+
+
+@dataclass
+class _Statistic:
+    """What a consumed tensor is: the batch ``mean`` or ``variance`` of one ``tf.nn.moments`` (or
+    fused kernel) identified by ``key``, whose input is ``x``. ``tensor``: the moments' own output
+    (``Mean``), for the epsilon search; ``ghost``: the consumed value is its mean over the ghost axis
+    (``x`` is then tf_keras' ghost-batch reshape of the layer's input)."""
+
+    statistic: str
+    key: str
+    x: object  # tf.Tensor
+    fused: bool = False
+    fused_epsilon: Optional[float] = None
+    tensor: Optional[object] = None
+    ghost: bool = False
 
 
 def _moments_source(tensor, depth=0):
-    """What a consumed tensor is a batch statistic of: ``("mean" | "variance", key, x, fused op)``
-    where ``key`` identifies the ``tf.nn.moments`` (or fused op) and ``x`` is its input, or
-    ``None``. Follows identities, squeezes and the ``tf.cond`` that picks the batch statistic in
-    training mode."""
+    """What a consumed tensor is a batch statistic of (:class:`_Statistic`), or ``None``. Follows
+    identities, squeezes and the ``tf.cond`` that picks the batch statistic in training mode, into
+    the training branch of a ``tf.cond`` that runs a fused kernel, and through tf_keras' mean over
+    the ghost axis."""
     if tensor is None or depth > 12:
         return None
     operation = tensor.op
@@ -484,45 +502,255 @@ def _moments_source(tensor, depth=0):
             found = _moments_source(candidate, depth + 1)
             if found is not None:
                 return found
-        return None
+        return _fused_in_true_branch(operation, tensor.value_index)
     if operation.type.startswith("FusedBatchNorm") and tensor.value_index in (1, 2):
-        return ("mean" if tensor.value_index == 1 else "variance", operation.name,
-                operation.inputs[0], operation)
+        return _Statistic("mean" if tensor.value_index == 1 else "variance", operation.name,
+                          operation.inputs[0], fused=True,
+                          fused_epsilon=operation.get_attr("epsilon"))
     if operation.type == "Mean":
         source = operation.inputs[0]
         if source.op.type == "SquaredDifference":
             x, mean = source.op.inputs
             mean_found = _moments_source(mean, depth + 1)
-            key = mean_found[1] if mean_found else operation.name
-            return "variance", key, x, None
-        return "mean", operation.name, source, None
+            key = mean_found.key if mean_found else operation.name
+            return _Statistic("variance", key, x, tensor=tensor)
+        ghost = _ghost_mean(operation, source, depth)
+        if ghost is not None:
+            return ghost
+        return _Statistic("mean", operation.name, source, tensor=tensor)
     return None
 
 
-def _pair_into_layers(graph, averages, variables):
-    """Pair averages whose consumed values are the mean and the variance of the same moments."""
+def _ghost_mean(operation, source, depth):
+    """tf_keras' ghost batches: ``operation`` (a ``Mean``) averages over axis 1 a batch statistic of
+    the input reshaped to ``(K, N / K, ..., C)`` (one rank more than the input); that statistic,
+    marked ``ghost``, or ``None``."""
+    axes = _scalar_constant(GraphValue(operation.inputs[1]))
+    if axes != 1:
+        return None
+    inner = _moments_source(source, depth + 1)
+    if inner is None or inner.ghost or _ghost_reshape(inner.x) is None:
+        return None
+    return _Statistic(inner.statistic, inner.key, inner.x, inner.fused, inner.fused_epsilon,
+                      inner.tensor, ghost=True)
+
+
+def _ghost_reshape(x):
+    """``(layer input, K or None)`` when ``x`` is a reshape adding one axis after the batch axis,
+    ``(N, ..., C) -> (K, N / K, ..., C)``: ``K`` when the graph really splits the batch (a known
+    first axis and a second one other than 1; tf_keras reshapes to ``(N, 1, ..., C)`` unless
+    ``training`` is a Python ``True``), else ``None``; ``None`` when ``x`` is no such reshape."""
+    if x.op.type != "Reshape":
+        return None
+    source = x.op.inputs[0]
+    shape = x.shape
+    if shape.rank is None or source.shape.rank is None or shape.rank != source.shape.rank + 1:
+        return None
+    if shape[1] != 1 and shape[0] is not None:
+        return source, int(shape[0])
+    return source, None
+
+
+def _then_body(operation):
+    """The true branch of an ``If`` op as a :class:`FunctionBody`, or ``None``."""
+    function = operation.graph._get_function(operation.get_attr("then_branch").name)  # noqa: SLF001
+    if function is None:
+        return None
+    definition = getattr(function, "definition", None) or function.cached_definition
+    return FunctionBody(definition, [GraphValue(t) for t in operation.inputs[1:]])
+
+
+def _returned(body, index):
+    """What a branch body returns as its output ``index``: ``(node name, output name)``."""
+    reference = body.definition.ret[body.definition.signature.output_arg[index].name]
+    node, _, rest = reference.partition(":")
+    return node, rest.partition(":")[0]
+
+
+def _fused_in_true_branch(operation, index):
+    """Output ``index`` of an ``If`` op whose true branch returns a fused kernel's batch mean or
+    variance there (tf_keras' fused layer with a ``training`` tensor): that statistic, whose input is
+    the ``If``'s input the kernel normalises, or ``None``."""
+    body = _then_body(operation)
+    if body is None:
+        return None
+    node, output = _returned(body, index)
+    definition = body.nodes.get(node)
+    if (definition is None or not definition.op.startswith("FusedBatchNorm")
+            or output not in ("batch_mean", "batch_variance")):
+        return None
+    x = body.value(definition.input[0]).outer()
+    if x is None:
+        return None
+    return _Statistic("mean" if output == "batch_mean" else "variance", f"{operation.name}/{node}",
+                      x, fused=True, fused_epsilon=definition.attr["epsilon"].f)
+
+
+def _momentum_when_true(weight_tensor):
+    """For a weight ``1 - m`` with ``m = If(predicate, constant, ...)``: the constant ``m`` takes when
+    the predicate holds (the training branch), as the shortest decimal; else ``None``."""
+    if weight_tensor is None or weight_tensor.op.type != "Sub":
+        return None
+    one, momentum = weight_tensor.op.inputs
+    if _scalar_constant(GraphValue(one)) != 1.0:
+        return None
+    while momentum.op.type in PASS_THROUGH:
+        momentum = momentum.op.inputs[0]
+    if momentum.op.type not in ("If", "StatelessIf"):
+        return None
+    body = _then_body(momentum.op)
+    if body is None:
+        return None
+    node, _ = _returned(body, momentum.value_index)
+    value = _scalar_constant(body.value(node)) if node in body.nodes else None
+    return None if value is None else shortest_float32(value)
+
+
+def _renorm_variance_averages(sites, variables):
+    """``name -> Average`` for each renorm layer's moving variance (shape ``"renorm"``, see
+    :class:`Update`): an assignment ``V = relu(W * W - epsilon)`` where ``W`` is read after an
+    ``assign_sub(W, (W - sqrt(x + epsilon)) * d)`` run by the same op (the same ``If``, or both in
+    the graph itself). The consumed value is ``x``, the momentum ``W``'s."""
+    def site_key(site):
+        return site.name if site.type in ("If", "StatelessIf") else None
+
+    stddevs = {}  # (W, site key) -> (x, weight of the new value)
+    for assignment, site in sites:
+        if assignment.op_type not in ASSIGN_SUB:
+            continue
+        matched = _match_assign_sub(assignment)
+        if matched is None or matched[1].op_type != "Sqrt":
+            continue
+        stddev, root, weight = matched
+        radicand = root.inputs()[0]
+        if radicand.op_type not in ADD:
+            continue
+        for value, constant in (radicand.inputs(), radicand.inputs()[::-1]):
+            if _scalar_constant(constant) is not None and value.outer() is not None:
+                stddevs.setdefault((stddev, site_key(site)), (value.outer(), weight))
+                break
+    averages = {}
+    for assignment, site in sites:
+        if assignment.op_type not in ASSIGN:
+            continue
+        target, value = assignment.inputs()[:2]
+        variable = _variable_name(target)
+        if value.op_type == "Relu":
+            value = value.inputs()[0]
+        if variable is None or value.op_type != "Sub":
+            continue
+        square, epsilon = value.inputs()
+        if square.op_type != "Mul" or _scalar_constant(epsilon) is None:
+            continue
+        factors = {_variable_name(factor) for factor in square.inputs()}
+        if len(factors) != 1 or None in factors:
+            continue
+        (stddev,) = factors
+        found = stddevs.get((stddev, site_key(site)))
+        if (found is None or variable not in variables or stddev not in variables
+                or variables[variable].trainable):
+            continue
+        consumed, weight = found
+        constant = _scalar_constant(weight)
+        if constant is None:
+            continue
+        update = Update(variable, consumed, _momentum_of(weight, constant), shape="renorm",
+                        site=site, stddev=stddev)
+        averages.setdefault(variable, Average(variable, variables[variable], update))
+    return averages
+
+
+def _preferred(candidates, role):
+    """Of the averages that consume one statistic, the one named ``.../<role>`` (tf_keras' moving
+    statistic, not a renorm average of the same mean), else the last found."""
+    for candidate in candidates:
+        if candidate[0].name.endswith("/" + role):
+            return candidate
+    return candidates[-1]
+
+
+def _pair_into_layers(graph, averages, renorm_variances, variables):
+    """Pair averages whose consumed values are the mean and the variance of the same moments:
+    ``(layers, mode_layers, names of the averages paired into layers)``."""
     by_key = {}
-    for name, average in averages.items():
+    for name, average in list(averages.items()) + list(renorm_variances.items()):
         found = _moments_source(average.update.consumed)
         if found is not None:
-            statistic, key, x, fused_op = found
-            by_key.setdefault(key, {})[statistic] = (average, x, fused_op)
-    layers, paired = [], set()
+            by_key.setdefault(found.key, {}).setdefault(found.statistic, []).append((average, found))
+    layers, mode_layers, paired = [], [], set()
     for key, statistics in by_key.items():
         if set(statistics) != {"mean", "variance"}:
             continue
-        (mean, x, fused_op), (variance, _, _) = statistics["mean"], statistics["variance"]
+        mean, mean_found = _preferred(statistics["mean"], "moving_mean")
+        variance, variance_found = _preferred(statistics["variance"], "moving_variance")
+        renorm = variance.update.shape == "renorm"
+        if mean.update.shape == "renorm" or mean_found.ghost != variance_found.ghost:
+            continue
+        x, virtual_batch_size = mean_found.x, None
+        if mean_found.ghost:
+            x, virtual_batch_size = _ghost_reshape(x)
         scope = _common_scope(mean.name, variance.name)
         gamma = variables.get(f"{scope}/gamma") if scope else None
         beta = variables.get(f"{scope}/beta") if scope else None
         layer = Layer(name=scope or key.rsplit("/", 1)[0], mean=mean, variance=variance, inputs=x,
-                      fused=fused_op is not None, gamma=gamma, beta=beta,
+                      fused=mean_found.fused, gamma=gamma, beta=beta,
                       kind="batch norm (tf_keras)" if mean.name.endswith("/moving_mean")
                       else "tf.nn.moments")
-        layer.epsilon = _epsilon(graph, layer, fused_op)
-        layers.append(layer)
-        paired.update((mean.name, variance.name))
-    return layers, paired
+        layer.epsilon = _epsilon(graph, layer, mean_found.fused_epsilon,
+                                 [found.tensor.op.name for found in (mean_found, variance_found)
+                                  if (renorm or mean_found.ghost) and found.tensor is not None])
+        if not (renorm or mean_found.ghost):
+            layers.append(layer)
+            paired.update((mean.name, variance.name))
+            continue
+        options = {}
+        if renorm:
+            layer.moving_stddev = variables[variance.update.stddev]
+            renorm_mean = averages.get(f"{scope}/renorm_mean")
+            if renorm_mean is not None and renorm_mean.update.momentum is not None:
+                options["renorm_momentum"] = renorm_mean.update.momentum
+            options.update(renorm=True, **_renorm_clipping(graph, layer.name))
+        layer.mode = LayerMode(virtual_batch_size=virtual_batch_size, ghost_layout=STRIDED,
+                               **options)
+        mode_layers.append(layer)
+    return layers, mode_layers, paired
+
+
+def _renorm_clipping(graph, scope):
+    """The bounds clipping a renorm layer's ``r`` and ``d``: ``{"rmin", "rmax", "dmax"}`` (those the
+    graph has), the constants of the ``maximum`` / ``minimum`` ops between ``<scope>/renorm_r``
+    (``renorm_d``) and the ratio they clip, through the ``tf.cond`` on ``training``."""
+    bounds = {}
+    for name, lower, upper in (("renorm_r", "rmin", "rmax"), ("renorm_d", None, "dmax")):
+        try:
+            tensor = graph.get_operation_by_name(f"{scope}/{name}").inputs[0]
+        except (KeyError, ValueError, IndexError):
+            continue
+        for _ in range(12):
+            operation = tensor.op
+            if operation.type in PASS_THROUGH:
+                tensor = operation.inputs[0]
+            elif operation.type in ("If", "StatelessIf"):
+                body = _then_body(operation)
+                node, _ = _returned(body, tensor.value_index) if body is not None else (None, None)
+                if body is None or node not in body.arguments:
+                    break
+                tensor = body.arguments[node].tensor
+            elif operation.type in ("Maximum", "Minimum"):
+                values = [_scalar_constant(GraphValue(t)) for t in operation.inputs]
+                if values[1] is None:
+                    break
+                bound = shortest_float32(values[1])
+                if operation.type == "Minimum":
+                    bounds[upper] = bound
+                elif lower is not None:
+                    bounds[lower] = bound
+                else:
+                    bounds.setdefault(upper, -bound)
+                tensor = operation.inputs[0]
+            else:
+                break
+    return bounds
 
 
 def _common_scope(first, second):
@@ -535,13 +763,15 @@ def _common_scope(first, second):
     return "/".join(parts)
 
 
-def _epsilon(graph, layer, fused_op):
-    """The layer's epsilon: the fused op's attribute, else the constant ``tf.nn.batch_normalization``
-    adds to a variance read from the layer's moving variance (its inference path) or, in training
-    mode, to the batch variance. ``None`` when the graph has neither."""
-    if fused_op is not None:
-        return shortest_float32(fused_op.get_attr("epsilon"))
+def _epsilon(graph, layer, fused_epsilon=None, statistics=()):
+    """The layer's epsilon: the fused kernel's attribute, else the constant
+    ``tf.nn.batch_normalization`` adds to a variance read from the layer's moving variance (its
+    inference path) or, in training mode, to the batch variance (or to ``statistics``, the
+    per-ghost-batch moments). ``None`` when the graph has neither."""
+    if fused_epsilon is not None:
+        return shortest_float32(fused_epsilon)
     scope = layer.name + "/" if layer.kind.startswith("batch norm") else ""
+    names = {layer.variance.name, layer.variance.update.consumed.op.name, *statistics}
     for operation in graph.get_operations():
         if operation.type not in ("Rsqrt",) or not operation.name.startswith(scope):
             continue
@@ -550,8 +780,7 @@ def _epsilon(graph, layer, fused_op):
             continue
         for value, constant in (addition.inputs, addition.inputs[::-1]):
             epsilon = _scalar_constant(GraphValue(constant))
-            if epsilon is not None and _depends_on(value, {layer.variance.name,
-                                                           layer.variance.update.consumed.op.name}):
+            if epsilon is not None and _depends_on(value, names):
                 return shortest_float32(epsilon)
     return None
 

@@ -1,19 +1,21 @@
-"""What every scenario graph exposes, and the batch-norm call that records where its numbers live.
+"""What every scenario graph exposes, and the taps that say where each batch-norm layer's numbers live.
 
 A scenario builder writes its graph the way the post does (``tf.compat.v1`` placeholders,
-``tf.compat.v1.layers.batch_normalization``, the train op under the ``UPDATE_OPS`` control
-dependency) and returns a :class:`BuiltGraph`. The only departure from the post's code is that
-``batch_normalization`` below is called instead of ``tf.compat.v1.layers.batch_normalization``: it
-calls the latter unchanged and also returns a :class:`BatchNormTap` that names the layer's variables
-and the tensors its moving-average update consumes, so the runner can fetch them in the same
-``session.run`` as the train op.
+``tf.compat.v1.layers.batch_normalization`` called as the post calls it, the train op under the
+``UPDATE_OPS`` control dependency) and returns a :class:`BuiltGraph`. Its batch-norm layers are
+described afterwards, from the graph alone: :func:`batch_norm_taps` finds each layer with
+:func:`bnrepro.discover.discover` (its variables, momentum, epsilon, the tensors its moving-average
+update consumes, its input and its mode) and takes from the builder only the tensor the layer
+returned, which the post prints.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bnrepro.layer_modes import STRIDED, LayerMode
+from bnrepro.layer_modes import LayerMode
 from bnrepro.tfv1 import tf, tf1
+
+from bnrepro.discover import discover  # noqa: E402 (after bnrepro.tfv1 has set TensorFlow up)
 
 MOVING_STATISTICS = ("moving_mean", "moving_variance")
 LAYER_VARIABLES = ("gamma", "beta") + MOVING_STATISTICS
@@ -35,11 +37,16 @@ class BatchNormTap:
 
     ``batch_mean`` and ``batch_variance`` are the exact tensors the two update ops consume (for the
     non-fused layer, ``smart_cond(training, moments, moving statistic)``; for the fused kernel, its
-    second and third outputs), so fetching them beside the train op shows what the update used.
+    second and third outputs; with ghost batches, the means of the ghost batches' moments; with
+    renorm, the variance whose ``sqrt(variance + epsilon)`` is averaged into ``moving_stddev``), so
+    fetching them beside the train op shows what the update used. ``inputs`` is the layer's input,
+    the tensor those moments are taken of; ``outputs`` the tensor the layer returned.
 
-    ``mode`` is the layer's mode as built in the graph (:class:`bnrepro.layer_modes.LayerMode`, the
+    ``mode`` is the layer's mode as the graph shows it (:class:`bnrepro.layer_modes.LayerMode`, the
     trace header declares it): ghost batches only when the graph splits the batch, renorm when the
-    layer made a ``moving_stddev``.
+    variance's update averages a ``moving_stddev`` (:mod:`bnrepro.discover`).
+
+    :func:`batch_norm_taps` builds the taps of a graph.
     """
 
     name: str  # the layer's variable scope, e.g. "hidden1/batch_normalization"
@@ -47,7 +54,7 @@ class BatchNormTap:
     outputs: tf.Tensor
     momentum: float
     epsilon: float
-    variables: dict  # "gamma" | "beta" | "moving_mean" | "moving_variance" -> tf.Variable
+    variables: dict  # "gamma" | "beta" | "moving_mean" | "moving_variance" (| renorm's) -> tf.Variable
     batch_mean: tf.Tensor
     batch_variance: tf.Tensor
     mode: LayerMode = LayerMode()
@@ -78,90 +85,48 @@ class BuiltGraph:
     metrics: dict = field(default_factory=dict)
 
 
-def batch_normalization(inputs, *, training, momentum=0.99, epsilon=0.001, **layer_options):
-    """Call ``tf.compat.v1.layers.batch_normalization`` unchanged; return ``(outputs, tap)``.
+def batch_norm_taps(graph, outputs_by_layer):
+    """A :class:`BatchNormTap` for each ``layer name -> the tensor the layer returned`` of
+    ``outputs_by_layer`` (in its order), everything else read from ``graph``.
 
-    The defaults are the layer's own (momentum 0.99, epsilon 0.001).
+    The layer is the one :func:`bnrepro.discover.discover` finds under that name (a
+    ``tf.compat.v1.layers.batch_normalization`` layer's variable scope, e.g.
+    ``"hidden1/batch_normalization"``): its variables (every ``<name>/<role>`` variable of the
+    graph, ``gamma``, ``beta``, ``moving_mean``, ``moving_variance`` and, with renorm,
+    ``moving_stddev``, ``renorm_mean``, ``renorm_stddev``), its momentum and epsilon as the graph
+    computes them, the tensors its two updates consume, the tensor its moments are taken of (for
+    ghost batches, the input the layer reshapes) and its mode. :class:`ValueError` when a name is no
+    layer of the graph, or the graph does not give the layer's momentum or epsilon.
     """
-    graph = inputs.graph
-    before = set(tf1.global_variables())
-    operations_before = len(graph.get_operations())
-    outputs = tf1.layers.batch_normalization(
-        inputs, training=training, momentum=momentum, epsilon=epsilon, **layer_options
-    )
-    created = [v for v in tf1.global_variables() if v not in before]
-    by_role = {}
-    for variable in created:
-        role = variable.op.name.rsplit("/", 1)[-1]
-        by_role[role] = variable
-    scope = by_role["moving_mean"].op.name.rsplit("/", 1)[0]
-    update_values = {
-        role: _update_value(graph, scope, by_role[role]) for role in MOVING_STATISTICS
-    }
-    tap = BatchNormTap(
-        name=scope,
-        inputs=inputs,
-        outputs=outputs,
-        momentum=float(momentum),
-        epsilon=float(epsilon),
-        variables=by_role,
-        batch_mean=update_values["moving_mean"],
-        batch_variance=update_values["moving_variance"],
-        mode=_layer_mode(graph.get_operations()[operations_before:], inputs, by_role,
-                         layer_options),
-    )
-    return outputs, tap
-
-
-def _layer_mode(created, inputs, by_role, layer_options):
-    """The mode the layer was built with, from the graph where the options can be ignored.
-
-    Ghost batches: tf_keras reshapes the input ``(N, ..., C)`` to ``(K, N / K, ..., C)`` and takes
-    the moments over axis 0 (strided ghost batches of ``K = virtual_batch_size``) only when
-    ``training`` is a Python ``True``; otherwise to ``(N, 1, ..., C)``, one "ghost batch" holding
-    the whole batch, which is the standard layer. ``created`` are the operations the layer call
-    added; the reshape of ``inputs`` among them says which. Renorm: the layer has a
-    ``moving_stddev``; its momentum and clipping are the options (the layer's defaults 0.99, none).
-    """
-    virtual_batch_size = None
-    for operation in created:
-        if operation.type == "Reshape" and operation.inputs[0].name == inputs.name:
-            shape = operation.outputs[0].shape
-            if shape.rank == inputs.shape.rank + 1 and shape[1] != 1 and shape[0] is not None:
-                virtual_batch_size = int(shape[0])
-            break
-    if "moving_stddev" not in by_role:
-        return LayerMode(virtual_batch_size=virtual_batch_size, ghost_layout=STRIDED)
-    clipping = layer_options.get("renorm_clipping") or {}
-    return LayerMode(virtual_batch_size=virtual_batch_size, ghost_layout=STRIDED, renorm=True,
-                     renorm_momentum=float(layer_options.get("renorm_momentum", 0.99)),
-                     **{name: float(value) for name, value in clipping.items() if value is not None})
-
-
-def _update_value(graph, scope, moving_variable):
-    """The tensor whose value the layer's update op mixes into ``moving_variable``.
-
-    tf_keras builds the update in one of two shapes, depending on whether ``training`` is a Python
-    bool or a tensor and on the fused kernel:
-
-    * ``If(training, variable, value)`` whose true branch assigns the moving average: ``value`` is
-      its third input; with ``renorm=True`` the variance's ``If(training, value, moving_stddev,
-      moving_variance)`` averages ``sqrt(value + epsilon)`` into ``moving_stddev`` and assigns
-      ``moving_stddev^2 - epsilon`` to the variance: ``value`` is its one non-variable input;
-    * ``AssignSubVariableOp(variable, (variable - value) * (1 - momentum))``: ``value`` is the second
-      input of the subtraction.
-    """
-    handle = moving_variable.handle if hasattr(moving_variable, "handle") else moving_variable
-    for update in tf1.get_collection(tf1.GraphKeys.UPDATE_OPS):
-        update_op = update if isinstance(update, tf.Operation) else update.op
-        if not update_op.name.startswith(scope + "/"):
-            continue
-        source = update_op.inputs[0].op if update_op.type == "Identity" else update_op
-        if source.type in ("If", "StatelessIf") and source.inputs[1] is handle:
-            return source.inputs[2]
-        if source.type in ("If", "StatelessIf") and any(i is handle for i in source.inputs[1:]):
-            return next(i for i in source.inputs[1:] if i.dtype != tf.resource)  # renorm
-        if source.type == "AssignSubVariableOp" and source.inputs[0] is handle:
-            subtraction = source.inputs[1].op.inputs[0].op  # (variable - value)
-            return subtraction.inputs[1]
-    raise RuntimeError(f"no update op for {moving_variable.op.name} in graph {graph}")
+    if not outputs_by_layer:
+        return []
+    found = {layer.name: layer for layer in discover(graph).all_layers}
+    with graph.as_default():
+        variables = {variable.op.name: variable for variable in tf1.global_variables()}
+    taps = []
+    for name, outputs in outputs_by_layer.items():
+        layer = found.get(name)
+        if layer is None:
+            raise ValueError(f"no batch-norm layer {name!r} in the graph; it has "
+                             f"{', '.join(sorted(found)) or 'none'}")
+        momentum, epsilon = layer.training_momentum, layer.epsilon
+        if momentum is None or epsilon is None or layer.gamma is None or layer.beta is None:
+            raise ValueError(f"batch-norm layer {name!r}: the graph gives momentum {momentum}, "
+                             f"epsilon {epsilon}, gamma {layer.gamma}, beta {layer.beta}")
+        by_role = {variable_name.rsplit("/", 1)[-1]: variable
+                   for variable_name, variable in variables.items()
+                   if variable_name.rsplit("/", 1)[0] == name}
+        by_role.update(gamma=layer.gamma, beta=layer.beta, moving_mean=layer.mean.variable,
+                       moving_variance=layer.variance.variable)
+        taps.append(BatchNormTap(
+            name=name,
+            inputs=layer.inputs,
+            outputs=outputs,
+            momentum=float(momentum),
+            epsilon=float(epsilon),
+            variables=by_role,
+            batch_mean=layer.mean.update.consumed,
+            batch_variance=layer.variance.update.consumed,
+            mode=layer.mode,
+        ))
+    return taps

@@ -35,7 +35,7 @@ from typing import Optional
 from bnrepro.config import (NetConfig, check_net_config,  # noqa: F401 (bnrepro.mnist_graphs.*,
                             parse_methods)  # as before; TensorFlow-free, for the CLI)
 from bnrepro.errors import UserError
-from bnrepro.graph import BuiltGraph, batch_normalization
+from bnrepro.graph import BuiltGraph, batch_norm_taps
 from bnrepro.tfv1 import tf, tf1
 
 N_IN = 784  # 28 x 28 pixels
@@ -239,9 +239,9 @@ def _bn(a, config, training, parts):
     if config.faithful:
         out, parts["normalized"] = post_batch_norm(a, config.units, config.epsilon)
         return out
-    out, tap = batch_normalization(a, training=training, momentum=config.momentum,
-                                   epsilon=config.epsilon)
-    parts["batch_norms"] = [tap]
+    out = tf1.layers.batch_normalization(a, training=training, momentum=config.momentum,
+                                         epsilon=config.epsilon)
+    parts["batch_norm_outputs"] = {"layer1/batch_normalization": out}  # scope layer1, its default name
     return out
 
 
@@ -295,17 +295,17 @@ def _build(config, logits_fn):
         x = tf1.placeholder(tf.float32, [None, N_IN], name="x")  # (N, 784) pixels in [0, 1]
         labels = tf1.placeholder(tf.int64, [None], name="labels")  # (N,) digits
         training = tf1.placeholder_with_default(False, shape=(), name="training")
-        parts = {"batch_norms": [], "weights": {}}
+        parts = {"batch_norm_outputs": {}, "weights": {}}
         logits = logits_fn(x, labels, training, parts)
         loss, accuracy, train_op = _head(logits, labels, config.learning_rate)
+        taps = batch_norm_taps(graph, parts["batch_norm_outputs"])
         return MnistGraph(
             graph=graph, inputs=x, targets=labels, training=training, loss=loss, train_op=train_op,
-            batch_norms=parts["batch_norms"], metrics={"accuracy": accuracy}, logits=logits,
+            batch_norms=taps, metrics={"accuracy": accuracy}, logits=logits,
             pre_activation=parts["pre_activation"], hidden=parts["hidden"],
             normalized=parts.get("normalized"), relu_input=parts["relu_input"],
             weights=parts["weights"], eval_batch_size=parts.get("eval_batch_size"),
-            state_after={tap.name: _reads_after(train_op, tap.variables)
-                         for tap in parts["batch_norms"]},
+            state_after={tap.name: _reads_after(train_op, tap.variables) for tap in taps},
         )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from bnrepro.config import (POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL,  # noqa: F401 (as before)
                             TwoSampleConfig)
-from bnrepro.graph import BuiltGraph, batch_normalization
+from bnrepro.graph import BuiltGraph, batch_norm_taps
 from bnrepro.tfv1 import tf, tf1
 
 N_HIDDEN_1 = 1
@@ -55,7 +55,7 @@ def build_two_sample_graph(config):
                 x, N_HIDDEN_1, activation=None, use_bias=False,
                 kernel_initializer=_kernel_initializer(config.hidden_kernel_init, 2 * config.seed),
             )
-            bn_1, bn_1_tap = batch_normalization(
+            bn_1 = tf1.layers.batch_normalization(
                 hidden_1, training=training, momentum=config.momentum, epsilon=config.epsilon
             )
             bn_1x = tf.nn.relu(bn_1)
@@ -65,7 +65,7 @@ def build_two_sample_graph(config):
                 bn_1x, N_OUTPUT, activation=None, use_bias=False,
                 kernel_initializer=_kernel_initializer(config.output_kernel_init, 2 * config.seed + 1),
             )
-            pred, pred_tap = batch_normalization(
+            pred = tf1.layers.batch_normalization(
                 predx, training=training, momentum=config.momentum, epsilon=config.epsilon
             )
 
@@ -80,7 +80,8 @@ def build_two_sample_graph(config):
         training=training,
         loss=cost,
         train_op=optimizer,
-        batch_norms=[bn_1_tap, pred_tap],
+        batch_norms=batch_norm_taps(graph, {"hidden1/batch_normalization": bn_1,
+                                            "output/batch_normalization": pred}),
         printed_after={"hidden_1": hidden_1, "bn_1": bn_1, "bn_1x": bn_1x},
         extra_feed={lx: config.learning_rate},
     )

@@ -22,16 +22,17 @@ from bnrepro import formulas, tolerances
 
 def one_step(x, momentum, epsilon, moving_mean, moving_variance):
     """Run one training-mode step of the layer in a fresh graph; return what TF computed."""
-    from bnrepro.graph import batch_normalization
+    from bnrepro.graph import batch_norm_taps
     from bnrepro.tfv1 import tf, tf1
 
     graph = tf.Graph()
     with graph.as_default():
         inputs = tf1.placeholder(tf.float32, (None, x.shape[1]))
-        outputs, tap = batch_normalization(
+        outputs = tf1.layers.batch_normalization(
             inputs, training=True, momentum=momentum, epsilon=epsilon,
             moving_mean_initializer=tf1.constant_initializer(moving_mean),
             moving_variance_initializer=tf1.constant_initializer(moving_variance))
+        (tap,) = batch_norm_taps(graph, {"batch_normalization": outputs})
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())
             output, _ = session.run([outputs, tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)],
@@ -94,14 +95,15 @@ def test_the_bounds_are_not_loose_where_the_numbers_are_well_conditioned():
 
 def test_constant_input_hand_derived():
     """Constant input c from moving_mean 0: after t steps m_t = c * (1 - momentum^t)."""
-    from bnrepro.graph import batch_normalization
+    from bnrepro.graph import batch_norm_taps
     from bnrepro.tfv1 import tf, tf1
 
     momentum, c = 0.9, 2.0
     graph = tf.Graph()
     with graph.as_default():
         inputs = tf1.placeholder(tf.float32, (None, 1))
-        _, tap = batch_normalization(inputs, training=True, momentum=momentum)
+        outputs = tf1.layers.batch_normalization(inputs, training=True, momentum=momentum)
+        (tap,) = batch_norm_taps(graph, {"batch_normalization": outputs})
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())
             for t in range(1, 6):

@@ -33,8 +33,13 @@ WORKDIR = re.compile(r"(?:/[^/\s]+)*/" + WORKDIR_PREFIX + r"[^/\s]+")
 # Parts of the output that legitimately change: the notebook's temporary working directory, and in
 # the NumPy reference's step table (step, TF loss, NumPy loss, max abs err, max rel err, worst
 # variable) the variable with the largest rounding error, which depends on the CPU like the errors.
+# verify's "of bound" column and its summary's "the largest error is 0.23 of its bound" are ratios of
+# a measured rounding error to its bound: rounding errors too (that they stay below 1 is the verdict,
+# which is compared).
 VOLATILE = [(WORKDIR, "WORKDIR"),
-            (re.compile(r"(?m)^(\s*\d+(?:\s+[-+.\de]+){4}\s+)\S+$"), r"\1VARIABLE")]
+            (re.compile(r"(?m)^(\s*\d+(?:\s+[-+.\de]+){4}\s+)\S+$"), r"\1VARIABLE"),
+            (re.compile(r"(?m)^(.*\s\d+(?:\s+[-+.\de]+){2}\s+)[-+.\de]+(\s+ok)$"), r"\1RATIO\2"),
+            (re.compile(r"largest error is [-+.\de]+ of its bound"), "largest error is RATIO of its bound")]
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 # TensorFlow's kernels on another CPU or thread schedule, summing in another order, leave a float32
 # within FLOAT32_ULPS_ACROSS_CPUS units in its last place (ulps) of where this machine's land, so
@@ -178,6 +183,12 @@ def test_volatile_parts_and_numbers_are_found():
     for path in ("/tmp/walkthrough-4akc_p7w", "/tmp/bnrepro-notebook-x1/walkthrough-a_b"):
         assert printed_text({"outputs": [{"output_type": "stream", "name": "stdout", "text":
             f"verify {path}/cubic/trace.jsonl"}]}) == "verify WORKDIR/cubic/trace.jsonl"
+    verify_row = "batch_variance from inputs             384     1.38e-07     2.04e-07    0.0079  ok"
+    assert printed_text({"outputs": [{"output_type": "stream", "name": "stdout", "text":
+        verify_row}]}).endswith("2.04e-07    RATIO  ok")
+    assert printed_text({"outputs": [{"output_type": "stream", "name": "stdout", "text":
+        "PASS: every recorded value is within its float32 rounding bound (the largest error is "
+        "0.23 of its bound)"}]}).endswith("(the largest error is RATIO of its bound)")
     assert words_and_numbers("[[1.0949917]\n [1.638361 ]] step 10 [1.]") == (
         "[[#]\n[#]]step#[#]", ["1.0949917", "1.638361", "10", "1."])
 

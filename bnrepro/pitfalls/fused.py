@@ -27,7 +27,6 @@ from bnrepro.config import FusedConfig
 from bnrepro.config import fused_image_values as image_values
 from bnrepro.conventions import CUDNN_MIN_EPSILON
 from bnrepro.diagnose import fitted_epsilon
-from bnrepro.graph import batch_normalization
 from bnrepro.pitfalls.toy import build_toy_graph, training_output_key
 from bnrepro.tfv1 import tf, tf1
 
@@ -48,13 +47,15 @@ def build_fused_graph(config):
 
     def add_layers(h, training):
         with tf1.variable_scope("fused"):
-            fused = batch_normalization(h, training=training, momentum=config.momentum,
-                                        epsilon=config.epsilon)  # (N, 2, 2, 1): fused kernel
+            fused = tf1.layers.batch_normalization(
+                h, training=training, momentum=config.momentum,
+                epsilon=config.epsilon)  # (N, 2, 2, 1): fused kernel
         with tf1.variable_scope("non_fused"):
             column = tf.reshape(h, (-1, IMAGE_SHAPE[-1]))  # (N, 2, 2, 1) -> (4N, 1)
-            non_fused = batch_normalization(column, training=training, momentum=config.momentum,
-                                            epsilon=config.epsilon)  # 2-D: non-fused kernel
-        return [fused, non_fused]
+            non_fused = tf1.layers.batch_normalization(
+                column, training=training, momentum=config.momentum,
+                epsilon=config.epsilon)  # 2-D: non-fused kernel
+        return {FUSED_LAYER: fused, NON_FUSED_LAYER: non_fused}
 
     return build_toy_graph((None,) + IMAGE_SHAPE, add_layers, config.learning_rate)
 

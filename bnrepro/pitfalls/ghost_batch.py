@@ -24,19 +24,16 @@ step's ``bn`` ``batch_variance`` (what the update consumed), against the varianc
 ``batch_input``.
 
 The header declares ``"virtual_batch_size": k, "ghost_layout": "strided"`` for the layer when the
-graph really splits the batch (:func:`bnrepro.graph.batch_normalization` reads it from the layer's
-reshape), so ``bnrepro verify`` checks the ghost batches' mean moments and passes; with
+graph really splits the batch (:mod:`bnrepro.discover` reads it from the layer's reshape of its
+input), so ``bnrepro verify`` checks the ghost batches' mean moments and passes; with
 ``--training tensor`` the header declares nothing and the trace verifies as the standard layer.
 """
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 
 from bnrepro.config import GHOST_TRAINING_MODES as TRAINING_MODES  # noqa: F401 (as before)
 from bnrepro.config import GhostBatchConfig, check_ghost_config
-from bnrepro.graph import batch_normalization
 from bnrepro.pitfalls.toy import build_toy_graph
 from bnrepro.tfv1 import tf, tf1
 
@@ -61,12 +58,11 @@ def build_ghost_batch_graph(config):
 
     def add_layers(h, training):
         if config.training == "tensor":
-            return [batch_normalization(h, training=training, **options)]
-        train_output, tap = batch_normalization(h, training=True, name=LAYER, **options)
+            return {LAYER: tf1.layers.batch_normalization(h, training=training, **options)}
+        train_output = tf1.layers.batch_normalization(h, training=True, name=LAYER, **options)
         inference_output = tf1.layers.batch_normalization(h, training=False, name=LAYER,
                                                           reuse=True, **options)
-        output = tf.cond(training, lambda: train_output, lambda: inference_output)
-        return [(output, dataclasses.replace(tap, outputs=output))]
+        return {LAYER: tf.cond(training, lambda: train_output, lambda: inference_output)}
 
     return build_toy_graph((None, config.channels), add_layers, config.learning_rate)
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from bnrepro.config import RenormConfig
-from bnrepro.graph import batch_normalization
 from bnrepro.pitfalls.toy import build_toy_graph
+from bnrepro.tfv1 import tf1
 
 LAYER = "batch_normalization"
 CORRECTIONS = ("renorm_r", "renorm_d")
@@ -47,10 +47,10 @@ def renorm_batches(config):
 def build_renorm_graph(config):
     """One renorm layer on ``h = x * w``, its ``r`` and ``d`` fetched with the train op."""
     def add_layers(h, training):
-        return [batch_normalization(
+        return {LAYER: tf1.layers.batch_normalization(
             h, training=training, momentum=config.momentum, epsilon=config.epsilon, renorm=True,
             renorm_momentum=config.renorm_momentum,
-            renorm_clipping={"rmin": config.rmin, "rmax": config.rmax, "dmax": config.dmax})]
+            renorm_clipping={"rmin": config.rmin, "rmax": config.rmax, "dmax": config.dmax})}
 
     def corrections(graph, taps):
         return {f"{tap.name} {name}": graph.get_tensor_by_name(f"{tap.name}/{name}:0")

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnrepro.graph import BuiltGraph
+from bnrepro.graph import BuiltGraph, batch_norm_taps
 from bnrepro.tfv1 import tf, tf1
 
 
 def build_toy_graph(input_shape, add_layers, learning_rate, extra_metrics=None):
     """A fresh graph: placeholders of ``input_shape`` (``None`` for the batch axis), ``h = x * w``.
 
-    ``add_layers(h, training)`` adds the batch-norm layers and returns ``[(output, tap), ...]``.
-    Each layer's training-mode output is fetched with the train op (trace ``metrics``, key
-    ``"<layer> training output"``), as are ``extra_metrics(graph, taps)`` (name -> tensor).
+    ``add_layers(h, training)`` adds the batch-norm layers (``tf.compat.v1.layers.batch_normalization``)
+    and returns ``{layer name: the tensor it returned}``; the taps come from the graph
+    (:func:`bnrepro.graph.batch_norm_taps`). Each layer's training-mode output is fetched with the
+    train op (trace ``metrics``, key ``"<layer> training output"``), as are
+    ``extra_metrics(graph, taps)`` (name -> tensor).
     """
     graph = tf.Graph()
     with graph.as_default():
@@ -27,12 +29,12 @@ def build_toy_graph(input_shape, add_layers, learning_rate, extra_metrics=None):
         target = tf1.placeholder(tf.float32, shape=input_shape, name="target")
         w = tf1.get_variable("w", shape=input_shape[-1:], initializer=tf1.ones_initializer())
         h = x * w  # (N, ..., C)
-        layers = add_layers(h, training)
+        outputs_by_layer = add_layers(h, training)
         loss = tf.add_n([tf.reduce_mean(tf.square(tf.reshape(output, tf.shape(x)) - target))
-                         for output, _ in layers])
+                         for output in outputs_by_layer.values()])
         with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
             train_op = tf1.train.GradientDescentOptimizer(learning_rate).minimize(loss)
-        taps = [tap for _, tap in layers]
+        taps = batch_norm_taps(graph, outputs_by_layer)
         metrics = training_output_metrics(taps)
         if extra_metrics is not None:
             metrics.update(extra_metrics(graph, taps))
