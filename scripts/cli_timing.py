@@ -38,12 +38,14 @@ ANSWERS = [
     (["reference", "--help"], 0),
     (["reproduce", "--help"], 0),
     (["compare", "--help"], 0),
+    (["trace", "--help"], 0),
     (["run", "cubic", "--momentum", "2", "--out", "x"], 2),
     (["run", "nope", "--out", "x"], 2),
     (["run", "cubic"], 2),  # --out missing
     (["run", "cubic", "--out", "full"], 2),  # an existing non-empty directory
     (["compare", "--steps", "0", "--out", "x"], 2),
     (["compare", "--methods", "xx", "--out", "x"], 2),
+    (["trace", "--out", "x", "no_such_script.py"], 2),
 ]
 
 
