@@ -2,18 +2,21 @@
 
 Every method trains from the same seed on the same batches (indices drawn with replacement, like the
 post's ``np.random.choice(len(images_train), size=batch_size)``), with one ``session.run`` per step
-that fetches the train op, the batch's loss and accuracy and, for bn, the traced statistics. The
-test set is evaluated every ``eval_every`` steps (and at steps 0 and the last). A loss that is not
-finite stops that method; the others still run.
+that fetches the train op and the batch's loss and accuracy. For bn the session runs with a
+:class:`bnrepro.tracer.Tracer` installed, the same tracer as ``bnrepro run`` and ``bnrepro
+trace``: it adds the statistics the update consumed (and the layer's input) to that run and reads
+the moving statistics after it. The test set is evaluated every ``eval_every`` steps (and at steps
+0 and the last). A loss that is not finite stops that method; the others still run.
 
 ``OUT/`` receives ``history.csv``, ``results.md``, ``<method>.png`` per method, ``compare.png``
 (all methods), ``preactivations.png`` (the first layer's pre-activation per unit over training, see
-:class:`PreActivationRecorder`) and, for bn, ``bn/trace.jsonl`` + ``bn/trace.csv`` in the
-``bnrepro-trace/1`` format (see :class:`BatchNormTracer` for what is recorded when), checked with
-``bnrepro verify``.
+:class:`PreActivationRecorder`) and, for bn, ``bn/trace.jsonl`` (+ ``bn/trace_arrays.npz``, and
+``bn/trace.csv`` with ``--trace-csv``) in the ``bnrepro-trace/2`` format (see
+:class:`BatchNormTracer` for what is recorded when), checked with ``bnrepro verify``.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -31,8 +34,9 @@ from bnrepro.config import (EMBEDDED_DATA, CompareConfig, check_compare_config, 
 from bnrepro.mnist_graphs import METHODS, build_graph
 from bnrepro.outdir import check_output_directory, output_directory
 from bnrepro.tfv1 import tf, tf1
-from bnrepro.trace import TraceWriter, make_header
+from bnrepro.trace import TraceWriter
 from bnrepro.trace_process import BackgroundTraceWriter
+from bnrepro.tracer import Tracer
 
 HISTORY_FILE = "history.csv"
 RESULTS_FILE = "results.md"
@@ -60,14 +64,17 @@ def evaluation_steps(config):
 # --- the batch-norm trace ---------------------------------------------------------------------------
 
 class BatchNormTracer:
-    """Which steps of the bn method are traced, what each fetches, and the records they become.
+    """Which steps of the bn method are traced, and the records they become.
+
+    Its :attr:`tracer` (a :class:`bnrepro.tracer.Tracer`, installed while the session runs) records
+    every training step: per layer ``moving_mean``, ``moving_variance``, ``gamma``, ``beta`` after
+    the step, ``batch_mean``, ``batch_variance`` as the update consumed them, and on the steps
+    :meth:`has_tensors` names ``batch_input``. The trace keeps the tracer's record of
 
     * every ``trace_every``-th step *and the step before it* (whose state the update check starts
-      from): ``bn`` (per layer ``moving_mean``, ``moving_variance``, ``gamma``, ``beta`` after the
-      step, read in the train op's run but ordered after the update; ``batch_mean``,
-      ``batch_variance`` as consumed by the update), ``loss`` and ``metrics``;
-    * every ``trace_tensors_every``-th step and the last, also ``batch_input`` (the layer's
-      (batch, units) input), ``inference`` (input and output in inference mode, variables before the
+      from), with the program's ``loss`` and ``metrics``;
+    * every ``trace_tensors_every``-th step and the last, also with the layer's (batch, units)
+      ``batch_input``, ``inference`` (input and output in inference mode, variables before the
       step, for the first :data:`INFERENCE_EXAMPLES` examples of the batch: one more run before the
       train op's), ``batch`` (the training-set ``indices`` and ``labels``; the images are
       ``train_images[indices]``) and ``variables`` (the layer's variables by TensorFlow name);
@@ -83,12 +90,7 @@ class BatchNormTracer:
         self.taps = net.batch_norms
         self.steps = config.steps
         self.every, self.tensors_every = config.trace_every, config.trace_tensors_every
-        # with_tensors -> what the train op's run fetches beyond the train op, loss and metrics
-        self.fetches = {with_tensors: {tap.name: {
-            **net.state_after[tap.name], "batch_mean": tap.batch_mean,
-            "batch_variance": tap.batch_variance,
-            **({"batch_input": tap.inputs} if with_tensors else {})} for tap in self.taps}
-            for with_tensors in (False, True)}
+        self.tracer = Tracer(inputs_at=self.has_tensors)  # record k is training step k
         # the layers' input and output in inference mode (a run before the train op's run)
         with net.graph.as_default():
             self.inference_fetches = {tap.name: {"input": tap.inputs[:INFERENCE_EXAMPLES],
@@ -106,16 +108,19 @@ class BatchNormTracer:
     def has_tensors(self, step):
         return self._due(step, self.tensors_every)
 
-    def initial_record(self, session):
-        state = session.run({tap.name: dict(tap.variables) for tap in self.taps})
-        return {"step": 0, "bn": state, "variables": self._variables(state)}
+    def initial_record(self):
+        """Step 0: the tracer's record of the initial state, with the layer's ``variables``."""
+        record = self.tracer.records[0]
+        return {**record, "variables": self._variables(record["bn"])}
 
-    def record(self, step, fetched, indices=None, labels=None, inference=None):
-        record = {"step": step, "bn": fetched["traced"], "loss": fetched["loss"],
-                  "metrics": fetched["metrics"]}
+    def record(self, step, traced, fetched, indices=None, labels=None, inference=None):
+        """Step ``step``: the tracer's record of its training run (``traced``) with the program's
+        ``loss`` and ``metrics`` (``fetched``) and, on a step with tensors, ``inference``,
+        ``batch`` and ``variables``."""
+        record = {**traced, "step": step, "loss": fetched["loss"], "metrics": fetched["metrics"]}
         if inference is not None:
             record.update(inference=inference, batch={"indices": indices, "labels": labels},
-                          variables=self._variables(fetched["traced"]))
+                          variables=self._variables(traced["bn"]))
         return record
 
     def _variables(self, state):
@@ -124,10 +129,9 @@ class BatchNormTracer:
 
 
 def trace_header(net, config):
-    """The bn trace's header line: the config and each batch-norm layer's momentum and epsilon."""
-    layers = {tap.name: {"momentum": tap.momentum, "epsilon": tap.epsilon}
-              for tap in net.batch_norms}
-    return make_header("mnist-bn", config_as_dict(config), layers)
+    """The bn trace's header line (``bnrepro-trace/2``): the config and each batch-norm layer as
+    the tracer finds it in the graph (momentum, epsilon, ...)."""
+    return Tracer().watch(net.graph).header("mnist-bn", config_as_dict(config))
 
 
 def open_trace_writer(directory, net, config):
@@ -238,18 +242,19 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
     """
     net = net or build_graph(method, config)
     schedule = batch_schedule(config, len(data.train_labels))
-    tracer = BatchNormTracer(net, config) if trace_writer is not None and net.batch_norms else None
+    traced_steps = (BatchNormTracer(net, config) if trace_writer is not None and net.batch_norms
+                    else None)
     recorder = (PreActivationRecorder(net, config.steps, preactivation_every, keep_weights_at)
                 if preactivation_every else None)
     run = MethodRun(method)
     eval_steps = evaluation_steps(config) if evaluate_test else set()
-    with tf1.Session(graph=net.graph) as session:
+    with tf1.Session(graph=net.graph) as session, _installed(traced_steps):
         with net.graph.as_default():
-            session.run(tf1.global_variables_initializer())
+            session.run(tf1.global_variables_initializer())  # the tracer reads the initial state
         if net.data_init is not None:
             session.run(net.data_init, _feed(net, data, schedule[0]))
-        if tracer:
-            trace_writer.write_step(tracer.initial_record(session))
+        if traced_steps:
+            trace_writer.write_step(traced_steps.initial_record())
         if 0 in eval_steps:
             run.rows.append(_row(method, 0, None, evaluate(session, net, data.test_images,
                                                            data.test_labels,
@@ -263,16 +268,15 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
             key, fetches = ("first", net.first_step) if step == 1 and net.first_step else (
                 "train", train_fetches)
             inference = None
-            if tracer and tracer.recorded(step):
-                tensors = tracer.has_tensors(step)
-                if tensors:
-                    inference = run_step("inference", tracer.inference_fetches, images, labels,
-                                         training=False)
-                key, fetches = (key, tensors), {**fetches, "traced": tracer.fetches[tensors]}
+            recorded = traced_steps is not None and traced_steps.recorded(step)
+            if recorded and traced_steps.has_tensors(step):
+                inference = run_step("inference", traced_steps.inference_fetches, images, labels,
+                                     training=False)
             if recorder and recorder.due(step):
                 kept = step in recorder.keep_weights_at
                 key, fetches = (key, "preactivation", kept), {
                     **fetches, "preactivation": recorder.fetches[kept]}
+            records_before = len(traced_steps.tracer.records) if traced_steps else 0
             fetched = run_step(key, fetches, images, labels)
             if step == 1 and net.after_first_step is not None:
                 run_step("after first", net.after_first_step, images, labels, training=False)
@@ -280,8 +284,10 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
             run.steps_done = step
             if "preactivation" in fetched and math.isfinite(loss):
                 run.preactivations.append(recorder.record(step, fetched["preactivation"]))
-            if "traced" in fetched and math.isfinite(loss):  # the trace stops before a NaN step
-                trace_writer.write_step(tracer.record(step, fetched, indices, labels, inference))
+            if recorded and math.isfinite(loss):  # the trace stops before a NaN step
+                traced = traced_steps.tracer.take_step(records_before)
+                trace_writer.write_step(traced_steps.record(step, traced, fetched, indices, labels,
+                                                            inference))
             test = None
             if math.isfinite(loss) and step in eval_steps:
                 test = evaluate(session, net, data.test_images, data.test_labels,
@@ -292,7 +298,7 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
             if not math.isfinite(loss):
                 run.diverged_at = step
                 break
-        if tracer:
+        if traced_steps:
             if run.diverged_at is None:
                 trace_writer.finish("complete", last_step=run.steps_done)
             else:
@@ -302,6 +308,19 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
             trace_writer.flush()  # the trace's whole cost: a writer process may still be busy
         run.train_seconds = time.perf_counter() - started - run_step.compile_seconds
     return run
+
+
+@contextlib.contextmanager
+def _installed(traced_steps):
+    """``traced_steps``' tracer installed inside the block (``None``: no tracer)."""
+    if traced_steps is None:
+        yield
+        return
+    traced_steps.tracer.install()
+    try:
+        yield
+    finally:
+        traced_steps.tracer.uninstall()
 
 
 class StepRunner:

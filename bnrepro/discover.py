@@ -36,7 +36,7 @@ momentum is ``tf.cond(training, momentum, 1.0)``, computed at run time
 (:attr:`Layer.training_momentum` reads the constant of the training branch).
 
 Two tf_keras options change what a layer's update consumes; both are recognised from the graph, and
-the layer's mode (:class:`bnrepro.layer_modes.LayerMode`) set, in :attr:`Discovery.mode_layers`:
+the layer's mode (:attr:`Layer.mode`, a :class:`bnrepro.layer_modes.LayerMode`) set:
 
 * ghost batches (``virtual_batch_size=K``): the layer reshapes its input ``(N, ..., C)`` to
   ``(K, N / K, ..., C)`` (to ``(N, 1, ..., C)`` when ``training`` is not a Python ``True``: one
@@ -49,8 +49,10 @@ the layer's mode (:class:`bnrepro.layer_modes.LayerMode`) set, in :attr:`Discove
   renorm momentum is the ``renorm_mean`` average's, the clipping bounds are the constants that clip
   the layer's ``renorm_r`` and ``renorm_d``.
 
-These layers are kept apart from :attr:`Discovery.layers` (a trace header written from a discovery
-does not declare a layer's mode), and their moving averages stay among :attr:`Discovery.averages`.
+Such a layer is one of :attr:`Discovery.layers` like any other (its two averages paired into it),
+with its mode set; a trace header declares it (:attr:`Discovery.mode_layers` lists these layers).
+A renorm layer's own averages of ``moving_stddev``, ``renorm_mean`` and ``renorm_stddev`` stay
+among :attr:`Discovery.averages`.
 """
 from __future__ import annotations
 
@@ -369,7 +371,7 @@ class Layer:
     gamma: Optional[object] = None
     beta: Optional[object] = None
     kind: str = "tf.nn.moments"
-    mode: LayerMode = field(default_factory=LayerMode)  # ghost batches, renorm (mode_layers only)
+    mode: LayerMode = field(default_factory=LayerMode)  # ghost batches, renorm (standard: neither)
     moving_stddev: Optional[object] = None  # renorm: the tf.Variable the variance update averages
 
     @property
@@ -396,19 +398,17 @@ class Discovery:
 
     graph: object
     operations: int  # how many operations the graph had (a grown graph is looked at again)
-    layers: list = field(default_factory=list)
+    layers: list = field(default_factory=list)  # every layer, ghost-batch and renorm ones included
     averages: list = field(default_factory=list)  # the averages that pair with nothing
-    # layers built with virtual_batch_size or renorm (Layer.mode); their averages are in `averages`
-    mode_layers: list = field(default_factory=list)
 
     @property
     def all_averages(self):
         return [a for layer in self.layers for a in layer.averages] + list(self.averages)
 
     @property
-    def all_layers(self):
-        """:attr:`layers`, then :attr:`mode_layers`."""
-        return list(self.layers) + list(self.mode_layers)
+    def mode_layers(self):
+        """The layers built with ``virtual_batch_size`` or ``renorm`` (:attr:`Layer.mode`)."""
+        return [layer for layer in self.layers if not layer.mode.standard]
 
 
 def _assignment_sites(graph):
@@ -460,9 +460,9 @@ def discover(graph):
             continue
         averages.setdefault(name, Average(name, variables[name], update))
     renorm_variances = _renorm_variance_averages(sites, variables)
-    layers, mode_layers, paired = _pair_into_layers(graph, averages, renorm_variances, variables)
+    layers, paired = _pair_into_layers(graph, averages, renorm_variances, variables)
     unpaired = [average for name, average in averages.items() if name not in paired]
-    return Discovery(graph, len(graph.get_operations()), layers, unpaired, mode_layers)
+    return Discovery(graph, len(graph.get_operations()), layers, unpaired)
 
 
 @dataclass
@@ -671,13 +671,14 @@ def _preferred(candidates, role):
 
 def _pair_into_layers(graph, averages, renorm_variances, variables):
     """Pair averages whose consumed values are the mean and the variance of the same moments:
-    ``(layers, mode_layers, names of the averages paired into layers)``."""
+    ``(layers, names of the averages paired into layers)``; a ghost-batch or renorm layer has its
+    mode set (:attr:`Layer.mode`)."""
     by_key = {}
     for name, average in list(averages.items()) + list(renorm_variances.items()):
         found = _moments_source(average.update.consumed)
         if found is not None:
             by_key.setdefault(found.key, {}).setdefault(found.statistic, []).append((average, found))
-    layers, mode_layers, paired = [], [], set()
+    layers, paired = [], set()
     for key, statistics in by_key.items():
         if set(statistics) != {"mean", "variance"}:
             continue
@@ -699,9 +700,9 @@ def _pair_into_layers(graph, averages, renorm_variances, variables):
         layer.epsilon = _epsilon(graph, layer, mean_found.fused_epsilon,
                                  [found.tensor.op.name for found in (mean_found, variance_found)
                                   if (renorm or mean_found.ghost) and found.tensor is not None])
+        layers.append(layer)
+        paired.update((mean.name, variance.name))
         if not (renorm or mean_found.ghost):
-            layers.append(layer)
-            paired.update((mean.name, variance.name))
             continue
         options = {}
         if renorm:
@@ -712,8 +713,7 @@ def _pair_into_layers(graph, averages, renorm_variances, variables):
             options.update(renorm=True, **_renorm_clipping(graph, layer.name))
         layer.mode = LayerMode(virtual_batch_size=virtual_batch_size, ghost_layout=STRIDED,
                                **options)
-        mode_layers.append(layer)
-    return layers, mode_layers, paired
+    return layers, paired
 
 
 def _renorm_clipping(graph, scope):

@@ -17,10 +17,6 @@ from bnrepro.tfv1 import tf, tf1
 
 from bnrepro.discover import discover  # noqa: E402 (after bnrepro.tfv1 has set TensorFlow up)
 
-MOVING_STATISTICS = ("moving_mean", "moving_variance")
-LAYER_VARIABLES = ("gamma", "beta") + MOVING_STATISTICS
-
-
 @dataclass(frozen=True)
 class BatchNormTap:
     """One ``tf.compat.v1.layers.batch_normalization`` layer and the tensors that explain it.
@@ -42,9 +38,9 @@ class BatchNormTap:
     fetching them beside the train op shows what the update used. ``inputs`` is the layer's input,
     the tensor those moments are taken of; ``outputs`` the tensor the layer returned.
 
-    ``mode`` is the layer's mode as the graph shows it (:class:`bnrepro.layer_modes.LayerMode`, the
-    trace header declares it): ghost batches only when the graph splits the batch, renorm when the
-    variance's update averages a ``moving_stddev`` (:mod:`bnrepro.discover`).
+    ``mode`` is the layer's mode as the graph shows it (:class:`bnrepro.layer_modes.LayerMode`; the
+    tracer's trace header declares it): ghost batches only when the graph splits the batch, renorm
+    when the variance's update averages a ``moving_stddev`` (:mod:`bnrepro.discover`).
 
     :func:`batch_norm_taps` builds the taps of a graph.
     """
@@ -58,10 +54,6 @@ class BatchNormTap:
     batch_mean: tf.Tensor
     batch_variance: tf.Tensor
     mode: LayerMode = LayerMode()
-
-    def header_entry(self):
-        """The trace header's entry for the layer: ``momentum``, ``epsilon`` and the mode's keys."""
-        return {"momentum": self.momentum, "epsilon": self.epsilon, **self.mode.header_entry()}
 
 
 @dataclass
@@ -100,7 +92,7 @@ def batch_norm_taps(graph, outputs_by_layer):
     """
     if not outputs_by_layer:
         return []
-    found = {layer.name: layer for layer in discover(graph).all_layers}
+    found = {layer.name: layer for layer in discover(graph).layers}
     with graph.as_default():
         variables = {variable.op.name: variable for variable in tf1.global_variables()}
     taps = []

@@ -81,9 +81,7 @@ class MnistGraph(BuiltGraph):
     first layer's output ``relu(relu_input)``, ``weights`` the effective weight
     matrices per layer scope. ``data_init`` is run once on the first batch before step 1.
     ``first_step`` (faithful wn-init) replaces step 1's fetches and ``after_first_step`` is run right
-    after it. ``state_after`` maps each batch-norm layer to reads of its variables ordered after the
-    train op, so one ``session.run`` returns the state after the step. ``eval_batch_size`` is set
-    when the graph only works with that batch size.
+    after it. ``eval_batch_size`` is set when the graph only works with that batch size.
     """
 
     logits: Optional[tf.Tensor] = None
@@ -95,7 +93,6 @@ class MnistGraph(BuiltGraph):
     data_init: Optional[tf.Operation] = None
     first_step: Optional[dict] = None
     after_first_step: Optional[tf.Tensor] = None
-    state_after: dict = field(default_factory=dict)
     eval_batch_size: Optional[int] = None
 
 
@@ -214,13 +211,6 @@ def _head(logits, labels, learning_rate):
     return loss, accuracy, train_op
 
 
-def _reads_after(train_op, variables):
-    """``role -> value`` of each variable, read in the same run after ``train_op`` has finished
-    (a read without this dependency has no defined order relative to the update)."""
-    with tf.control_dependencies([train_op]):
-        return {role: tf.identity(variable.read_value()) for role, variable in variables.items()}
-
-
 def _plain_first_layer(normalizer):
     """A first layer ``normalizer(x·w + b)`` in scope ``layer1``, ``normalizer(a, parts)`` -> output."""
     def first_layer(x, config, training, parts):
@@ -305,7 +295,6 @@ def _build(config, logits_fn):
             pre_activation=parts["pre_activation"], hidden=parts["hidden"],
             normalized=parts.get("normalized"), relu_input=parts["relu_input"],
             weights=parts["weights"], eval_batch_size=parts.get("eval_batch_size"),
-            state_after={tap.name: _reads_after(train_op, tap.variables) for tap in taps},
         )
 
 

@@ -79,19 +79,20 @@ def run_scenario(name, config, out, *, force=False, write=print, record_every=1)
 
     The post-style printout goes through ``write`` (``None`` for silence). Returns the trace path.
     """
-    from bnrepro.runner import run_traced
-    from bnrepro.trace import TRACE_FILE, TraceWriter, make_header, to_json_value
+    from bnrepro.runner import batch_norm_tracer, run_traced
+    from bnrepro.trace import TRACE_FILE, TraceWriter, to_json_value
 
     check_scenario_name(name)
     check_scenario_config(config)  # before the scenario's graph code (and TensorFlow) is imported
     scenario = get_scenario(name)
     built = scenario.build(config)
-    layers = {tap.name: tap.header_entry() for tap in built.batch_norms}  # with the layer's mode
-    header = make_header(name, config_as_dict(config), layers)
+    tracer = batch_norm_tracer(built)
+    header = tracer.header(name, config_as_dict(config))  # each layer with its mode
     with output_directory(out, force=force) as staging:
         with TraceWriter(staging, header) as writer:
             previous = None
-            for record in run_traced(built, scenario.batches(config), record_every=record_every):
+            for record in run_traced(built, scenario.batches(config), tracer=tracer,
+                                     record_every=record_every):
                 writer.write_step(record)
                 step = to_json_value(record)  # as the printers read it
                 if write is not None and scenario.print_step is not None:

@@ -1,26 +1,39 @@
-"""The ``bnrepro-trace/1`` format: writing it, reading it back, and refusing what is not it.
+"""The trace format: writing it, reading it back, and refusing what is not it.
 
-A trace is JSON Lines. Line 1 is the header::
+A trace is JSON Lines. Everything bnrepro writes (``bnrepro run``, ``bnrepro compare``, ``bnrepro
+trace``) is ``bnrepro-trace/2``, one layout whatever the program: the records of
+:class:`bnrepro.tracer.Tracer`, to which a program of bnrepro's own adds its fields. Line 1 is the
+header::
 
-    {"format": "bnrepro-trace/1", "scenario": ..., "config": {...}, "versions": {...},
-     "layers": {layer_name: {"momentum": m, "epsilon": e}, ...}}
+    {"format": "bnrepro-trace/2", "scenario": ..., "config": {...}, "versions": {...},
+     "layers": {layer_name: {"momentum": m, "epsilon": e, "kind", "fused", "convention",
+                             "zero_debias", "variables"[, the layer's mode]}, ...},
+     "averages": {name: {"momentum", ...}, ...}}
 
-Every further line is one step (``"step": 0`` is the initial state) with ``"bn"`` (per layer:
-``moving_mean``, ``moving_variance``, ``gamma``, ``beta`` after the step and, for steps >= 1,
-``batch_mean``, ``batch_variance`` and optionally ``batch_input`` as consumed by the step's update),
-``"variables"`` (TensorFlow name -> value after the step), and for steps >= 1 ``"loss"``,
-``"inference"`` (per layer ``input`` and ``output`` in inference mode with the variables before the
-step), ``"batch"`` (``inputs``, ``targets``) and optionally ``"metrics"`` and ``"after"``.
+(a layer's mode: ``virtual_batch_size`` and ``ghost_layout``, ``renorm``; see
+:class:`bnrepro.layer_modes.LayerMode`). Every further line is one step: a ``session.run`` (or
+Keras callable call) that moved a tracked statistic or trained, numbered in order (``"step": 0`` is
+the initial state). From the tracer:
 
-``bnrepro-trace/2`` (written by ``bnrepro trace`` for any program) is the same with these
-differences: a step is one ``session.run`` (or Keras callable call) that moved a tracked statistic or
-trained, numbered in order, with ``"run": {"call", "index", "trained", "moved", "fetched"}``; a
-layer's ``gamma``/``beta`` appear only when the layer has them, its ``epsilon`` may be ``null``
-(unknown), its state may carry ``local_step`` (zero-debiased averages) and ``momentum`` (computed
-at run time); a step holds the layers of the graph that ran (the state before a step is the one of
-the last step holding the layer); the header's ``"averages"`` lists averages that pair with no
-other, and each step's ``"averages"`` holds ``{name: {"value", "consumed"[, "local_step",
-"momentum"]}}``.
+* ``"run": {"call", "index", "trained", "moved", "fetched"}``;
+* ``"bn"``, per layer of the graph that ran: ``moving_mean``, ``moving_variance`` and, when the
+  layer has them, ``gamma``, ``beta`` after the step; for steps >= 1 ``batch_mean`` and
+  ``batch_variance`` as the step's update consumed them (when it ran) and ``batch_input`` (the
+  layer's input in that run, on the steps that keep it); ``local_step`` (zero-debiased averages)
+  and ``momentum`` (computed at run time) where they apply. The state before a step is the one of
+  the last earlier step holding the layer (none when step numbers are missing in between: a trace
+  that keeps some steps only);
+* ``"averages"``: ``{name: {"value", "consumed"[, "local_step", "momentum"]}}`` of the averages
+  that pair with no other (the header's ``"averages"``).
+
+Added by ``bnrepro run`` and ``bnrepro compare``: ``"variables"`` (TensorFlow name -> value after the
+step), ``"loss"``, ``"metrics"``, ``"inference"`` (per layer ``input`` and ``output`` in inference
+mode with the variables before the step), ``"batch"`` (``inputs`` and ``targets``, or ``indices``
+and ``labels``) and ``"after"`` (what a post prints after the step).
+
+``bnrepro-trace/1``, written by earlier versions and by other programs (``scripts/pytorch_trace.py``),
+is read as before: no ``run`` or ``averages``; every step's ``bn`` holds exactly the header's
+layers with ``gamma`` and ``beta``; the state before step ``k`` is step ``k - 1``'s.
 
 The last line says how the run ended, so that a trace cut short (a full disk, ``head -n``, a copy
 interrupted) is told from a finished one::
@@ -54,7 +67,7 @@ import numpy as np
 from bnrepro.errors import UserError
 
 FORMAT = "bnrepro-trace/1"
-FORMAT_2 = "bnrepro-trace/2"  # bnrepro trace: any program's averages; see the module docstring
+FORMAT_2 = "bnrepro-trace/2"  # what bnrepro writes: the tracer's records; see the module docstring
 FORMATS = (FORMAT, FORMAT_2)
 END_STATUSES = ("complete", "diverged", "stopped")
 TRACE_FILE = "trace.jsonl"
@@ -78,7 +91,8 @@ def library_versions():
 
 
 def make_header(scenario, config, layers):
-    """The header line: ``layers`` maps layer name -> {"momentum", "epsilon"}."""
+    """A ``bnrepro-trace/1`` header line: ``layers`` maps layer name -> {"momentum", "epsilon"}
+    (:meth:`bnrepro.tracer.Tracer.header` makes the ``bnrepro-trace/2`` header from it)."""
     return {"format": FORMAT, "scenario": scenario, "config": config,
             "versions": library_versions(), "layers": layers}
 
@@ -310,7 +324,7 @@ class Trace:
     header: dict
     steps: list
     end: Optional[dict] = None
-    _previous: dict = field(default_factory=dict, repr=False, compare=False)
+    _previous: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # before()'s chains
 
     @property
     def layers(self):
@@ -333,16 +347,21 @@ class Trace:
     def before(self, record, name, section="bn"):
         """The record whose ``section`` state of ``name`` is the state before ``record``: step
         ``k - 1`` (``bnrepro-trace/1``: ``None`` when it was not traced), or the last earlier
-        record holding ``name`` (``bnrepro-trace/2``, where every run that moves it is a step)."""
+        record holding ``name`` (``bnrepro-trace/2``, where every run that moves it is a step,
+        numbered in order; ``None`` when step numbers are missing in between: a trace that keeps
+        some steps only, ``bnrepro compare --trace-every``)."""
         if not self.generic:
             return self.step(record["step"] - 1)
         key = (section, name, len(self.steps))
         if key not in self._previous:
-            chain, previous = {}, None
+            chain, previous, last = {}, None, None
             for candidate in self.steps:
+                if last is not None and candidate["step"] != last + 1:
+                    previous = None  # steps left out: the state before this one is not known
                 chain[id(candidate)] = previous
                 if name in candidate.get(section, {}):
                     previous = candidate
+                last = candidate["step"]
             self._previous[key] = chain
         return self._previous[key].get(id(record))
 

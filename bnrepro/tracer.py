@@ -12,7 +12,7 @@ branch, an evaluation's unused moments). What the run returns to the program is 
 would have returned.
 
 After a run that can change the averages (it runs an assignment or an optimizer), one more run
-reads the tracked variables. A run is a step of the trace when a tracked variable changed or when
+reads the tracked variables (a callable made once per session, run in the calling thread). A run is a step of the trace when a tracked variable changed or when
 it trained (an optimizer's ``Apply*`` kernel ran), so that statistics that never move while the
 weights do show. Each step records the statistics after it (the previous step's are the ones
 before), the consumed values, the layer inputs, and what the run fetched and whether it trained.
@@ -33,7 +33,9 @@ import contextlib
 import os
 import runpy
 import sys
+import threading
 import traceback
+import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -43,10 +45,15 @@ from bnrepro import discover as discovery
 from bnrepro.outdir import output_directory
 import tensorflow as tf  # not bnrepro.tfv1: its device set-up would change the traced program
 
+from tensorflow.core.protobuf import config_pb2
+from tensorflow.python.client import pywrap_tf_session
+from tensorflow.python.client import session as session_module
+
 tf1 = tf.compat.v1
 from bnrepro.trace import FORMAT_2, TraceWriter, make_header
 
 MAX_INPUT_VALUES = 1_000_000  # a layer input larger than this is left out of the trace
+MAX_IDENTITY_PLANS = 1024  # plans a graph keeps by fetched objects (_GraphState.plans_by_identity)
 
 
 @dataclass
@@ -59,6 +66,8 @@ class _RunPlan:
     trained: bool
     may_change: bool  # runs an assignment or an optimizer: read the state afterwards
     fetched: list  # the names of what the program fetched, for the record
+    fed_extra: tuple = ()  # the keys of ``extra`` whose tensor the run is fed: the fed value
+    computed_extra: tuple = ()  # (keys, tensors) of the rest of ``extra``: fetched with the run
 
 
 @dataclass
@@ -72,13 +81,69 @@ class _GraphState:
     plans: dict = field(default_factory=dict)  # run signature -> _RunPlan
     reader: Optional[dict] = None  # trace key -> read tensor
     moving_keys: set = field(default_factory=set)  # the keys of the averaged variables
+    version: int = -1  # graph.version when discovered: a higher one means the graph grew
+    plans_by_identity: dict = field(default_factory=dict)  # _identity_key -> (_RunPlan, objects)
+    readers: dict = field(default_factory=dict)  # id(session) -> _StateReader of ``reader``
+
+
+class _StateReader:
+    """Reads a graph's tracked variables in one session: what ``session.run(variables)`` returns,
+    as a list, through a ``Session::MakeCallable`` handle. This read follows every run that may
+    change the statistics; run as a callable, in the calling thread, it costs a fraction of a
+    ``session.run`` (no fetch mapping, no hand-over to TensorFlow's threads).
+
+    ``BaseSession._make_callable_from_options`` makes the same callable but keeps the session alive
+    for as long as the callable lives. This one holds the session weakly, so a session the program
+    drops unclosed is freed as it would be untraced, and takes itself out of ``readers``
+    (``id(session)`` -> reader, where it puts itself) when the session goes."""
+
+    def __init__(self, session, variables, readers):
+        self._handle = None
+        graph = session.graph
+        options = config_pb2.CallableOptions(fetch=[  # the tensors session.run fetches for them
+            graph.as_graph_element(variable, allow_tensor=True, allow_operation=False).name
+            for variable in variables])
+        # in the calling thread: for a few reads, handing them to the inter-op threads and
+        # waiting (often for a parked thread to wake) costs more than the reads
+        options.run_options.inter_op_thread_pool = -1
+        key = id(session)
+        self.session = weakref.ref(session, lambda _: readers.pop(key, None))
+        session._extend_graph()  # noqa: SLF001  as _make_callable_from_options: add new operations
+        buffer = pywrap_tf_session.TF_NewBufferFromString(options.SerializeToString())
+        try:
+            self._handle = pywrap_tf_session.TF_SessionMakeCallable(
+                session._session, buffer)  # noqa: SLF001
+        finally:
+            pywrap_tf_session.TF_DeleteBuffer(buffer)
+        readers[key] = self
+
+    def __call__(self):
+        """The variables' values, in order (arrays that may share the variables' buffers)."""
+        return pywrap_tf_session.TF_SessionRunCallable(
+            self.session()._session, self._handle, [], None)  # noqa: SLF001
+
+    def __del__(self):
+        """Release the handle, as ``BaseSession._Callable`` does, while the session is open (a
+        closed or deleted session has released it)."""
+        session = self.session() if hasattr(self, "session") else None
+        try:
+            if (self._handle is not None and session is not None
+                    and session._session is not None and not session._closed):  # noqa: SLF001
+                pywrap_tf_session.TF_SessionReleaseCallable(session._session,  # noqa: SLF001
+                                                            self._handle)
+        except (AttributeError, TypeError):  # at interpreter exit
+            pass
 
 
 class Tracer:
     """Records the moving statistics of every run of every session while installed."""
 
-    def __init__(self, *, inputs_every=1, program=None):
+    def __init__(self, *, inputs_every=1, program=None, inputs_at=None):
+        """``inputs_every``: keep a layer's input in every ``inputs_every``-th step's record;
+        ``inputs_at(step)``, when given, says instead whether step ``step`` (a record's number,
+        step 0 the initial state) keeps it."""
         self.inputs_every = inputs_every
+        self.inputs_at = inputs_at or (lambda step: step % inputs_every == 0)
         self.program = program or []
         self.graphs = {}  # id(graph) -> _GraphState
         self.layers = {}  # trace name -> header entry
@@ -88,18 +153,20 @@ class Tracer:
         self.moved_runs = 0
         self.trained_runs = 0
         self._originals = None
+        # per thread, the run in progress whose _do_run is to fetch a plan's extra tensors
+        self._pending = threading.local()
 
     # --- installing -------------------------------------------------------------------------------
 
     def install(self):
-        """Wrap ``BaseSession.run`` and ``BaseSession._make_callable_from_options``."""
-        from tensorflow.python.client import session as session_module
-
+        """Wrap ``BaseSession.run``, ``BaseSession._make_callable_from_options`` and
+        ``BaseSession._do_run`` (where a traced run's extra tensors join its fetches)."""
         base = session_module.BaseSession
         if self._originals is not None:
             return self
-        self._originals = (base.run, base._make_callable_from_options)  # noqa: SLF001
-        original_run, original_callable = self._originals
+        self._originals = (base.run, base._make_callable_from_options,  # noqa: SLF001
+                           base._do_run)  # noqa: SLF001
+        original_run, original_callable, original_do_run = self._originals
         tracer = self
 
         def run(session, fetches, feed_dict=None, options=None, run_metadata=None):
@@ -109,17 +176,21 @@ class Tracer:
         def make_callable_from_options(session, callable_options):
             return tracer._traced_callable(original_callable, session, callable_options)
 
+        def do_run(session, handle, target_list, fetch_list, feed_dict, options, run_metadata):
+            return tracer._traced_do_run(original_do_run, session, handle, target_list,
+                                         fetch_list, feed_dict, options, run_metadata)
+
         base.run = run
         base._make_callable_from_options = make_callable_from_options  # noqa: SLF001
+        base._do_run = do_run  # noqa: SLF001
         return self
 
     def uninstall(self):
         if self._originals is None:
             return
-        from tensorflow.python.client import session as session_module
-
         base = session_module.BaseSession
-        base.run, base._make_callable_from_options = self._originals  # noqa: SLF001
+        (base.run, base._make_callable_from_options,  # noqa: SLF001
+         base._do_run) = self._originals  # noqa: SLF001
         self._originals = None
 
     def _raw_run(self, session, fetches, feed_dict=None):
@@ -132,21 +203,48 @@ class Tracer:
     # --- one run ----------------------------------------------------------------------------------
 
     def _traced_run(self, original_run, session, fetches, feed_dict, options, run_metadata):
-        state = self._graph_state(session.graph)
+        graph = session.graph
+        state = self._graph_state(graph)
         if state is None:
             return original_run(session, fetches, feed_dict, options, run_metadata)
-        plan = self._plan(state, session.graph, _fetch_names(session.graph, fetches),
-                          _feed_names(session.graph, feed_dict))
+        plan = self._run_plan(state, graph, fetches, feed_dict)
         self.before_change(session, state, plan)
-        if not plan.extra:
+        pending = self._pending  # for _traced_do_run
+        pending.session, pending.plan, pending.extra = session, plan if plan.extra else None, {}
+        try:
             results = original_run(session, fetches, feed_dict, options, run_metadata)
-            extra = {}
-        else:
-            combined = original_run(session, {"program": fetches, "bnrepro": plan.extra},
-                                    feed_dict, options, run_metadata)
-            results, extra = combined["program"], combined["bnrepro"]
-        self.after_run(session, state, plan, extra, "Session.run")
+        finally:
+            extra, pending.session, pending.plan, pending.extra = pending.extra, None, None, None
+        self.after_run(session, state, plan, extra, "Session.run", fresh=True)
         return results
+
+    def _traced_do_run(self, original_do_run, session, handle, target_list, fetch_list, feed_dict,
+                       options, run_metadata):
+        """``BaseSession._do_run``, the one TensorFlow call of a ``session.run`` (its fetches
+        resolved, its feeds converted): adds the extra tensors of the plan :meth:`_traced_run` left
+        for this session's run in this thread, and leaves their values there (a fed one's is a copy
+        of its fed value, which ``session.run`` would return). Added here rather than to
+        ``session.run``'s fetches, they cost no fetch mapping (some 15 µs a tensor) and what
+        ``session.run`` makes of the program's own fetches is untouched. Its outputs are arrays of
+        their own (TensorFlow hands over a buffer only when nothing else holds it, else copies):
+        kept without a copy."""
+        pending = self._pending
+        plan = getattr(pending, "plan", None)
+        if plan is None or pending.session is not session or handle is not None:
+            return original_do_run(session, handle, target_list, fetch_list, feed_dict, options,
+                                   run_metadata)
+        pending.plan = None  # this run's only
+        keys, tensors = plan.computed_extra
+        count = len(fetch_list)
+        results = original_do_run(session, handle, target_list, [*fetch_list, *tensors],
+                                  feed_dict, options, run_metadata)
+        extra = dict(zip(keys, results[count:]))
+        if plan.fed_extra:  # in the plan's order, as recorded
+            fed = {reference.deref().name: value for reference, value in feed_dict.items()}
+            extra = {key: extra[key] if key in extra else np.array(fed[tensor.name], copy=True)
+                     for key, tensor in plan.extra.items()}
+        pending.extra = extra
+        return results[:count]
 
     def _traced_callable(self, original_callable, session, callable_options):
         state = self._graph_state(session.graph)
@@ -181,8 +279,7 @@ class Tracer:
         state = self._graph_state(session.graph)
         if state is None:
             return None, None
-        plan = self._plan(state, session.graph, _fetch_names(session.graph, fetches),
-                          _feed_names(session.graph, feed_dict))
+        plan = self._run_plan(state, session.graph, fetches, feed_dict)
         self.before_change(session, state, plan)
         return state, plan
 
@@ -196,9 +293,12 @@ class Tracer:
                 state.last = initial
                 self._record_initial(state, initial)
 
-    def after_run(self, session, state, plan, extra, call):
+    def after_run(self, session, state, plan, extra, call, fresh=False):
         """Read the state after a run that may have changed it; record the run as a step when a
-        tracked statistic moved or it trained."""
+        tracked statistic moved or it trained. ``fresh``: the ``extra`` values are arrays nothing
+        else holds (``session.run``'s own outputs, fed values copied), kept as they are; otherwise
+        they are copied (a callable's outputs can share a variable's buffer, a hook's fed values
+        are the program's arrays)."""
         self.runs += 1
         if not plan.may_change and state.last is not None:
             return
@@ -217,21 +317,23 @@ class Tracer:
             return
         self.moved_runs += moved
         self.trained_runs += plan.trained
-        self.records.append(self._record(state, plan, extra, after, call, moved))
+        self.records.append(self._record(state, plan, extra, after, call, moved, fresh))
 
     # --- discovery and plans ----------------------------------------------------------------------
 
     def _graph_state(self, graph):
         """The graph's :class:`_GraphState`, discovered on first sight and again when it grew;
-        ``None`` when it has no moving average."""
+        ``None`` when it has no moving average. ``graph.version`` (it increases as operations
+        are added) tells a grown graph at no cost; counting its operations costs O(ops) a run."""
         state = self.graphs.get(id(graph))
-        if state is None or state.discovery.operations != len(graph.get_operations()):
+        if state is None or state.version != graph.version:
+            version = graph.version
             found = discovery.discover(graph)
             if state is None:
                 prefix = f"graph{len(self.graphs) + 1}:" if self.graphs else ""
                 state = _GraphState(found, prefix)
                 self.graphs[id(graph)] = state
-            state.discovery = found
+            state.discovery, state.version = found, version
             self._register(state)
         return state if state.discovery.all_averages else None
 
@@ -258,7 +360,25 @@ class Tracer:
             if average.zero_debias:
                 state.variables[(name, "local_step")] = average.local_step
         state.reader = dict(state.variables)  # fetching a variable adds no op (graphs may be final)
-        state.plans = {}
+        state.plans, state.plans_by_identity, state.readers = {}, {}, {}
+
+    def _run_plan(self, state, graph, fetches, feed_dict):
+        """The :class:`_RunPlan` of a ``session.run(fetches, feed_dict)``. A training loop passes
+        the same tensors each run: looked up by those objects (:func:`_identity_key`), the plan
+        costs no flattening and resolving of the fetches and feeds; other runs go by their names
+        (:meth:`_plan`)."""
+        key, objects = _identity_key(fetches, feed_dict)
+        if key is not None:
+            cached = state.plans_by_identity.get(key)
+            if cached is not None:
+                return cached[0]
+        plan = self._plan(state, graph, _fetch_names(graph, fetches), _feed_names(graph, feed_dict))
+        if key is not None:
+            if len(state.plans_by_identity) >= MAX_IDENTITY_PLANS:
+                state.plans_by_identity.clear()
+            # the objects are kept so that their ids in the key cannot be reused by others
+            state.plans_by_identity[key] = (plan, objects)
+        return plan
 
     def _plan(self, state, graph, fetches, feeds):
         """The :class:`_RunPlan` of runs fetching ``fetches`` with ``feeds`` fed (cached)."""
@@ -299,6 +419,11 @@ class Tracer:
         plan = _RunPlan({str(key): tensor for key, tensor in extra.items()}, averages, layers,
                         trained, bool(averages) or trained or assigns, list(fetches)[:20])
         plan.keys = dict(zip((str(key) for key in extra), extra))
+        plan.fed_extra = tuple(key for key, tensor in plan.extra.items() if tensor.name in fed)
+        computed_extra = [(key, tensor) for key, tensor in plan.extra.items()
+                          if key not in plan.fed_extra]
+        plan.computed_extra = (tuple(key for key, _ in computed_extra),
+                               tuple(tensor for _, tensor in computed_extra))
         state.plans[signature] = plan
         return plan
 
@@ -306,14 +431,32 @@ class Tracer:
 
     def _read_state(self, session, state):
         """The tracked variables' values, or ``None`` while they are not initialised."""
+        reader = self._state_reader(session, state)
         try:
-            values = self._raw_run(session, {str(key): tensor
-                                             for key, tensor in state.reader.items()})
+            values = reader() if reader is not None else self._raw_run(
+                session, list(state.reader.values()))
         except (tf.errors.FailedPreconditionError, tf.errors.NotFoundError):
             return None
         # copies: a fetched variable's array can share the variable's buffer, which the next
         # update changes in place
-        return {key: np.array(values[str(key)], copy=True) for key in state.reader}
+        return {key: np.array(value, copy=True) for key, value in zip(state.reader, values)}
+
+    @staticmethod
+    def _state_reader(session, state):
+        """The :class:`_StateReader` of ``state.reader`` in ``session``, made on first use (and
+        again after the graph grew: :meth:`_register` drops them); ``None`` for what is not an
+        open, in-process ``BaseSession`` (a hook's session wrapper; a closed session: a plain run
+        says why; a remote one, whose master may not run a callable in the calling thread)."""
+        if (not isinstance(session, session_module.BaseSession) or session._closed  # noqa: SLF001
+                or session.sess_str):
+            return None
+        reader = state.readers.get(id(session))
+        if reader is None or reader.session() is not session:
+            try:
+                reader = _StateReader(session, list(state.reader.values()), state.readers)
+            except (TypeError, ValueError, KeyError, tf.errors.OpError):
+                return None  # a variable session.run resolves otherwise: a plain run reads it
+        return reader
 
     def _record_initial(self, state, values):
         record = {"step": 0, "bn": {}, "averages": {}}
@@ -331,17 +474,17 @@ class Tracer:
             else:
                 record["averages"].setdefault(name, {})[role] = value
 
-    def _record(self, state, plan, extra, after, call, moved):
+    def _record(self, state, plan, extra, after, call, moved, fresh=False):
         record = {"step": len(self.records), "run": {
             "call": call, "index": self.runs, "trained": plan.trained, "moved": moved,
             "fetched": plan.fetched}, "bn": {}, "averages": {}}
         self._fill_state(record, after)
         for text_key, value in extra.items():
             name, role = plan.keys[text_key]
-            value = np.array(value, copy=True)
-            if role == "batch_input":
-                if value.size > MAX_INPUT_VALUES or (len(self.records) % self.inputs_every):
-                    continue
+            if role == "batch_input" and (np.size(value) > MAX_INPUT_VALUES
+                                          or not self.inputs_at(len(self.records))):
+                continue
+            value = np.asarray(value) if fresh else np.array(value, copy=True)
             if role.endswith("weight"):
                 statistic = role[:-len(" weight")] or "value"
                 target = record["bn"][name] if name in self.layers else record["averages"][name]
@@ -354,9 +497,23 @@ class Tracer:
                 record["averages"][name]["consumed"] = value
         return record
 
+    # --- for a program that writes its own trace ----------------------------------------------------
+
+    def watch(self, graph):
+        """Discover ``graph``'s layers and averages now, before its first run, so that
+        :meth:`header` can be written first (``bnrepro run``, ``bnrepro compare``)."""
+        self._graph_state(graph)
+        return self
+
+    def take_step(self, count_before):
+        """The record of the run just made, when it was recorded as a step (``count_before``: how
+        many records there were before it), else ``None``."""
+        return self.records[-1] if len(self.records) > count_before else None
+
     # --- the result ---------------------------------------------------------------------------------
 
     def header(self, scenario="trace", config=None):
+        """The trace's header line: ``bnrepro-trace/2``, the layers and averages found so far."""
         header = make_header(scenario, config or {"program": self.program}, self.layers)
         header["format"] = FORMAT_2
         header["averages"] = self.averages
@@ -396,11 +553,12 @@ def _layer_header(layer):
         "biased (/N) variance averaged"
     if layer.mean.zero_debias:
         convention += "; zero-debiased (assign_moving_average's zero_debias=True)"
-    entry = {"momentum": layer.momentum, "epsilon": layer.epsilon, "kind": layer.kind,
+    entry = {"momentum": layer.training_momentum, "epsilon": layer.epsilon, "kind": layer.kind,
              "fused": layer.fused, "convention": convention,
              "zero_debias": layer.mean.zero_debias,
              "variables": {"moving_mean": layer.mean.variable.name,
-                           "moving_variance": layer.variance.variable.name}}
+                           "moving_variance": layer.variance.variable.name},
+             **layer.mode.header_entry()}  # ghost batches, renorm
     if layer.variance.update.momentum != layer.momentum:
         entry["momentum_variance"] = layer.variance.update.momentum
     return entry
@@ -427,6 +585,34 @@ def _graph_element(graph, item):
         if isinstance(candidate, tf.Operation):
             return candidate
     return None
+
+
+def _identity_key(fetches, feed_dict):
+    """``(key, objects)``: a run's fetches and feed keys named by the objects themselves, for
+    :meth:`Tracer._run_plan`; ``(None, None)`` unless the fetches are one plain element or a flat
+    list or tuple of them and every feed key is one. Whoever keeps the key keeps ``objects``: only a
+    live object's ``id`` is its own."""
+    fetched = tuple(fetches) if isinstance(fetches, (list, tuple)) else (fetches,)
+    fed = tuple(feed_dict) if feed_dict else ()
+    fetch_ids, feed_ids = _element_ids(fetched), _element_ids(fed)
+    if fetch_ids is None or feed_ids is None:
+        return None, None
+    return (fetch_ids, feed_ids), (fetched, fed)
+
+
+def _element_ids(items):
+    """Per item its ``id`` (a tensor, an operation, a variable: its graph element is fixed) or the
+    name itself (a string); ``None`` when an item is anything else (a nested structure, a sparse
+    tensor: resolving those is :func:`_fetch_names`' job)."""
+    ids = []
+    for item in items:
+        if isinstance(item, (tf.Tensor, tf.Operation, tf.Variable)):
+            ids.append(id(item))
+        elif type(item) is str:
+            ids.append(item)
+        else:
+            return None
+    return tuple(ids)
 
 
 def _fetch_names(graph, fetches):

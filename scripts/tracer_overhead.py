@@ -260,18 +260,28 @@ def breakdown(program, count):
     """Median ms per step of each part of a traced step, each part timed on its own (the tracer's
     internals called directly, untraced), the parts interleaved step by step. Returns rows
     ``(part, ms)`` or ``None`` when the tracer's internals are not the ones this expects."""
-    from bnrepro import tracer as tracer_module
-
     tracer, session, train_op = program.tracer, program.session, program.train_op
     clock = time.perf_counter
     try:
         state = tracer.graphs[id(session.graph)]
         graph = session.graph
-        feeds = tracer_module._feed_names(graph, program.feeds[0])  # noqa: SLF001
-        plan = tracer._plan(state, graph, tracer_module._fetch_names(graph, train_op),  # noqa: SLF001
-                            feeds)
-        reader = {str(key): tensor for key, tensor in state.reader.items()}
+        plan = tracer._run_plan(state, graph, train_op, program.feeds[0])  # noqa: SLF001
+        reader = tracer._state_reader(session, state)  # noqa: SLF001
         parts = {}
+
+        def extra_run(feed):
+            """The run as the tracer makes it, its extra tensors added in its ``_do_run``:
+            ``(seconds, extra values)``."""
+            tracer.install()
+            pending = tracer._pending  # noqa: SLF001
+            try:
+                pending.session, pending.plan = session, plan
+                start = clock()
+                tracer._originals[0](session, train_op, feed)  # noqa: SLF001  (BaseSession.run)
+                return clock() - start, pending.extra
+            finally:
+                pending.session = pending.plan = None
+                tracer.uninstall()
 
         def add(name, seconds):
             parts.setdefault(name, []).append(1000 * seconds)
@@ -281,21 +291,19 @@ def breakdown(program, count):
             t0 = clock()
             session.run(train_op, feed)
             t1 = clock()
-            combined = session.run({"program": train_op, "bnrepro": plan.extra}, feed)
+            extra_seconds, extra = extra_run(feed)
             t2 = clock()
-            values = session.run(reader)
+            values = reader()
             t3 = clock()
-            tracer._graph_state(graph)  # noqa: SLF001  (len(graph.get_operations()) each run)
+            tracer._graph_state(graph)  # noqa: SLF001
             t4 = clock()
-            tracer._plan(state, graph, tracer_module._fetch_names(graph, train_op),  # noqa: SLF001
-                         tracer_module._feed_names(graph, feed))  # noqa: SLF001
+            tracer._run_plan(state, graph, train_op, feed)  # noqa: SLF001
             t5 = clock()
-            after = {key: np.array(values[str(key)], copy=True) for key in state.reader}
+            after = {key: np.array(value, copy=True) for key, value in zip(state.reader, values)}
             any(not np.array_equal(after[key], state.last[key]) for key in after
                 if key in state.moving_keys)
             t6 = clock()
-            tracer._record(state, plan, combined["bnrepro"], after, "Session.run",  # noqa: SLF001
-                           True)
+            tracer._record(state, plan, extra, after, "Session.run", True, True)  # noqa: SLF001
             t7 = clock()
             tracer.install()
             try:
@@ -305,12 +313,13 @@ def breakdown(program, count):
             finally:
                 tracer.uninstall()
             add("a. session.run(train_op) untraced", t1 - t0)
-            add("b. the same run with the tracer's extra fetches, extra cost", (t2 - t1) - (t1 - t0))
-            add("c. the state read after the run (_read_state's session.run)", t3 - t2)
-            add("d. _graph_state (len(graph.get_operations()) each run)", t4 - t3)
-            add("e. _fetch_names + _feed_names + _plan cache lookup", t5 - t4)
+            add("b. the same run, the tracer's extra tensors added (_do_run), extra cost",
+                extra_seconds - (t1 - t0))
+            add("c. the state read after the run (_read_state's _StateReader)", t3 - t2)
+            add("d. _graph_state (graph.version each run)", t4 - t3)
+            add("e. _run_plan (cached by the fetched and fed objects)", t5 - t4)
             add("f. _read_state's np.array copies + after_run's moved check", t6 - t5)
-            add("g. _record (np.array copies of the extra fetches)", t7 - t6)
+            add("g. _record (the extra values kept as they are)", t7 - t6)
             add("h. whole traced step (installed), for comparison", t9 - t8)
     except (AttributeError, KeyError, TypeError) as error:
         print(f"(breakdown unavailable, the tracer's internals changed: {error!r})")

@@ -53,11 +53,24 @@ SCENARIO_TABLE = [
                          ids=[f"{row[0]}{'-' + '-'.join(map(str, row[1].values())) if row[1] else ''}"
                               for row in SCENARIO_TABLE])
 def test_verify_names_each_scenarios_convention(scenario_trace, name, overrides, expected, passes):
-    report = verify_trace(scenario_trace(name, **overrides))
+    trace = scenario_trace(name, **overrides)
+    if name == "fused-variance":  # the numbers alone, without the header's "fused": true
+        trace = _with_header(trace, FUSED, {"fused": None})
+    report = verify_trace(trace)
     assert conventions_followed(report.diagnosis) == expected, report.format()
     assert report.passed == passes, report.format()
     for finding in report.diagnosis:
         assert finding.format() in report.format()
+
+
+@pytest.mark.parametrize("overrides", [{}, {"values": "0,0.001,0.002,0.003", "epsilon": 1e-7}])
+def test_a_layer_the_header_declares_fused_is_expected_to_average_the_unbiased_variance(
+        scenario_trace, overrides):
+    trace = scenario_trace("fused-variance", **overrides)
+    assert trace.layers[FUSED]["fused"] is True
+    report = verify_trace(trace)
+    assert conventions_followed(report.diagnosis) == {} and report.passed, report.format()
+    assert "batch_variance of fused/batch_normalization: unbiased (/(N-1))" in report.format()
 
 
 NO_MODE = {"virtual_batch_size": None, "ghost_layout": None, "renorm": None}  # None: key removed
@@ -157,12 +170,18 @@ def test_verify_names_pytorchs_convention(pytorch_trace_path, capsys):
 
 
 def test_cli_exit_status_and_printed_diagnosis(scenario_trace, capsys):
-    """1 with the diagnosis when a standard check fails; 0 when they pass (the fused trace too)."""
+    """1 with the diagnosis when a standard check fails; 0 when they pass (the fused trace too,
+    whose header declares the fused kernel; without that declaration the diagnosis names it)."""
     assert main(["verify", scenario_trace("no-update-ops").path]) == 1
     assert "moving_mean never moves" in capsys.readouterr().out
-    assert main(["verify", scenario_trace("fused-variance").path]) == 0
-    assert ("moving_variance follows the unbiased (N-1) batch variance: fused batch norm"
+    fused = scenario_trace("fused-variance")
+    assert main(["verify", fused.path]) == 0
+    assert ("batch_variance of fused/batch_normalization: unbiased (/(N-1))"
             in capsys.readouterr().out)
+    undeclared = verify_trace(_with_header(fused, FUSED, {"fused": None}))
+    assert undeclared.passed
+    assert ("moving_variance follows the unbiased (N-1) batch variance: fused batch norm"
+            in undeclared.format())
 
 
 # --- hand-made traces ----------------------------------------------------------------------------

@@ -27,7 +27,12 @@ def test_float32_values_round_trip_exactly(tmp_path):
 def test_header_and_csv(cubic_trace):
     header = cubic_trace.header
     assert header["scenario"] == "cubic"
-    assert header["layers"] == {"batch_normalization": {"momentum": 0.9, "epsilon": 0.001}}
+    assert header["format"] == "bnrepro-trace/2"
+    entry = header["layers"]["batch_normalization"]
+    assert (entry["momentum"], entry["epsilon"], entry["fused"]) == (0.9, 0.001, False)
+    assert entry["variables"] == {"moving_mean": "batch_normalization/moving_mean:0",
+                                  "moving_variance": "batch_normalization/moving_variance:0"}
+    assert header["averages"] == {}
     assert header["config"]["batch_size"] == 3
     assert header["versions"]["tensorflow"].startswith("2.")
     assert [record["step"] for record in cubic_trace.steps] == list(range(11))

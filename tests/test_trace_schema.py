@@ -1,6 +1,6 @@
-"""bnrepro/trace_schema.json documents the bnrepro-trace/1 format: it is a valid JSON Schema, every line
-of every trace bnrepro writes validates against it, it agrees with the reader's constants, and it
-rejects what the reader rejects."""
+"""bnrepro/trace_schema.json documents the bnrepro-trace/1 and /2 formats: it is a valid JSON Schema,
+every line of every trace bnrepro writes (bnrepro-trace/2) validates against it, it agrees with the
+reader's constants, and it rejects what the reader rejects."""
 import json
 import os
 
@@ -37,7 +37,8 @@ def test_every_line_bnrepro_writes_validates(validator, scenario_trace, name, ov
         assert not errors, f"line {number}: {errors[:3]}"
     defs = validator.schema["$defs"]
     assert jsonschema.Draft202012Validator({"$ref": "#/$defs/header", "$defs": defs}).is_valid(lines[0])
-    step = jsonschema.Draft202012Validator({"$ref": "#/$defs/step", "$defs": defs})
+    assert lines[0]["format"] == "bnrepro-trace/2"
+    step = jsonschema.Draft202012Validator({"$ref": "#/$defs/step2", "$defs": defs})
     assert all(step.is_valid(line) for line in lines[1:-1])
     end = jsonschema.Draft202012Validator({"$ref": "#/$defs/end", "$defs": defs})
     assert end.is_valid(lines[-1]) and not step.is_valid(lines[-1])

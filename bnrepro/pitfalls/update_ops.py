@@ -17,7 +17,9 @@ and each step's inference output on its batch (data the net has not trained on y
 ``inference`` records use the variables before the step) would be
 ``gamma * (x - shadow_mean) / sqrt(shadow_variance + epsilon) + beta``. :func:`inference_errors`
 gives the difference; the trace line that shows the trap is any step's ``bn`` with ``moving_mean``
-``[0.0]`` and ``moving_variance`` ``[1.0]`` beside a ``batch_mean`` that is not zero.
+``[0.0]`` and ``moving_variance`` ``[1.0]`` and no ``batch_mean``: the tracer records what an update
+consumed, and no update ran. The batch statistics the update would have consumed are fetched with
+the train op as ``metrics`` (``"<layer> batch_mean, not averaged in"``, :func:`unused_statistic_key`).
 """
 from __future__ import annotations
 
@@ -41,15 +43,25 @@ def build_without_update_ops(config):
         built.train_op = tf1.train.GradientDescentOptimizer(config.learning_rate).minimize(
             built.loss, name="minimize_without_update_ops")
     built.metrics.update(training_output_metrics(built.batch_norms))
+    built.metrics.update({unused_statistic_key(tap.name, statistic): tensor
+                          for tap in built.batch_norms
+                          for statistic, tensor in (("batch_mean", tap.batch_mean),
+                                                    ("batch_variance", tap.batch_variance))})
     return built
+
+
+def unused_statistic_key(layer, statistic):
+    """The ``metrics`` key of a batch statistic (``batch_mean``, ``batch_variance``) the layer's
+    update would have consumed in the training run."""
+    return f"{layer} {statistic}, not averaged in"
 
 
 def shadow_moving_statistics(steps, layer, momentum):
     """The moving statistics had the update run: ``{step: (moving_mean, moving_variance)}``.
 
-    ``steps`` are trace step records in order, step 0 first; each later one's recorded
-    ``batch_mean`` / ``batch_variance`` (what the update would have consumed) is averaged in with
-    :func:`bnrepro.formulas.moving_average`.
+    ``steps`` are trace step records in order, step 0 first; each later one's ``batch_mean`` /
+    ``batch_variance`` (what the update would have consumed, in its ``metrics``) is averaged in
+    with :func:`bnrepro.formulas.moving_average`.
     """
     shadow = {}
     for record in steps:
@@ -57,8 +69,10 @@ def shadow_moving_statistics(steps, layer, momentum):
         if record["step"] == 0:
             mean, variance = state["moving_mean"], state["moving_variance"]
         else:
-            mean = formulas.moving_average(mean, state["batch_mean"], momentum)
-            variance = formulas.moving_average(variance, state["batch_variance"], momentum)
+            unused = {statistic: record["metrics"][unused_statistic_key(layer, statistic)]
+                      for statistic in ("batch_mean", "batch_variance")}
+            mean = formulas.moving_average(mean, unused["batch_mean"], momentum)
+            variance = formulas.moving_average(variance, unused["batch_variance"], momentum)
         shadow[record["step"]] = (np.asarray(mean, dtype=np.float64),
                                   np.asarray(variance, dtype=np.float64))
     return shadow
@@ -86,11 +100,12 @@ def print_no_update_ops_step(previous, record, write):
     inference output on the step's batch beside the training output the net was trained with."""
     if record["step"] == 0:
         return
-    state = record["bn"][LAYER]
+    state, metrics = record["bn"][LAYER], record["metrics"]
     write(f"step {record['step']}: moving_mean {np.ravel(state['moving_mean']).tolist()}, "
           f"moving_variance {np.ravel(state['moving_variance']).tolist()}; never averaged in: "
-          f"batch_mean {np.ravel(state['batch_mean']).tolist()}, "
-          f"batch_variance {np.ravel(state['batch_variance']).tolist()}")
+          f"batch_mean {np.ravel(metrics[unused_statistic_key(LAYER, 'batch_mean')]).tolist()}, "
+          f"batch_variance "
+          f"{np.ravel(metrics[unused_statistic_key(LAYER, 'batch_variance')]).tolist()}")
     write(f"  bn1 on the step's batch: {inference_against_training(record, LAYER)}")
 
 
