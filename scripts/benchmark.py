@@ -10,10 +10,10 @@ wn-init's data-dependent initialisation on the first batch before the clock star
 timer a step picks its batch's rows out of the training set (``images[indices]``) and trains.
 
 * traced: ``bnrepro.compare.train_method`` writing the bn trace as ``bnrepro compare`` does
-  (every step's statistics, tensors every 100 steps; JSON + CSV text, formatted and written by a
-  child process while the loop trains) -- the whole cost: handing the records over, waiting for
-  the writer to flush everything at the end of the loop and closing it (the child's start, like
-  the session's creation, is set-up). Only bn has a batch-norm layer: for the other methods there
+  (the tracer installed; every step's statistics, the layer's input every 100 steps; large arrays
+  kept for ``trace_arrays.npz``, a few numbers as JSON text) -- the whole cost: recording, writing
+  and flushing the trace at the end of the loop (with ``bnrepro compare --trace-csv`` a child process also writes
+  every number as text; its start, like the session's creation, is set-up). Only bn has a batch-norm layer: for the other methods there
   is nothing to trace, and the one untraced measurement stands for both;
 * traced, not written: the same loop and fetches with the records dropped instead of written
   (bn only): what recording costs inside the loop, without formatting numbers as text;
