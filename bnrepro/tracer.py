@@ -29,6 +29,7 @@ The trace is ``bnrepro-trace/2`` (:mod:`bnrepro.trace`), written when tracing en
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import os
 import runpy
@@ -48,6 +49,7 @@ import tensorflow as tf  # not bnrepro.tfv1: its device set-up would change the 
 from tensorflow.core.protobuf import config_pb2
 from tensorflow.python.client import pywrap_tf_session
 from tensorflow.python.client import session as session_module
+from tensorflow.python.framework import composite_tensor
 
 tf1 = tf.compat.v1
 from bnrepro.trace import FORMAT_2, TraceWriter, make_header
@@ -68,6 +70,27 @@ class _RunPlan:
     fetched: list  # the names of what the program fetched, for the record
     fed_extra: tuple = ()  # the keys of ``extra`` whose tensor the run is fed: the fed value
     computed_extra: tuple = ()  # (keys, tensors) of the rest of ``extra``: fetched with the run
+    keys: dict = field(default_factory=dict)  # key of ``extra`` -> (trace name, role)
+    lean: Optional["_RunPlan"] = None  # the same run without the layer inputs (itself if none)
+
+    def arrange(self, fed):
+        """Fill ``keys``' dependants: which extra tensors the run is fed (``fed``: fed tensor
+        names) and which it computes; and ``lean``, the plan of a step whose record keeps no
+        layer input, so that a run does not fetch an input it would throw away."""
+        self.fed_extra = tuple(key for key, tensor in self.extra.items() if tensor.name in fed)
+        computed = [(key, tensor) for key, tensor in self.extra.items()
+                    if key not in self.fed_extra]
+        self.computed_extra = (tuple(key for key, _ in computed),
+                               tuple(tensor for _, tensor in computed))
+        inputs = {key for key in self.extra if self.keys[key][1] == "batch_input"}
+        if not inputs:
+            self.lean = self
+            return self
+        self.lean = _RunPlan({key: tensor for key, tensor in self.extra.items()
+                              if key not in inputs}, self.averages, [], self.trained,
+                             self.may_change, self.fetched, keys=self.keys)
+        self.lean.arrange(fed)
+        return self
 
 
 @dataclass
@@ -145,7 +168,9 @@ class Tracer:
         self.inputs_every = inputs_every
         self.inputs_at = inputs_at or (lambda step: step % inputs_every == 0)
         self.program = program or []
-        self.graphs = {}  # id(graph) -> _GraphState
+        # id(graph) -> _GraphState; a state's discovery holds the graph's operations, so a traced
+        # graph lives as long as the tracer and its id is not reused
+        self.graphs = {}
         self.layers = {}  # trace name -> header entry
         self.averages = {}  # trace name -> header entry
         self.records = []
@@ -209,6 +234,8 @@ class Tracer:
             return original_run(session, fetches, feed_dict, options, run_metadata)
         plan = self._run_plan(state, graph, fetches, feed_dict)
         self.before_change(session, state, plan)
+        if not self.inputs_at(len(self.records)):  # the record this run may make keeps no input
+            plan = plan.lean
         pending = self._pending  # for _traced_do_run
         pending.session, pending.plan, pending.extra = session, plan if plan.extra else None, {}
         try:
@@ -340,7 +367,10 @@ class Tracer:
     def _register(self, state):
         """Name the graph's layers and averages in the trace header and list their variables."""
         found = state.discovery
-        state.moving_keys = set()
+        for name, _ in state.variables:  # a grown graph is discovered afresh: its old names go
+            self.layers.pop(name, None)
+            self.averages.pop(name, None)
+        state.variables, state.moving_keys = {}, set()
         for layer in found.layers:
             name = state.prefix + layer.name
             self.layers[name] = _layer_header(layer)
@@ -417,13 +447,8 @@ class Tracer:
         assigns = any(graph.get_operation_by_name(name).type in discovery.ASSIGN | discovery.ASSIGN_SUB
                       | {"If", "StatelessIf", "NoOp"} for name in executed)
         plan = _RunPlan({str(key): tensor for key, tensor in extra.items()}, averages, layers,
-                        trained, bool(averages) or trained or assigns, list(fetches)[:20])
-        plan.keys = dict(zip((str(key) for key in extra), extra))
-        plan.fed_extra = tuple(key for key, tensor in plan.extra.items() if tensor.name in fed)
-        computed_extra = [(key, tensor) for key, tensor in plan.extra.items()
-                          if key not in plan.fed_extra]
-        plan.computed_extra = (tuple(key for key, _ in computed_extra),
-                               tuple(tensor for _, tensor in computed_extra))
+                        trained, bool(averages) or trained or assigns, list(fetches)[:20],
+                        keys=dict(zip((str(key) for key in extra), extra))).arrange(fed)
         state.plans[signature] = plan
         return plan
 
@@ -618,11 +643,28 @@ def _element_ids(items):
 def _fetch_names(graph, fetches):
     """The names of the graph elements in a ``session.run`` fetch structure."""
     names = []
-    for item in tf.nest.flatten(fetches, expand_composites=True):
+    for item in _fetch_leaves(fetches):
         element = _graph_element(graph, item)
         if element is not None:
             names.append(element.name)
     return names
+
+
+def _fetch_leaves(fetches):
+    """The leaves of a fetch structure, walked as ``session.run`` walks it: lists, tuples and
+    named tuples in order, mappings by their values in their own order (never sorted: a
+    ``MonitoredSession`` keys its hooks' fetches by the hook objects), ``attrs`` classes by their
+    fields, composite tensors (a ``SparseTensor``) by their component tensors."""
+    if isinstance(fetches, (list, tuple)):
+        return [leaf for item in fetches for leaf in _fetch_leaves(item)]
+    if isinstance(fetches, collections.abc.Mapping):
+        return [leaf for item in fetches.values() for leaf in _fetch_leaves(item)]
+    fields = getattr(type(fetches), "__attrs_attrs__", None)
+    if fields is not None:
+        return [leaf for item in fields for leaf in _fetch_leaves(getattr(fetches, item.name))]
+    if isinstance(fetches, composite_tensor.CompositeTensor):
+        return tf.nest.flatten(fetches, expand_composites=True)
+    return [fetches]
 
 
 def _feed_names(graph, feed_dict):

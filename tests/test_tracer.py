@@ -23,7 +23,7 @@ from bnrepro.verify import verify_trace
 SCRIPTS = os.path.join(os.path.dirname(__file__), "user_scripts")
 TRACED = ["layers_update_ops", "layers_forgot_update_ops", "keras_layer_graph", "keras_fit",
           "moments_assign_moving_average", "moments_ema_cond", "plain_assign",
-          "evaluation_moves"]
+          "evaluation_moves", "monitored_session_hooks"]
 
 
 def _python(*arguments, cwd):
@@ -239,6 +239,20 @@ def test_monitored_training_session_through_the_hook(runs):
     expected, bounds = expected_averages(batches, 0.6, np.zeros(3), mean_of)
     _assert_sequence(_recorded(trace, "batch_normalization", "moving_mean"), expected, bounds)
     assert {record["run"]["call"] for record in trace.steps[1:]} == {"MonitoredSession hook"}
+    assert verify_trace(trace).passed
+
+
+def test_monitored_training_session_with_tensorflows_own_hooks(runs):
+    """Under ``bnrepro trace``: the session merges the hooks' fetches into a dict keyed by the hook
+    objects, which must be walked as ``session.run`` walks it (unsorted) without changing the run."""
+    status, out, err = runs["monitored_session_hooks"]["traced"]
+    assert status == 0 and len(out.splitlines()) == 5, err[-2000:]
+    trace = read_trace(runs["monitored_session_hooks"]["trace"])
+    batches = _uniform_batches(5, (8, 3))
+    for quantity, statistic, initial in (("moving_mean", mean_of, 0.0),
+                                         ("moving_variance", variance_of, 1.0)):
+        expected, bounds = expected_averages(batches, 0.7, np.full(3, initial), statistic)
+        _assert_sequence(_recorded(trace, "batch_normalization", quantity), expected, bounds)
     assert verify_trace(trace).passed
 
 
