@@ -208,9 +208,10 @@ def _add_trace(commands):
                     "`bnrepro verify DIR`. The script's output and exit status are its own; "
                     "bnrepro's summary goes to stderr.")
     _add_out(trace, "trace.jsonl and trace.csv")
-    trace.add_argument("--inputs-every", type=int, default=1, metavar="N",
+    trace.add_argument("--inputs-every", type=int, default=None, metavar="N",
                        help="record each layer's input every N steps (the batch statistics are "
-                            "recorded at every step) [default: 1]")
+                            "recorded at every step) [default: every step up to 100, then every "
+                            "100th]")
     trace.add_argument("script", metavar="SCRIPT", help="the Python program to run")
     trace.add_argument("arguments", nargs=argparse.REMAINDER, metavar="ARGS",
                        help="its arguments")
@@ -220,7 +221,7 @@ def _add_trace(commands):
 def _trace(arguments):
     if not os.path.isfile(arguments.script):
         raise UserError(f"{arguments.script} is not a file")
-    if arguments.inputs_every <= 0:
+    if arguments.inputs_every is not None and arguments.inputs_every <= 0:
         raise UserError(f"--inputs-every must be a positive whole number, got "
                         f"{arguments.inputs_every}")
     check_output_directory(arguments.out, force=arguments.force)

@@ -153,21 +153,28 @@ class TraceWriter:
     def write_step(self, record):
         """Append one step record (dict of NumPy values)."""
         written = self._with_references(record)
-        texts = {}  # id(entry) -> _number_texts(entry), for every number-bearing entry
-        csv_lines = []
-        if self._csv_file is not None:
-            step_field = _csv_fields(to_json_value(record["step"]))
-            for section, key, quantity, value in _flatten_step(written):
-                if isinstance(value, dict):  # in the .npz
-                    continue
-                if id(value) not in texts:
-                    texts[id(value)] = _number_texts(value)
-                leading = f"{step_field},{_csv_fields(section, key, quantity)},"
-                csv_lines.append(_csv_lines(leading, texts[id(value)][1]))
-            self._csv_file.write("".join(csv_lines))
-        self._jsonl.write(_json_text(written, texts) + "\n")
+        if self._csv_file is None:  # no number's text to share: one json.dumps of the record
+            line = json.dumps(to_json_value(written), allow_nan=True)
+        else:
+            line = _json_text(written, self._write_csv_rows(record["step"], written))
+        self._jsonl.write(line + "\n")
         self.records += 1
         self.last_step = int(record["step"])
+
+    def _write_csv_rows(self, step, written):
+        """Write the CSV rows of a record's text numbers; return their texts for the JSON line
+        (``id(entry)`` -> :func:`_number_texts` of it)."""
+        texts, csv_lines = {}, []
+        step_field = _csv_fields(to_json_value(step))
+        for section, key, quantity, value in _flatten_step(written):
+            if isinstance(value, dict):  # in the .npz
+                continue
+            if id(value) not in texts:
+                texts[id(value)] = _number_texts(value)
+            leading = f"{step_field},{_csv_fields(section, key, quantity)},"
+            csv_lines.append(_csv_lines(leading, texts[id(value)][1]))
+        self._csv_file.write("".join(csv_lines))
+        return texts
 
     def _with_references(self, record):
         """``record`` with every large array replaced by its reference into the ``.npz``."""

@@ -55,6 +55,17 @@ tf1 = tf.compat.v1
 from bnrepro.trace import FORMAT_2, TraceWriter, make_header
 
 MAX_INPUT_VALUES = 1_000_000  # a layer input larger than this is left out of the trace
+# By default a step's record keeps the layers' inputs for the first INPUTS_FIRST_STEPS steps and
+# then every INPUTS_EVERY-th: a short script is checked from its inputs at every step, a long one
+# neither holds a batch per step in memory (64 KiB for a 128x128 input) nor pays to fetch it
+# (measured by scripts/tracer_overhead.py: some 5-8% of a small net's step when kept every step).
+INPUTS_FIRST_STEPS = 100
+INPUTS_EVERY = 100
+
+
+def default_inputs_at(step):
+    """Whether record ``step`` keeps the layers' inputs by default."""
+    return step <= INPUTS_FIRST_STEPS or step % INPUTS_EVERY == 0
 MAX_IDENTITY_PLANS = 1024  # plans a graph keeps by fetched objects (_GraphState.plans_by_identity)
 
 
@@ -161,12 +172,14 @@ class _StateReader:
 class Tracer:
     """Records the moving statistics of every run of every session while installed."""
 
-    def __init__(self, *, inputs_every=1, program=None, inputs_at=None):
-        """``inputs_every``: keep a layer's input in every ``inputs_every``-th step's record;
-        ``inputs_at(step)``, when given, says instead whether step ``step`` (a record's number,
-        step 0 the initial state) keeps it."""
-        self.inputs_every = inputs_every
-        self.inputs_at = inputs_at or (lambda step: step % inputs_every == 0)
+    def __init__(self, *, inputs_every=None, program=None, inputs_at=None):
+        """Which steps' records keep the layers' inputs: ``inputs_at(step)`` says for step
+        ``step`` (a record's number, step 0 the initial state); else every ``inputs_every``-th;
+        else :func:`default_inputs_at`. The batch statistics are kept at every step."""
+        if inputs_at is None:
+            inputs_at = default_inputs_at if inputs_every is None else (
+                lambda step: step % inputs_every == 0)
+        self.inputs_at = inputs_at
         self.program = program or []
         # id(graph) -> _GraphState; a state's discovery holds the graph's operations, so a traced
         # graph lives as long as the tracer and its id is not reused
@@ -277,22 +290,30 @@ class Tracer:
         state = self._graph_state(session.graph)
         if state is None:
             return original_callable(session, callable_options)
-        plan = self._plan(state, session.graph,
+        full = self._plan(state, session.graph,
                           list(callable_options.fetch) + list(callable_options.target),
                           list(callable_options.feed))
         feeds = list(callable_options.feed)
-        fed = {key: feeds.index(tensor.name) for key, tensor in plan.extra.items()
-               if tensor.name in feeds}  # a callable may not fetch what it is fed: take the feed
-        keys = [key for key in plan.extra if key not in fed]
-        options = type(callable_options)()
-        options.CopyFrom(callable_options)
-        options.fetch.extend(plan.extra[key].name for key in keys)
-        call = original_callable(session, options)
         count = len(callable_options.fetch)
+
+        def extended(plan):
+            """``(plan, callable, keys of its extra fetches, fed keys -> feed index)``."""
+            fed = {key: feeds.index(tensor.name) for key, tensor in plan.extra.items()
+                   if tensor.name in feeds}  # a callable may not fetch what it is fed: the feed
+            keys = [key for key in plan.extra if key not in fed]
+            options = type(callable_options)()
+            options.CopyFrom(callable_options)
+            options.fetch.extend(plan.extra[key].name for key in keys)
+            return plan, original_callable(session, options), keys, fed
+
+        # as Session.run's plans: a call whose record keeps no layer input does not fetch it
+        calls = {True: extended(full)}
+        calls[False] = calls[True] if full.lean is full else extended(full.lean)
         tracer = self
 
         def traced(*arguments, **keywords):
-            tracer.before_change(session, state, plan)
+            tracer.before_change(session, state, full)
+            plan, call, keys, fed = calls[tracer.inputs_at(len(tracer.records))]
             values = call(*arguments, **keywords)
             extra = dict(zip(keys, values[count:]))
             extra.update({key: arguments[index] for key, index in fed.items()})
@@ -337,8 +358,11 @@ class Tracer:
             self._record_initial(state, after)
             if not plan.trained and not plan.averages:
                 return
-        moved = any(not np.array_equal(after[key], state.last[key]) for key in after
-                    if key in state.moving_keys)
+        # bit for bit (a NaN that stays NaN has not moved); the bytes compare in a fraction of
+        # np.array_equal's time
+        last = state.last
+        moved = any(key not in last or after[key].tobytes() != last[key].tobytes()
+                    for key in state.moving_keys)
         state.last = after
         if not moved and not plan.trained:
             return
@@ -464,7 +488,7 @@ class Tracer:
             return None
         # copies: a fetched variable's array can share the variable's buffer, which the next
         # update changes in place
-        return {key: np.array(value, copy=True) for key, value in zip(state.reader, values)}
+        return {key: np.array(value) for key, value in zip(state.reader, values)}
 
     @staticmethod
     def _state_reader(session, state):
@@ -472,16 +496,16 @@ class Tracer:
         again after the graph grew: :meth:`_register` drops them); ``None`` for what is not an
         open, in-process ``BaseSession`` (a hook's session wrapper; a closed session: a plain run
         says why; a remote one, whose master may not run a callable in the calling thread)."""
+        reader = state.readers.get(id(session))
+        if reader is not None and reader.session() is session and not session._closed:  # noqa: SLF001
+            return reader
         if (not isinstance(session, session_module.BaseSession) or session._closed  # noqa: SLF001
                 or session.sess_str):
             return None
-        reader = state.readers.get(id(session))
-        if reader is None or reader.session() is not session:
-            try:
-                reader = _StateReader(session, list(state.reader.values()), state.readers)
-            except (TypeError, ValueError, KeyError, tf.errors.OpError):
-                return None  # a variable session.run resolves otherwise: a plain run reads it
-        return reader
+        try:
+            return _StateReader(session, list(state.reader.values()), state.readers)
+        except (TypeError, ValueError, KeyError, tf.errors.OpError):
+            return None  # a variable session.run resolves otherwise: a plain run reads it
 
     def _record_initial(self, state, values):
         record = {"step": 0, "bn": {}, "averages": {}}
@@ -701,7 +725,7 @@ def _executed(graph, fetches, fed):
 # --- the ways in ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def tracing(out, *, force=False, inputs_every=1, write=None):
+def tracing(out, *, force=False, inputs_every=None, write=None):
     """Trace every session run inside the block; write the trace into ``out`` when it ends.
 
     ``with bnrepro.tracing("out/mine") as tracer: ...`` (then ``bnrepro verify out/mine``). An
@@ -733,7 +757,7 @@ class TraceHook(tf1.train.SessionRunHook):
     ``out``: ``before_run`` adds the fetches (``SessionRunArgs``), ``after_run`` records; the trace
     is written when the session ends."""
 
-    def __init__(self, out, *, force=False, inputs_every=1):
+    def __init__(self, out, *, force=False, inputs_every=None):
         self.out, self.force = out, force
         self.tracer = Tracer(inputs_every=inputs_every)
         self._pending = None
@@ -758,7 +782,7 @@ class TraceHook(tf1.train.SessionRunHook):
             self.tracer.write(staging)
 
 
-def trace_script(script, arguments, out, *, force=False, inputs_every=1, write=print):
+def trace_script(script, arguments, out, *, force=False, inputs_every=None, write=print):
     """Run ``script`` as ``python script arguments`` would, traced; return its exit status.
 
     The script runs as ``__main__`` with its ``sys.argv`` and its folder first on ``sys.path``; its

@@ -32,8 +32,10 @@ variant is printed (0 expected).
     python scripts/tracer_overhead.py --profile 300        # and where 300 traced steps spend it
     python scripts/tracer_overhead.py --units 32 --inputs 64 --batch-size 32   # a smaller net
 
-The traced variants keep every record in memory, as a user's trace does (about 67 KiB per step
-with the defaults, mostly the layer's input: some 220 MiB each for b and c). ``--profile STEPS``
+The traced variants keep every record in memory, as a user's trace does: with the tracer's default
+(the layer's input kept at every step up to 100, then every 100th, as ``bnrepro trace`` does) about
+5 KiB per step, 21 MiB each for b and c; ``--inputs-every 1`` keeps the input at every step (67 KiB
+per step, mostly the 128x128 input: some 280 MiB each, and a few % more time per step). ``--profile STEPS``
 then times each part of a traced step on its own (the tracer's internals called directly) and
 prints a cProfile of STEPS traced steps.
 
@@ -78,7 +80,7 @@ def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] + " Times untraced and traced training steps "
         "(interleaved rounds, medians) and checks that the traced runs compute the same losses.",
-        epilog="Example: python scripts/tracer_overhead.py --rounds 11 --profile 300",
+        epilog="Example: python scripts/tracer_overhead.py --rounds 21 --profile 300",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     net = parser.add_argument_group("the program")
     net.add_argument("--inputs", type=positive, default=784, help="input features")
@@ -90,15 +92,17 @@ def parse_arguments(argv=None):
     net.add_argument("--learning-rate", type=float, default=0.1, help="gradient-descent rate")
     net.add_argument("--seed", type=int, default=0, help="graph and data seed")
     timing = parser.add_argument_group("timing")
-    timing.add_argument("--rounds", type=positive, default=11, help="interleaved timed rounds")
-    timing.add_argument("--steps", type=positive, default=300,
+    timing.add_argument("--rounds", type=positive, default=41, help="interleaved timed rounds")
+    timing.add_argument("--steps", type=positive, default=100,
                         help="timed training steps per variant per round")
     timing.add_argument("--warmup", type=non_negative, default=50,
                         help="untimed steps per variant before the rounds")
     timing.add_argument("--loss-steps", type=non_negative, default=50,
                         help="steps fetching [train_op, loss] for the same-losses check")
-    timing.add_argument("--inputs-every", type=positive, default=1,
-                        help="Tracer(inputs_every=...): keep a layer input every N steps")
+    timing.add_argument("--inputs-every", type=positive, default=None,
+                        help="Tracer(inputs_every=...): keep a layer input every N steps "
+                        "(default: the tracer's, as bnrepro trace: every step up to 100, then "
+                        "every 100th)")
     timing.add_argument("--keras", action=argparse.BooleanOptionalAction, default=True,
                         help="also time Keras model.fit in graph mode (variant d, in a subprocess)")
     timing.add_argument("--keras-rounds", type=positive, default=5, help="Keras timed rounds")
@@ -403,8 +407,9 @@ def run_keras(args):
                "--classes", str(args.classes), "--batch-size", str(args.batch_size),
                "--batches", str(args.batches), "--learning-rate", str(args.learning_rate),
                "--seed", str(args.seed), "--keras-rounds", str(args.keras_rounds),
-               "--keras-epochs", str(args.keras_epochs),
-               "--inputs-every", str(args.inputs_every)]
+               "--keras-epochs", str(args.keras_epochs)]
+    if args.inputs_every is not None:
+        command += ["--inputs-every", str(args.inputs_every)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:

@@ -284,6 +284,32 @@ def test_tracing_keeps_the_runs_before_an_error(tmp_path):
     assert report.formulas_hold and report.verdict().startswith("INCOMPLETE: the run stopped")
 
 
+def test_a_long_trace_keeps_the_layer_input_for_the_first_steps_then_every_hundredth(tmp_path):
+    """By default (``bnrepro trace``, ``bnrepro.tracing``) the batch statistics are kept at every
+    step, the layer's input at steps 1-100 and then every 100th, so that a long run neither holds a
+    batch per step nor fetches one it would not keep."""
+    import bnrepro
+    from bnrepro.tfv1 import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, (None, 2))
+        tf1.layers.batch_normalization(x, training=True, momentum=0.5)
+        updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        with bnrepro.tracing(str(tmp_path / "out")) as tracer:
+            with tf1.Session() as session:
+                session.run(tf1.global_variables_initializer())
+                for step in range(1, 206):
+                    session.run(updates, {x: [[step, 0.0], [step + 2.0, 1.0]]})
+    layers = [record["bn"]["batch_normalization"] for record in tracer.records[1:]]
+    assert len(layers) == 205
+    with_input = [step for step, layer in enumerate(layers, start=1) if "batch_input" in layer]
+    assert with_input == list(range(1, 101)) + [200]
+    assert all(layer["batch_mean"].tolist() == [step + 1.0, 0.5]
+               for step, layer in enumerate(layers, start=1))
+    assert verify_trace(read_trace(str(tmp_path / "out"))).passed
+
+
 def test_explain_writes_out_averages_and_zero_debiased_layers(runs):
     from bnrepro.explain import explain_path
 
