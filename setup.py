@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["bnrepro", "bnrepro.*"]),
-    package_data={"bnrepro": ["trace_schema.json"]},
+    package_data={"bnrepro.trace": ["schema.json"]},
     install_requires=[
         "tensorflow==2.21.*",
         "tf-keras==2.21.*",  # tf.compat.v1.layers lives here since Keras 3
@@ -21,7 +21,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "nbclient", "nbformat", "ipykernel",
-                 "jsonschema"],  # validates traces against bnrepro/trace_schema.json
+                 "jsonschema"],  # validates traces against bnrepro/trace/schema.json
         "notebook": ["jupyterlab", "ipykernel"],
         "torch": ["torch==2.13.0"],  # scripts/pytorch_trace.py: a PyTorch run in the trace format
     },

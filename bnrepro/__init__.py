@@ -2,7 +2,7 @@
 
 Importing the package is cheap: it only sets ``TF_USE_LEGACY_KERAS=1`` (which must happen before
 TensorFlow is first imported, so that ``tf.compat.v1.layers`` resolves to ``tf_keras``) and quiets
-TensorFlow's C++ start-up log. TensorFlow itself is imported lazily by :mod:`bnrepro.tfv1`, and the
+TensorFlow's C++ start-up log. TensorFlow itself is imported lazily by :mod:`bnrepro.graphs.tfv1`, and the
 modules that only read traces (``trace``, ``verify``, ``explain``, ``reference``) never import it.
 """
 import os
@@ -18,10 +18,10 @@ __version__ = "0.1.0"
 #   bnrepro.trace_script(...)  what `bnrepro trace` does
 #   bnrepro.load_trace(path)   a whole trace as NumPy arrays per layer and quantity (and pandas)
 #   bnrepro.read_trace(path)   the trace's records; bnrepro.verify_trace(trace) its checks
-_PUBLIC = {"tracing": "bnrepro.tracer", "TraceHook": "bnrepro.tracer",
-           "trace_script": "bnrepro.tracer", "Tracer": "bnrepro.tracer",
-           "read_trace": "bnrepro.trace", "verify_trace": "bnrepro.verify",
-           "load_trace": "bnrepro.load"}
+_PUBLIC = {"tracing": "bnrepro.graphs.tracer", "TraceHook": "bnrepro.graphs.tracer",
+           "trace_script": "bnrepro.graphs.tracer", "Tracer": "bnrepro.graphs.tracer",
+           "read_trace": "bnrepro.trace", "verify_trace": "bnrepro.check.verify",
+           "load_trace": "bnrepro.trace.load"}
 
 
 def __getattr__(name):

@@ -121,7 +121,7 @@ def _add_verify(commands):
 
 
 def _verify(arguments):
-    from bnrepro.verify import verify_path
+    from bnrepro.check.verify import verify_path
 
     report = verify_path(arguments.trace)
     print(report.format())
@@ -139,7 +139,7 @@ def _add_explain(commands):
 
 
 def _explain(arguments):
-    from bnrepro.explain import explain_path
+    from bnrepro.check.explain import explain_path
 
     print(explain_path(arguments.trace, arguments.step, arguments.layer, arguments.channel))
     return 0
@@ -155,7 +155,7 @@ def _add_reference(commands):
 
 
 def _reference(arguments):
-    from bnrepro.reference import agrees, format_replay, replay_path
+    from bnrepro.check.reference import agrees, format_replay, replay_path
 
     _, comparisons = replay_path(arguments.trace)
     print(format_replay(comparisons))
@@ -190,7 +190,7 @@ def _add_compare(commands):
 def _compare(arguments):
     config = check_compare_config(config_from_arguments(CompareConfig, arguments))
     check_output_directory(arguments.out, force=arguments.force)  # both before TensorFlow
-    from bnrepro.compare import run_compare
+    from bnrepro.compare.run import run_compare
 
     comparison = run_compare(config, arguments.out, force=arguments.force)
     print(f"compare: results in {arguments.out}/results.md")
@@ -225,7 +225,7 @@ def _trace(arguments):
         raise UserError(f"--inputs-every must be a positive whole number, got "
                         f"{arguments.inputs_every}")
     check_output_directory(arguments.out, force=arguments.force)
-    from bnrepro.tracer import trace_script
+    from bnrepro.graphs.tracer import trace_script
 
     return trace_script(arguments.script, arguments.arguments, arguments.out, force=arguments.force,
                         inputs_every=arguments.inputs_every,
@@ -259,10 +259,10 @@ def main(argv=None):
 
 
 def _trace_writer_error():
-    """:class:`bnrepro.trace_process.TraceWriterError`, if that module has been imported (only then
+    """:class:`bnrepro.trace.process.TraceWriterError`, if that module has been imported (only then
     can one have been raised), else ``()``, which catches nothing. Evaluated only when an exception
     reaches its ``except``, so ``--help`` does not pay for importing it (and NumPy)."""
-    module = sys.modules.get("bnrepro.trace_process")
+    module = sys.modules.get("bnrepro.trace.process")
     return module.TraceWriterError if module is not None else ()
 
 

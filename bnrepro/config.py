@@ -8,7 +8,7 @@ configurations have checks of their own (:func:`check_scenario_config`, :func:`c
 Every configuration type and check lives here, apart from the TensorFlow code that uses them, so
 that ``bnrepro ... --help`` and a bad option are answered before TensorFlow is imported (this
 module imports only the standard library and :mod:`bnrepro.errors`). The graph modules import
-their configuration from here (``bnrepro.cubic.CubicConfig`` is :class:`CubicConfig`).
+their configuration from here (``bnrepro.graphs.cubic.CubicConfig`` is :class:`CubicConfig`).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def config_as_dict(config):
     return dataclasses.asdict(config)
 
 
-# --- post 000 (bnrepro.cubic; also the traps no-update-ops, training-not-fed and epsilon) ---------
+# --- post 000 (bnrepro.graphs.cubic; also the traps no-update-ops, training-not-fed and epsilon) ---------
 
 @dataclass(frozen=True)
 class CubicConfig:
@@ -65,7 +65,7 @@ class CubicConfig:
     initial_value: float = option(1.0, "initial value of w, b, w2 and b2 (post: 1, tf.ones)")
 
 
-# --- post 001 (bnrepro.two_sample) ------------------------------------------------------------------
+# --- post 001 (bnrepro.graphs.two_sample) ------------------------------------------------------------------
 
 POST_HIDDEN_KERNEL = 1.4059724
 POST_OUTPUT_KERNEL = -0.284
@@ -90,7 +90,7 @@ class TwoSampleConfig:
     y1: float = option(4.0, "second target (post: 4)")
 
 
-# --- trap 1, fused-variance (bnrepro.pitfalls.fused) ------------------------------------------------
+# --- trap 1, fused-variance (bnrepro.graphs.pitfalls.fused) ------------------------------------------------
 
 FUSED_IMAGE_SHAPE = (2, 2, 1)  # (H, W, C): four values per channel
 
@@ -115,7 +115,7 @@ def fused_image_values(config):
     return values
 
 
-# --- trap 7a, ghost-batch (bnrepro.pitfalls.ghost_batch) --------------------------------------------
+# --- trap 7a, ghost-batch (bnrepro.graphs.pitfalls.ghost_batch) --------------------------------------------
 
 # --training: how the graph passes training to the layer
 GHOST_TRAINING_MODES = {
@@ -151,7 +151,7 @@ def check_ghost_config(config):
     return config
 
 
-# --- trap 7b, renorm (bnrepro.pitfalls.renorm) ------------------------------------------------------
+# --- trap 7b, renorm (bnrepro.graphs.pitfalls.renorm) ------------------------------------------------------
 
 @dataclass(frozen=True)
 class RenormConfig:
@@ -182,9 +182,9 @@ def check_scenario_config(config):
     return config
 
 
-# --- post 002, bnrepro compare (bnrepro.mnist_graphs, bnrepro.compare) ------------------------------
+# --- post 002, bnrepro compare (bnrepro.graphs.mnist, bnrepro.compare) ------------------------------
 
-# The keys of bnrepro.mnist_graphs.METHODS and WEIGHT_INITIALIZERS, in their order (the tables
+# The keys of bnrepro.graphs.mnist.METHODS and WEIGHT_INITIALIZERS, in their order (the tables
 # themselves hold TensorFlow code; tests/test_cli_startup.py checks that the names agree).
 METHOD_NAMES = ("none", "wn", "wn-init", "bn", "ln")
 WEIGHT_INITIALIZER_NAMES = ("truncated-normal", "glorot-uniform")

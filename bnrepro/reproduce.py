@@ -6,21 +6,25 @@ printed next to ours. Post 002 (MNIST, no
 printed numbers) gets a short ``bnrepro compare`` on the embedded digits (:data:`POST_002_COMPARE`)
 into ``OUT/compare/``, its bn trace verified. ``OUT/report.md`` collects the tables. The run fails
 (non-zero exit) if any trace fails verification, the reference disagrees with a trace
-(:func:`bnrepro.reference.agrees`) or any printed number differs beyond
-:data:`bnrepro.posts.MATCH_RULE`.
+(:func:`bnrepro.check.reference.agrees`) or any printed number differs beyond
+:data:`bnrepro.check.posts.MATCH_RULE`.
 """
 from __future__ import annotations
 
 import os
 
-from bnrepro.compare import EMBEDDED_DATA, CompareConfig, ProgressBar, run_compare
+from bnrepro.config import EMBEDDED_DATA, CompareConfig
+
+from bnrepro.compare.progress import ProgressBar
+
+from bnrepro.compare.run import run_compare
 from bnrepro.outdir import check_output_directory, output_directory
-from bnrepro.posts import MATCH_RULE, POSTS, compare_printed
-from bnrepro.reference import agrees, format_replay, replay
+from bnrepro.check.posts import MATCH_RULE, POSTS, compare_printed
+from bnrepro.check.reference import agrees, format_replay, replay
 from bnrepro.scenarios import get_scenario, run_scenario
 from bnrepro.trace import TRACE_FILE, read_trace, to_json_value
-from bnrepro.two_sample import POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL
-from bnrepro.verify import verify_trace
+from bnrepro.graphs.two_sample import POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL
+from bnrepro.check.verify import verify_trace
 
 # scenario -> the config overrides that put it in the post's situation
 POST_SETTINGS = {

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from bnrepro.config import CubicConfig, TwoSampleConfig, check_scenario_config, config_as_dict
 from bnrepro.errors import UserError
 from bnrepro.outdir import output_directory
-from bnrepro.pitfalls import PITFALL_CONFIGS, PITFALL_SCENARIOS
+from bnrepro.graphs.pitfalls import PITFALL_CONFIGS, PITFALL_SCENARIOS
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,21 @@ class Scenario:
 
 
 def _cubic():
-    from bnrepro import cubic
+    from bnrepro.graphs import cubic
     return Scenario("cubic", cubic.CubicConfig, cubic.build_cubic_graph, cubic.cubic_batches,
                     cubic.print_cubic_step)
 
 
 def _two_sample():
-    from bnrepro import two_sample
+    from bnrepro.graphs import two_sample
     return Scenario("two-sample", two_sample.TwoSampleConfig, two_sample.build_two_sample_graph,
                     two_sample.two_sample_batches, two_sample.print_two_sample_step)
 
 
 def _pitfall(module_name):
-    """The loader of a trap's scenario in :mod:`bnrepro.pitfalls` (its module's ``scenario()``)."""
+    """The loader of a trap's scenario in :mod:`bnrepro.graphs.pitfalls` (its module's ``scenario()``)."""
     def load():
-        return importlib.import_module(f"bnrepro.pitfalls.{module_name}").scenario()
+        return importlib.import_module(f"bnrepro.graphs.pitfalls.{module_name}").scenario()
     return load
 
 
@@ -79,7 +79,7 @@ def run_scenario(name, config, out, *, force=False, write=print, record_every=1)
 
     The post-style printout goes through ``write`` (``None`` for silence). Returns the trace path.
     """
-    from bnrepro.runner import batch_norm_tracer, run_traced
+    from bnrepro.graphs.runner import batch_norm_tracer, run_traced
     from bnrepro.trace import TRACE_FILE, TraceWriter, to_json_value
 
     check_scenario_name(name)

@@ -29,19 +29,20 @@ fails if a printed number changes."""),
 import tempfile, os
 from bnrepro.scenarios import run_scenario
 from bnrepro.trace import read_trace
-from bnrepro.cubic import CubicConfig
-from bnrepro.two_sample import TwoSampleConfig, POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL
-from bnrepro.posts import POST_000, POST_001, compare_printed
+from bnrepro.graphs.cubic import CubicConfig
+from bnrepro.graphs.two_sample import TwoSampleConfig, POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL
+from bnrepro.check.posts import POST_000, POST_001, compare_printed
 from bnrepro.reproduce import format_table
-from bnrepro.verify import verify_trace
-from bnrepro.explain import explain_step
-from bnrepro import formulas, reference, trace_plots
+from bnrepro.check.verify import verify_trace
+from bnrepro.check.explain import explain_step
+from bnrepro.check import formulas, reference
+from bnrepro.trace import plots as trace_plots
 workdir = tempfile.mkdtemp(prefix="walkthrough-")"""),
     ("md", """## 1. Post 000 rebuilt: f = x³ + 1, batch 3, momentum 0.9
 
 The post prints, before each of its 10 training steps, every variable and the layer's input `hidden_tmp`
 and output `bn1` in inference mode. Its article shows the printout before the 10th step. We run the same
-graph (`bnrepro.cubic`) and print that step the way the post does."""),
+graph (`bnrepro.graphs.cubic`) and print that step the way the post does."""),
     ("code", """lines = []
 cubic = read_trace(run_scenario("cubic", CubicConfig(), os.path.join(workdir, "cubic"), write=lines.append))
 start = max(i for i, line in enumerate(lines) if line.startswith("[[0.61"))  # the 10th batch
@@ -86,7 +87,7 @@ post works the momentum formula with rounded numbers; here it is with TensorFlow
     ("md", """## 5. Why the bias before batch norm never moves
 
 In post 000 `Variable_1` (the bias `b` in `hidden_tmp = x·w + b`) is 1.0 at every step. The NumPy
-whole-step reference (`bnrepro.reference`: forward, backward through batch norm written out, gradient
+whole-step reference (`bnrepro.check.reference`: forward, backward through batch norm written out, gradient
 descent, moving averages) replays the trace from step 0 and shows why: the gradient of `b` is zero,
 because batch norm subtracts the batch mean and a constant shift cancels."""),
     ("code", """comparisons = reference.replay(cubic)
@@ -99,7 +100,7 @@ print(reference.format_replay(comparisons))"""),
 Two common mistakes, each rebuilt on post 000's net (`bnrepro run no-update-ops`, `bnrepro run
 training-not-fed`). Without the control dependency on `UPDATE_OPS` the moving-average ops never run:
 training looks normal, but the moving statistics stay at their initial 0 and 1."""),
-    ("code", """from bnrepro.pitfalls import update_ops
+    ("code", """from bnrepro.graphs.pitfalls import update_ops
 no_update = read_trace(run_scenario("no-update-ops", CubicConfig(), os.path.join(workdir, "no-update"), write=None))
 trace_plots.plot_moving_statistics(no_update)"""),
     ("md", """`verify` notices and names the cause. Inference is then wrong on every batch the net has not yet seen:
@@ -123,7 +124,8 @@ the same seed on the same batches. `bnrepro compare` runs the longer default (1,
 same files; the README discusses it."""),
     ("code", """import io
 from IPython.display import Image
-from bnrepro.compare import run_compare, results_table
+from bnrepro.compare.run import run_compare
+from bnrepro.compare.report import results_table
 from bnrepro.reproduce import POST_002_COMPARE
 log = []
 comparison = run_compare(POST_002_COMPARE, os.path.join(workdir, "compare"), write=log.append,

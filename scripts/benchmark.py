@@ -85,11 +85,14 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bnrepro.compare import (CompareConfig, batch_schedule, check_compare_config,  # noqa: E402
-                             load_data, open_trace_writer, train_method)
+from bnrepro.config import CompareConfig, check_compare_config
+
+from bnrepro.compare.training import batch_schedule, open_trace_writer, train_method
+
+from bnrepro.compare.run import load_data
 from bnrepro.errors import UserError  # noqa: E402
-from bnrepro.mnist_graphs import build_graph, parse_methods  # noqa: E402
-from bnrepro.tfv1 import tf1  # noqa: E402
+from bnrepro.graphs.mnist import build_graph, parse_methods  # noqa: E402
+from bnrepro.graphs.tfv1 import tf1  # noqa: E402
 
 TARGET_SPEEDUP = 1.8  # post's loop / our traced loop, at least
 TARGET_OVERHEAD = 0.15  # traced / untraced - 1, at most

@@ -14,7 +14,11 @@ import argparse
 import os
 import sys
 
-from bnrepro.compare import CompareConfig, ProgressBar, run_compare
+from bnrepro.config import CompareConfig
+
+from bnrepro.compare.progress import ProgressBar
+
+from bnrepro.compare.run import run_compare
 from bnrepro.errors import UserError
 from bnrepro.outdir import output_directory
 

@@ -3,16 +3,16 @@
 
 The post trains f = x^3 + 1 with batch 3, momentum 0.9 and GD lr 0.5 for 10 epochs, printing every
 variable, hidden_tmp and bn1 before each step. This script does the same (the graph is
-bnrepro.cubic.build_cubic_graph, written like the post), writes the trace, then answers the post's
+bnrepro.graphs.cubic.build_cubic_graph, written like the post), writes the trace, then answers the post's
 open question: is moving_mean the moving average of hidden_tmp's batch means?
 
     python scripts/post_000_cubic.py [--out out/post_000]
 """
 import argparse
 
-from bnrepro.cubic import CubicConfig
+from bnrepro.graphs.cubic import CubicConfig
 from bnrepro.scenarios import run_scenario
-from bnrepro.verify import verify_path
+from bnrepro.check.verify import verify_path
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--out", default="out/post_000", help="trace directory [default: out/post_000]")

@@ -10,9 +10,9 @@ initial values below reproduce everything it printed.
 """
 import argparse
 
-from bnrepro.explain import explain_path
+from bnrepro.check.explain import explain_path
 from bnrepro.scenarios import run_scenario
-from bnrepro.two_sample import POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL, TwoSampleConfig
+from bnrepro.graphs.two_sample import POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL, TwoSampleConfig
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--out", default="out/post_001", help="trace directory [default: out/post_001]")

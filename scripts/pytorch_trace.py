@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A PyTorch BatchNorm1d run written as a bnrepro-trace/1 file, for `bnrepro verify` to diagnose.
 
-Another program's trace, in the documented format (bnrepro/trace_schema.json): a per-channel weight
+Another program's trace, in the documented format (bnrepro/trace/schema.json): a per-channel weight
 `h = x * w`, then `torch.nn.BatchNorm1d` with PyTorch's defaults (momentum 0.1, eps 1e-5), MSE loss,
 SGD. The header records PyTorch's own momentum, 0.1, and each step's `batch_variance` is what
 PyTorch's update consumed, the unbiased variance. PyTorch updates

@@ -1,5 +1,5 @@
 """Measure how far the NumPy whole-step reference is from TensorFlow: the figures behind
-bnrepro.tolerances.REFERENCE_TOLERANCE and ADAM_SLOT_TOLERANCE.
+bnrepro.check.tolerances.REFERENCE_TOLERANCE and ADAM_SLOT_TOLERANCE.
 
 Runs post 000's cubic scenario and post 001's two-sample net (the post's kernels, and random kernels
 over several seeds, 5 Adam steps each), replays every trace with the reference, chained (from step 0,
@@ -27,10 +27,10 @@ def _kind(name):
 
 
 def measure(seeds, write=print):
-    from bnrepro import reference, tolerances
+    from bnrepro.check import reference, tolerances
     from bnrepro.scenarios import get_scenario, run_scenario
     from bnrepro.trace import read_trace
-    from bnrepro.two_sample import POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL
+    from bnrepro.graphs.two_sample import POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL
 
     runs = [("cubic", {})]
     runs += [("two-sample", {"hidden_kernel_init": POST_HIDDEN_KERNEL,

@@ -10,7 +10,7 @@ the training loop's ``session.run(train_op, feed_dict)`` steps on random float32
 outside the timers, in these variants:
 
   a  untraced      no tracer installed
-  b  traced        ``bnrepro.tracer.Tracer`` installed, records kept in memory, nothing written
+  b  traced        ``bnrepro.graphs.tracer.Tracer`` installed, records kept in memory, nothing written
                    (the target: b / a <= 1.15)
   c  traced+write  as b, and the trace is written at the end (the write is timed on its own)
   d  Keras fit     ``model.fit`` of the same net in graph mode (v2 behaviour disabled, so in a
@@ -343,7 +343,7 @@ def keras_child(args):
     tf1.disable_v2_behavior()
     import tf_keras
 
-    from bnrepro.tracer import Tracer
+    from bnrepro.graphs.tracer import Tracer
 
     batches = make_batches(args)
     inputs = np.concatenate([b[0] for b in batches])
@@ -432,7 +432,7 @@ def main(argv=None):
         return 0
     import tensorflow as tf
 
-    from bnrepro.tracer import Tracer
+    from bnrepro.graphs.tracer import Tracer
 
     print("command: python " + " ".join([os.path.relpath(__file__), *(sys.argv[1:] if argv is None
                                                                      else argv)]))

@@ -168,7 +168,7 @@ def test_a_reader_that_goes_away_is_not_a_traceback(cubic_trace):
 
 def test_a_failing_trace_writer_is_one_line(capsys, monkeypatch):
     import bnrepro.cli
-    from bnrepro.trace_process import TraceWriterError
+    from bnrepro.trace.process import TraceWriterError
 
     def fail(argv):
         raise TraceWriterError(1, "Traceback (most recent call last):\n  ...\n"

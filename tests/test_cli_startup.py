@@ -181,7 +181,8 @@ def test_scenario_config_types_are_the_scenarios_own():
 
 
 def test_method_and_initializer_names_match_mnist_graphs():
-    from bnrepro import compare, mnist_graphs
+    from bnrepro.compare import run as compare
+    from bnrepro.graphs import mnist as mnist_graphs
 
     assert config.METHOD_NAMES == tuple(mnist_graphs.METHODS)
     assert config.WEIGHT_INITIALIZER_NAMES == tuple(mnist_graphs.WEIGHT_INITIALIZERS)

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 from bnrepro.cli import EXIT_USAGE, main
-from bnrepro.compare import (CompareConfig, MethodRun, ProgressBar, BatchNormTracer, batch_schedule,
-                             run_compare, running_mean, summarize)
-from bnrepro.tfv1 import tf
+from bnrepro.config import CompareConfig
+from bnrepro.compare.training import MethodRun, BatchNormTracer, batch_schedule
+from bnrepro.compare.progress import ProgressBar
+from bnrepro.compare.run import run_compare
+from bnrepro.compare.report import running_mean, summarize
+from bnrepro.graphs.tfv1 import tf
 from bnrepro.trace import read_trace
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

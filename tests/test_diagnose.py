@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from bnrepro.cli import main
-from bnrepro.diagnose import conventions_followed, diagnose_trace, fitted_epsilon
+from bnrepro.check.diagnose import conventions_followed, diagnose_trace, fitted_epsilon
 from bnrepro.trace import Trace
-from bnrepro.verify import verify_trace
+from bnrepro.check.verify import verify_trace
 
 BN = "batch_normalization"
 FUSED = "fused/batch_normalization"
@@ -265,7 +265,7 @@ def test_fitted_epsilon_solves_the_inference_formula():
 def test_variances_as_small_as_the_tolerance_are_told_apart(scenario_trace):
     """Both /N and /(N-1) pass the 1e-6 absolute tolerance on variances of 1e-6; verify reports the
     one the values follow (relative errors 5e-8 and 0.33), for each layer."""
-    from bnrepro import formulas
+    from bnrepro.check import formulas
 
     report = verify_trace(scenario_trace("fused-variance", values="0,0.001,0.002,0.003",
                                          epsilon=1e-7))

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from bnrepro.explain import explain_step
+from bnrepro.check.explain import explain_step
 
 
 def test_two_sample_step_matches_the_answer(two_sample_trace):

@@ -10,10 +10,12 @@ import struct
 import numpy as np
 import pytest
 
-import bnrepro.plots as plots
-from bnrepro.compare import (PREACTIVATION_EVERY, TARGET_ACCURACY, CompareConfig, batch_schedule,
-                             load_data, run_compare, train_method)
-from bnrepro.plots import Curves, PreActivations, plot_method, plot_overlay, plot_preactivations
+import bnrepro.compare.figures as plots
+from bnrepro.compare.training import PREACTIVATION_EVERY, batch_schedule, train_method
+from bnrepro.compare.report import TARGET_ACCURACY
+from bnrepro.config import CompareConfig
+from bnrepro.compare.run import load_data, run_compare
+from bnrepro.compare.figures import Curves, PreActivations, plot_method, plot_overlay, plot_preactivations
 from bnrepro.trace import read_trace
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -35,7 +37,7 @@ def _png_size(path):
 
 
 class _Captured:
-    """Wraps a plotting function of bnrepro.plots to keep the figures it returns."""
+    """Wraps a plotting function of bnrepro.compare.figures to keep the figures it returns."""
 
     def __init__(self, function):
         self.function, self.figures = function, []

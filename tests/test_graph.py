@@ -1,5 +1,5 @@
 """The scenarios call ``tf.compat.v1.layers.batch_normalization`` as the posts do and describe each
-layer afterwards, from the graph, with ``bnrepro.graph.batch_norm_taps``. Called without
+layer afterwards, from the graph, with ``bnrepro.graphs.built.batch_norm_taps``. Called without
 ``momentum`` or ``epsilon`` the layer runs its own documented defaults, momentum 0.99 and epsilon
 1e-3 (``momentum=0.99, epsilon=1e-3`` in tf_keras 2.21's ``legacy_tf_layers/normalization.py``, as
 in TF 1.x's ``tf.layers.batch_normalization``), and the tap must say what the graph uses. The
@@ -8,9 +8,9 @@ what the graph computes, never from the tap."""
 import numpy as np
 import pytest
 
-from bnrepro.graph import batch_norm_taps
-from bnrepro.layer_modes import LayerMode
-from bnrepro.tfv1 import tf, tf1
+from bnrepro.graphs.built import batch_norm_taps
+from bnrepro.check.layer_modes import LayerMode
+from bnrepro.graphs.tfv1 import tf, tf1
 
 LAYER_MOMENTUM = 0.99  # tf.compat.v1.layers.batch_normalization's documented default
 LAYER_EPSILON = 1e-3  # ... and its epsilon (1e-5 is PyTorch's and Flax's)
@@ -179,7 +179,7 @@ MODES = {
 
 @pytest.mark.parametrize("shape, training, options, mode", MODES.values(), ids=MODES.keys())
 def test_tap_reads_the_layers_mode_from_the_graph(shape, training, options, mode):
-    """Ghost batches and renorm, declared from what the graph does (:mod:`bnrepro.discover`), with
+    """Ghost batches and renorm, declared from what the graph does (:mod:`bnrepro.graphs.discover`), with
     the momentum 0.9 and epsilon 0.01 the layer was called with."""
     graph = tf.Graph()
     with graph.as_default():

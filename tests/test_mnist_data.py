@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from bnrepro import mnist_data
+from bnrepro.compare import data as mnist_data
 from bnrepro.errors import UserError
-from bnrepro.mnist_data import MnistData, load_mnist
+from bnrepro.compare.data import MnistData, load_mnist
 
 TRAIN_COUNT, TEST_COUNT = 6, 4
 
@@ -225,5 +225,5 @@ def test_bad_test_fraction():
 
 
 def test_module_does_not_import_tensorflow():
-    code = "import sys, bnrepro.mnist_data; sys.exit('tensorflow' in sys.modules)"
+    code = "import sys, bnrepro.compare.data; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bnrepro.compare import CompareConfig
+from bnrepro.config import CompareConfig
 from bnrepro.errors import UserError
-from bnrepro.mnist_graphs import METHODS, NetConfig, build_graph, get_method, parse_methods
-from bnrepro.tfv1 import tf, tf1
+from bnrepro.graphs.mnist import METHODS, NetConfig, build_graph, get_method, parse_methods
+from bnrepro.graphs.tfv1 import tf, tf1
 
 # float32 graph values against float64 NumPy: relative rounding ~6e-8 per operation over sums of
 # 784 products, so 1e-5; the absolute part covers means that should be 0.

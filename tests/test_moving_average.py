@@ -5,7 +5,7 @@ property-based over momentum, epsilon, batch size and input scale (2-D input: th
     moving_variance = momentum * v0 + (1 - momentum) * var(x)        (biased, /N)
     training output = gamma * (x - mean(x)) / sqrt(var(x) + epsilon) + beta
 
-Each value is compared with the float32 rounding bound of its formula (:mod:`bnrepro.tolerances`),
+Each value is compared with the float32 rounding bound of its formula (:mod:`bnrepro.check.tolerances`),
 the batch statistics TensorFlow computed inside the step carrying theirs: a variance far smaller
 than the squared mean (a batch of two nearly equal values of about 2, variance 1e-6) is computed
 with few correct digits (this CPU's kernel subtracts ``mean(x)^2`` from ``mean(x^2)``), and the
@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bnrepro import formulas, tolerances
+from bnrepro.check import formulas, tolerances
 
 
 def one_step(x, momentum, epsilon, moving_mean, moving_variance):
     """Run one training-mode step of the layer in a fresh graph; return what TF computed."""
-    from bnrepro.graph import batch_norm_taps
-    from bnrepro.tfv1 import tf, tf1
+    from bnrepro.graphs.built import batch_norm_taps
+    from bnrepro.graphs.tfv1 import tf, tf1
 
     graph = tf.Graph()
     with graph.as_default():
@@ -95,8 +95,8 @@ def test_the_bounds_are_not_loose_where_the_numbers_are_well_conditioned():
 
 def test_constant_input_hand_derived():
     """Constant input c from moving_mean 0: after t steps m_t = c * (1 - momentum^t)."""
-    from bnrepro.graph import batch_norm_taps
-    from bnrepro.tfv1 import tf, tf1
+    from bnrepro.graphs.built import batch_norm_taps
+    from bnrepro.graphs.tfv1 import tf, tf1
 
     momentum, c = 0.9, 2.0
     graph = tf.Graph()

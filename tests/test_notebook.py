@@ -24,7 +24,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from bnrepro.tolerances import FLOAT32_ULPS_ACROSS_CPUS
+from bnrepro.check.tolerances import FLOAT32_ULPS_ACROSS_CPUS
 
 NOTEBOOKS = os.path.join(os.path.dirname(__file__), "..", "notebooks")
 NOTEBOOK = os.path.join(NOTEBOOKS, "walkthrough.ipynb")

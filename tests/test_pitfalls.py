@@ -1,5 +1,5 @@
 """Each trap shows itself in its scenario's trace, checked against hand derivations, plain NumPy written
-here (not bnrepro.formulas / layer_modes), the numbers of the issue and post 000's printout, and the
+here (not bnrepro.check.formulas / layer_modes), the numbers of the issue and post 000's printout, and the
 conventions table against the installed sources.
 
 Tolerances: TensorFlow computes in float32; values of order 1-10 agree with float64 to ~1e-6.
@@ -11,8 +11,8 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from bnrepro import layer_modes
-from bnrepro.conventions import CONVENTIONS, by_framework, format_table
+from bnrepro.check import layer_modes
+from bnrepro.check.conventions import CONVENTIONS, by_framework, format_table
 
 ATOL = 1e-6  # float32 values of order 1 against float64 references
 FUSED = "fused/batch_normalization"
@@ -82,7 +82,7 @@ def test_without_update_ops_training_is_unchanged_and_inference_is_wrong(scenari
             np.testing.assert_allclose(broken.step(step)["variables"][name],
                                        cubic_trace.step(step)["variables"][name], atol=ATOL)
     # The moving statistics the update would have kept are the fixed run's own.
-    from bnrepro.pitfalls.update_ops import inference_errors, shadow_moving_statistics
+    from bnrepro.graphs.pitfalls.update_ops import inference_errors, shadow_moving_statistics
 
     shadow = shadow_moving_statistics(broken.steps, BN, momentum=0.9)
     assert shadow[10][0] == pytest.approx(cubic_trace.step(10)["bn"][BN]["moving_mean"], abs=ATOL)
@@ -116,7 +116,7 @@ POST_000_BN1 = [1.0949917, 1.5564928, 1.638361]  # printed by post 000 before it
 
 
 def test_only_the_layer_default_epsilon_reproduces_post_000(scenario_trace):
-    from bnrepro.pitfalls.epsilon import epsilon_rows
+    from bnrepro.graphs.pitfalls.epsilon import epsilon_rows
 
     trace = scenario_trace("epsilon")
     rows = {epsilon: output for epsilon, _, output, _ in epsilon_rows(trace.step(9), trace.step(10))}

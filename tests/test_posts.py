@@ -3,7 +3,7 @@ import pytest
 
 import numpy as np
 
-from bnrepro.posts import POST_000, POST_001, compare_printed
+from bnrepro.check.posts import POST_000, POST_001, compare_printed
 
 
 @pytest.mark.parametrize("fixture, printed", [("cubic_trace", POST_000),
@@ -34,7 +34,7 @@ def test_a_number_one_printed_digit_off_differs(cubic_trace):
 
 def test_post_000_bn1_needs_the_layer_epsilon_not_the_posts(cubic_trace):
     """The post writes eps = 0.00001, but only the layer's default 0.001 gives its printed bn1[0]."""
-    from bnrepro.formulas import normalize
+    from bnrepro.check.formulas import normalize
 
     before = cubic_trace.step(9)["bn"]["batch_normalization"]
     hidden_tmp = cubic_trace.step(10)["inference"]["batch_normalization"]["input"][0, 0]

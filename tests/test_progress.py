@@ -10,7 +10,11 @@ import sys
 
 import pytest
 
-from bnrepro.compare import EMBEDDED_DATA, CompareConfig, ProgressBar, run_compare
+from bnrepro.config import EMBEDDED_DATA, CompareConfig
+
+from bnrepro.compare.progress import ProgressBar
+
+from bnrepro.compare.run import run_compare
 from bnrepro.config import option
 from bnrepro.reproduce import reproduce
 

@@ -1,4 +1,4 @@
-"""The NumPy reference (bnrepro.reference) against hand derivations and against real TensorFlow traces.
+"""The NumPy reference (bnrepro.check.reference) against hand derivations and against real TensorFlow traces.
 
 The first group needs no TensorFlow: finite differences, the zero pre-batch-norm bias gradient, the
 Adam and moving-average formulas, the error handling. The second group builds each scenario's graph
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from bnrepro import reference as ref
+from bnrepro.check import reference as ref
 from bnrepro.errors import UserError
 from bnrepro.trace import Trace, read_trace
 
@@ -152,7 +152,7 @@ def test_unknown_scenario_and_gaps_are_user_errors():
 
 
 def test_reference_does_not_import_tensorflow():
-    code = "import sys, bnrepro.reference; print('tensorflow' in sys.modules)"
+    code = "import sys, bnrepro.check.reference; print('tensorflow' in sys.modules)"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert output.stdout.strip() == "False"
 

@@ -8,8 +8,10 @@ import os
 
 import pytest
 
-from bnrepro import posts, reference, reproduce as reproduce_module
-from bnrepro.compare import EMBEDDED_DATA, CompareConfig
+from bnrepro.check import posts, reference
+
+from bnrepro import reproduce as reproduce_module
+from bnrepro.config import EMBEDDED_DATA, CompareConfig
 
 SHORT_COMPARE = CompareConfig(methods="bn", steps=20, data=EMBEDDED_DATA)
 

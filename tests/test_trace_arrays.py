@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from bnrepro import trace as trace_module
-from bnrepro.explain import explain_path
-from bnrepro.load import load_trace
+from bnrepro.trace import writer as trace_module
+from bnrepro.check.explain import explain_path
+from bnrepro.trace.load import load_trace
 from bnrepro.trace import ARRAYS_FILE, TRACE_FILE, TraceWriter, read_trace
-from bnrepro.verify import verify_path
+from bnrepro.check.verify import verify_path
 
 LAYER = "layer1/batch_normalization"
 
@@ -18,7 +18,8 @@ LAYER = "layer1/batch_normalization"
 @pytest.fixture(scope="module")
 def binary_trace(tmp_path_factory):
     """A short comparison's bn trace (128 units, so its arrays go to the .npz), 30 steps."""
-    from bnrepro.compare import EMBEDDED_DATA, CompareConfig, run_compare
+    from bnrepro.config import EMBEDDED_DATA, CompareConfig
+    from bnrepro.compare.run import run_compare
 
     out = tmp_path_factory.mktemp("arrays") / "out"
     config = CompareConfig(methods="bn", steps=30, data=EMBEDDED_DATA, trace_tensors_every=10)
@@ -119,7 +120,7 @@ def test_every_line_of_the_binary_form_validates(binary_trace):
 
     import bnrepro
 
-    with open(os.path.join(os.path.dirname(bnrepro.__file__), "trace_schema.json"),
+    with open(os.path.join(os.path.dirname(bnrepro.__file__), "trace", "schema.json"),
               encoding="utf-8") as handle:
         validator = jsonschema.Draft202012Validator(json.load(handle))
     with open(os.path.join(binary_trace, TRACE_FILE), encoding="utf-8") as handle:

@@ -1,7 +1,7 @@
 """The moving-statistics figure's series: the momentum prediction lands on TensorFlow's values."""
 import numpy as np
 
-from bnrepro.trace_plots import moving_statistic_series, plot_moving_statistics
+from bnrepro.trace.plots import moving_statistic_series, plot_moving_statistics
 
 
 def test_prediction_matches_stored_and_lags_the_batch(cubic_trace):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bnrepro.trace import CSV_FILE, TRACE_FILE, TraceWriter, make_header
-from bnrepro.trace_process import RECORDS_PER_MESSAGE, BackgroundTraceWriter, TraceWriterError
+from bnrepro.trace.process import RECORDS_PER_MESSAGE, BackgroundTraceWriter, TraceWriterError
 
 HEADER = make_header("synthetic", {}, {"bn": {"momentum": 0.9, "epsilon": 0.001}})
 

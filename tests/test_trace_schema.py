@@ -1,4 +1,4 @@
-"""bnrepro/trace_schema.json documents the bnrepro-trace/1 and /2 formats: it is a valid JSON Schema,
+"""bnrepro/trace/schema.json documents the bnrepro-trace/1 and /2 formats: it is a valid JSON Schema,
 every line of every trace bnrepro writes (bnrepro-trace/2) validates against it, it agrees with the
 reader's constants, and it rejects what the reader rejects."""
 import json
@@ -10,7 +10,7 @@ import pytest
 import bnrepro
 from bnrepro.trace import BATCH_STATISTICS, FORMAT, FORMATS, LAYER_STATE
 
-SCHEMA_PATH = os.path.join(os.path.dirname(bnrepro.__file__), "trace_schema.json")
+SCHEMA_PATH = os.path.join(os.path.dirname(bnrepro.__file__), "trace", "schema.json")
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ MODE_HEADERS_REJECTED = [
 
 @pytest.mark.parametrize("document", MODE_HEADERS_ACCEPTED)
 def test_mode_declarations_the_schema_and_verify_accept(validator, document):
-    from bnrepro.layer_modes import LayerMode
+    from bnrepro.check.layer_modes import LayerMode
 
     assert validator.is_valid(document)
     mode = LayerMode.from_header(document["layers"]["bn"], "bn")
@@ -105,7 +105,7 @@ def test_mode_declarations_the_schema_and_verify_accept(validator, document):
 @pytest.mark.parametrize("document", MODE_HEADERS_REJECTED)
 def test_mode_declarations_the_schema_and_verify_reject(validator, document):
     from bnrepro.errors import UserError
-    from bnrepro.layer_modes import LayerMode
+    from bnrepro.check.layer_modes import LayerMode
 
     assert not validator.is_valid(document)
     with pytest.raises(UserError, match="header layer 'bn'"):
@@ -116,7 +116,7 @@ def test_a_minimal_hand_written_trace_validates_and_reads(validator, tmp_path):
     """What another program must write at the least: a header, steps with the layer state, and the
     end line (without it the trace reads, but verify says it may be cut short)."""
     from bnrepro.trace import read_trace
-    from bnrepro.verify import verify_trace
+    from bnrepro.check.verify import verify_trace
 
     lines = [HEADER, {"step": 0, "bn": {"bn": STATE}},
              {"step": 1, "bn": {"bn": dict(STATE, moving_mean=[0.1], batch_mean=[1.0],
@@ -136,7 +136,7 @@ def test_every_line_bnrepro_trace_writes_validates(validator, tmp_path):
     """A bnrepro-trace/2 trace (``bnrepro.tracing`` around a program's session code: one layer
     from ``tf.compat.v1.layers``, one ``tf.assign`` average) validates line by line, as step2."""
     import bnrepro
-    from bnrepro.tfv1 import tf, tf1
+    from bnrepro.graphs.tfv1 import tf, tf1
 
     graph = tf.Graph()
     with graph.as_default():

@@ -4,7 +4,7 @@ Each program runs twice in a fresh interpreter, as ``python PROGRAM`` and as ``b
 DIR PROGRAM``: its own output must be the same. Each program normalises batches it draws from
 ``numpy.random.RandomState(0)``, so the moving statistics it should end with are recomputed here
 with NumPy from the same batches, step by step, with their float32 rounding bounds
-(:mod:`bnrepro.tolerances`), independently of TensorFlow and of ``bnrepro verify``; then verify's
+(:mod:`bnrepro.check.tolerances`), independently of TensorFlow and of ``bnrepro verify``; then verify's
 verdict and diagnosis are checked against what each program does wrong.
 """
 import concurrent.futures
@@ -15,10 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-from bnrepro import formulas, tolerances
-from bnrepro.diagnose import conventions_followed
+from bnrepro.check import formulas, tolerances
+from bnrepro.check.diagnose import conventions_followed
 from bnrepro.trace import read_trace
-from bnrepro.verify import verify_trace
+from bnrepro.check.verify import verify_trace
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "user_scripts")
 TRACED = ["layers_update_ops", "layers_forgot_update_ops", "keras_layer_graph", "keras_fit",
@@ -262,7 +262,7 @@ def test_tracing_keeps_the_runs_before_an_error(tmp_path):
     """``with bnrepro.tracing(out)``: an exception in the block is passed on, and the trace of the
     runs before it is written, its end line saying why it stopped (verify: INCOMPLETE)."""
     import bnrepro
-    from bnrepro.tfv1 import tf, tf1
+    from bnrepro.graphs.tfv1 import tf, tf1
 
     graph = tf.Graph()
     with graph.as_default():
@@ -289,7 +289,7 @@ def test_a_long_trace_keeps_the_layer_input_for_the_first_steps_then_every_hundr
     step, the layer's input at steps 1-100 and then every 100th, so that a long run neither holds a
     batch per step nor fetches one it would not keep."""
     import bnrepro
-    from bnrepro.tfv1 import tf, tf1
+    from bnrepro.graphs.tfv1 import tf, tf1
 
     graph = tf.Graph()
     with graph.as_default():
@@ -311,7 +311,7 @@ def test_a_long_trace_keeps_the_layer_input_for_the_first_steps_then_every_hundr
 
 
 def test_explain_writes_out_averages_and_zero_debiased_layers(runs):
-    from bnrepro.explain import explain_path
+    from bnrepro.check.explain import explain_path
 
     text = explain_path(runs["plain_assign"]["trace"], 2)
     assert text.startswith("Step 2 of trace, average running_mean (momentum 0.95)")

@@ -11,7 +11,7 @@ import pytest
 
 from bnrepro.cli import main
 from bnrepro.trace import TRACE_FILE, read_trace
-from bnrepro.verify import verify_trace
+from bnrepro.check.verify import verify_trace
 
 
 def _lines(path):
@@ -66,7 +66,8 @@ def test_non_finite_values_are_named(cubic_trace):
 @pytest.fixture(scope="module")
 def diverged_compare(tmp_path_factory):
     """``bnrepro compare --methods bn --steps 30 --learning-rate 100``: NaN loss at step 17."""
-    from bnrepro.compare import EMBEDDED_DATA, CompareConfig, run_compare
+    from bnrepro.config import EMBEDDED_DATA, CompareConfig
+    from bnrepro.compare.run import run_compare
 
     out = tmp_path_factory.mktemp("diverged") / "out"
     config = CompareConfig(methods="bn", steps=30, learning_rate=100.0, data=EMBEDDED_DATA)
@@ -89,7 +90,8 @@ def test_a_diverged_run_is_named_not_passed(diverged_compare, capsys):
 @pytest.fixture(scope="module")
 def default_compare(tmp_path_factory):
     """The default comparison's bn layer (2-D, non-fused, epsilon 1e-5), 40 steps."""
-    from bnrepro.compare import EMBEDDED_DATA, CompareConfig, run_compare
+    from bnrepro.config import EMBEDDED_DATA, CompareConfig
+    from bnrepro.compare.run import run_compare
 
     out = tmp_path_factory.mktemp("default") / "out"
     config = CompareConfig(methods="bn", steps=40, data=EMBEDDED_DATA, trace_tensors_every=10)

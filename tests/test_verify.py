@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bnrepro import formulas
+from bnrepro.check import formulas
 from bnrepro.trace import Trace, end_record
-from bnrepro.verify import verify_trace
+from bnrepro.check.verify import verify_trace
 
 
 @pytest.mark.parametrize("fixture", ["cubic_trace", "two_sample_trace", "two_sample_long_trace"])
@@ -87,7 +87,7 @@ def _synthetic_trace(batch_variance_convention, *, swapped=False):
 
 @pytest.mark.parametrize("convention", formulas.VARIANCE_CONVENTIONS)
 def test_reports_which_variance_the_trace_follows(convention):
-    from bnrepro.diagnose import conventions_followed
+    from bnrepro.check.diagnose import conventions_followed
 
     report = verify_trace(_synthetic_trace(convention))
     assert report.passed, report.format()
@@ -106,7 +106,7 @@ def test_a_trace_with_momentum_and_1_minus_momentum_swapped_fails_and_is_named(c
     """The swapped trace's moving statistics (1.5 and 3.25 or 6.25, :func:`_synthetic_trace`) are
     not the standard update's (0.5 and 1.75 or 2.75): verify fails both updates, and the diagnosis
     names the swapped convention (with the unbiased variance: PyTorch's)."""
-    from bnrepro.diagnose import conventions_followed
+    from bnrepro.check.diagnose import conventions_followed
 
     report = verify_trace(_synthetic_trace(convention, swapped=True))
     assert report.passed is False, report.format()
@@ -148,7 +148,7 @@ def test_real_traces_of_the_other_modes_pass_under_the_declared_mode(scenario_tr
     printed = capsys.readouterr().out
     assert f"mode of {LAYER} (from the header): {mode}\n" in printed
     assert printed.rstrip().splitlines()[-1].startswith(
-        "PASS: every recorded value is within its float32 rounding bound (bnrepro.tolerances; "
+        "PASS: every recorded value is within its float32 rounding bound (bnrepro.check.tolerances; "
         "the largest error is ")
 
 
@@ -249,7 +249,7 @@ def _ghost_trace(layout_declared, layout_followed):
     ("contiguous", "strided", False), ("strided", "contiguous", False), (None, "strided", False),
 ])
 def test_hand_made_ghost_batch_traces(declared, followed, passes):
-    from bnrepro.diagnose import conventions_followed
+    from bnrepro.check.diagnose import conventions_followed
 
     report = verify_trace(_ghost_trace(declared, followed))
     assert report.passed == passes, report.format()
@@ -324,7 +324,7 @@ def test_hand_made_renorm_trace_passes(variables):
 
 
 def test_hand_made_renorm_trace_undeclared_fails_with_the_diagnosis():
-    from bnrepro.diagnose import conventions_followed
+    from bnrepro.check.diagnose import conventions_followed
 
     for variables in (True, False):
         report = verify_trace(_renorm_trace(declared=False, variables=variables))

@@ -1,0 +1,504 @@
+"""The diagnosis ``bnrepro verify`` prints: which known convention a trace follows, when not the standard one.
+
+The standard convention is ``tf.compat.v1.layers.batch_normalization`` without the fused kernel: for
+every step ``k`` with the state of step ``k - 1`` as "old", ``momentum`` and ``epsilon`` from the
+trace's header, and the batch statistics of the layer's input ``x`` (``batch_input``)::
+
+    moving_mean_k     = momentum * moving_mean_old     + (1 - momentum) * mean(x)
+    moving_variance_k = momentum * moving_variance_old + (1 - momentum) * var(x)      (biased, /N)
+    output            = gamma * (input - moving_mean_old) / sqrt(moving_variance_old + epsilon) + beta
+
+For each layer and each of ``moving_mean``, ``moving_variance``, the recorded batch statistics and
+the inference output, every candidate below predicts each traced step's values with a bound (the
+float32 rounding of its formula on its operands, :mod:`bnrepro.check.tolerances`); a candidate fits when
+every value is within its bound. A finding names a convention only when the numbers tell it apart:
+nothing is reported when the expected convention (the standard one, or the mode the header
+declares) fits, and a convention is named only when it is the one candidate that fits; when several
+fit, the finding lists them and names none. A layer whose header entry declares a mode
+(``virtual_batch_size``, ``renorm``: :class:`bnrepro.check.layer_modes.LayerMode`) expects that mode: the
+standard convention is reported when the trace follows it instead. The moving statistics are
+recomputed from ``batch_input`` when the trace has it (the whole chain from the layer's input),
+otherwise from the recorded ``batch_mean`` / ``batch_variance``.
+
+Moving-statistic candidates, with ``m = momentum``, ``s`` the batch statistic:
+
+* ``unbiased``: ``m * old + (1 - m) * var_(N-1)(x)`` (the fused kernel, 4-D input);
+* ``swapped``: ``(1 - m) * old + m * s`` (momentum read as the weight of the new value);
+* ``pytorch``: ``(1 - m) * old + m * var_(N-1)(x)`` (PyTorch's ``BatchNorm``);
+* ``no update``: ``old`` (the update ops never ran);
+* ``ghost k``: ``m * old + (1 - m) * mean_j var(x_j)`` over ghost batches of ``k`` samples
+  (``virtual_batch_size``; strided as tf_keras splits them, or contiguous);
+* ``renorm``: ``moving_stddev = m * moving_stddev_old + (1 - m) * sqrt(var(x) + epsilon)``,
+  ``moving_variance = moving_stddev^2 - epsilon`` (``moving_stddev_old`` recorded, or
+  :func:`bnrepro.check.layer_modes.moving_stddev_after`).
+
+Nothing here uses TensorFlow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+from bnrepro.check import formulas, layer_modes, tolerances
+from bnrepro.check.conventions import KNOWN_EPSILONS
+from bnrepro.check.layer_modes import LayerMode
+
+STANDARD = "standard"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one layer's quantity follows: ``convention`` (a candidate key) and a sentence for users."""
+
+    layer: str
+    quantity: str  # "moving_mean", "moving_variance", "batch statistics", "inference output"
+    convention: Optional[str]  # None: no known convention matches
+    message: str
+
+    def format(self):
+        return f"diagnosis: {self.layer}: {self.message}"
+
+
+class Prediction(NamedTuple):
+    """What a candidate predicts for one step: ``value``, and ``bound``, how far float32 rounding
+    may move the traced value from it."""
+
+    value: np.ndarray
+    bound: np.ndarray
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A known convention: ``expected(step)`` gives the :class:`Prediction` of its values (``None``:
+    not applicable)."""
+
+    key: str
+    message: str
+    expected: Callable
+
+
+@dataclass
+class _Step:
+    """What one traced step offers the candidates."""
+
+    old: dict  # the layer's state after the previous step
+    new: dict  # ... after this step, with the batch statistics this step's update consumed
+    previous: dict  # the previous step's record
+    inference: Optional[dict]
+    layer: str
+    momentum: float
+    epsilon: float
+    updates: int = 1  # how many updates this one is, counting from the first (1)
+
+    @property
+    def inputs(self):
+        return self.new.get("batch_input")
+
+    def mean(self):
+        """The batch mean as a :class:`Prediction`: from ``batch_input``, else as recorded."""
+        if self.inputs is None:
+            recorded = self.new.get("batch_mean")
+            return None if recorded is None else Prediction(recorded, 0.0)
+        axes = formulas.reduction_axes(self.inputs)
+        return Prediction(formulas.batch_mean(self.inputs), tolerances.mean_bound(self.inputs, axes))
+
+    def variance(self, convention=formulas.BIASED):
+        """The batch variance as a :class:`Prediction`, or ``None`` (the unbiased one of a single
+        value per channel, or of a trace without ``batch_input``)."""
+        if self.inputs is None:
+            recorded = self.new.get("batch_variance")
+            if convention != formulas.BIASED or recorded is None:
+                return None
+            return Prediction(recorded, 0.0)
+        if convention == formulas.UNBIASED and formulas.values_per_channel(self.inputs) < 2:
+            return None
+        ddof = 1 if convention == formulas.UNBIASED else 0
+        return Prediction(formulas.batch_variance(self.inputs, convention), tolerances.variance_bound(
+            self.inputs, formulas.reduction_axes(self.inputs), ddof))
+
+
+def _averaged(step, statistic, prediction, momentum):
+    """``momentum * old + (1 - momentum) * prediction`` with its bound."""
+    if prediction is None:
+        return None
+    old = step.old[statistic]
+    value = formulas.moving_average(old, prediction.value, momentum)
+    return Prediction(value, tolerances.moving_average_bound(
+        old, prediction.value, momentum, value, statistic_error=prediction.bound))
+
+
+def _tf(step, prediction, statistic):
+    """``momentum * old + (1 - momentum) * value`` (TF's direction)."""
+    return _averaged(step, statistic, prediction, step.momentum)
+
+
+def _swapped(step, prediction, statistic):
+    """``(1 - momentum) * old + momentum * value`` (PyTorch's direction)."""
+    return _averaged(step, statistic, prediction, 1.0 - step.momentum)
+
+
+def _unchanged(step, statistic):
+    """The old value, exactly (the update did not run)."""
+    return Prediction(step.old[statistic], 0.0)
+
+
+def _zero_debiased(step, prediction, statistic):
+    """The zero-debiased average after ``step.updates`` updates
+    (:func:`bnrepro.check.formulas.zero_debiased_average`): ``local_step`` as recorded, else the count
+    of updates."""
+    if prediction is None:
+        return None
+    old, momentum = step.old[statistic], step.momentum
+    steps = (float(np.ravel(step.old["local_step"])[0]), float(np.ravel(step.new["local_step"])[0])) \
+        if "local_step" in step.new and "local_step" in step.old else (step.updates - 1, step.updates)
+    biased_old, biased_new, value = formulas.zero_debiased_average(old, prediction.value, momentum,
+                                                                   *steps)
+    return Prediction(value, tolerances.zero_debiased_bound(
+        old, prediction.value, momentum, *steps, biased_old, biased_new, value,
+        statistic_error=prediction.bound))
+
+
+ZERO_DEBIASED = "zero-debiased"
+ZERO_DEBIASED_MESSAGE = ("{} follows a zero-debiased average (moving_averages.assign_moving_average's "
+                         "default zero_debias=True): value = biased / (1 - momentum^t), so the "
+                         "initial value never matters")
+
+
+def _keras_2_2_variance(step):
+    """Keras 2.2's moving variance: the batch variance times ``N / (N - 1 - epsilon)``."""
+    variance = step.variance()
+    if step.inputs is None or variance is None:
+        return None
+    count = formulas.values_per_channel(step.inputs)
+    if count - 1.0 - step.epsilon <= 0:
+        return None
+    factor = count / (count - 1.0 - step.epsilon)
+    return _tf(step, Prediction(variance.value * factor, np.asarray(variance.bound) * factor
+                                + tolerances.UNIT_ROUNDOFF * 4 * np.abs(variance.value * factor)),
+               "moving_variance")
+
+
+MEAN_CANDIDATES = (
+    Candidate(STANDARD, "moving_mean follows the standard update",
+              lambda s: _tf(s, s.mean(), "moving_mean")),
+    Candidate("swapped", "moving_mean follows momentum and 1 - momentum swapped: momentum is the "
+                         "weight of the new batch value (PyTorch's convention)",
+              lambda s: _swapped(s, s.mean(), "moving_mean")),
+    Candidate("no update", "moving_mean never moves: the update op did not run (UPDATE_OPS left "
+                           "out of the train op, or training was False)",
+              lambda s: _unchanged(s, "moving_mean")),
+    Candidate(ZERO_DEBIASED, ZERO_DEBIASED_MESSAGE.format("moving_mean"),
+              lambda s: _zero_debiased(s, s.mean(), "moving_mean")),
+)
+
+
+GHOST_SIZES = range(2, 65)
+
+
+def _moments_under(step, mode):
+    """``(mean, variance)`` :class:`Prediction` s the step's update consumes under ``mode``, or
+    ``None``: from ``batch_input``, the batch's moments or the ghost batches' mean moments
+    (``None`` when ``virtual_batch_size`` does not divide the batch); without it, as recorded."""
+    if not mode.ghost or step.inputs is None:
+        return step.mean(), step.variance()
+    if np.shape(step.inputs)[0] % mode.virtual_batch_size:
+        return None
+    axes = formulas.reduction_axes(step.inputs)
+    mean, variance = mode.moments(step.inputs)
+    return (Prediction(mean, tolerances.mean_bound(step.inputs, axes)),
+            Prediction(variance, tolerances.variance_bound(step.inputs, axes)))
+
+
+def _moving_variance_under(step, mode):
+    """The moving variance ``mode`` predicts (:meth:`LayerMode.moving_variance`), or ``None``."""
+    moments = _moments_under(step, mode)
+    if moments is None or moments[1] is None:
+        return None
+    variance = moments[1]
+    if not mode.renorm:
+        return _tf(step, variance, "moving_variance")
+    old_stddev, old_error = layer_modes.moving_stddev_with_bound(step.previous, step.layer,
+                                                                 step.epsilon)
+    moving_stddev = formulas.moving_average(old_stddev, np.sqrt(np.asarray(variance.value)
+                                                                + step.epsilon), step.momentum)
+    value = mode.moving_variance(None, old_stddev, variance.value, step.momentum, step.epsilon)
+    bound = tolerances.renorm_bounds(old_stddev, variance.value, step.momentum, step.epsilon,
+                                     moving_stddev, value, old_stddev_error=old_error,
+                                     variance_error=variance.bound)[2]
+    return Prediction(value, bound)
+
+
+def _batch_statistics_under(step, mode):
+    moments = _moments_under(step, mode)
+    return None if moments is None else _stacked(*moments)
+
+
+UNDER_MODE = {"moving_variance": _moving_variance_under, "batch statistics": _batch_statistics_under}
+
+
+def _ghost_candidates(quantity):
+    """One candidate per ghost-batch size ``k`` and layout, for the moving variance (``quantity``
+    "moving_variance") or the recorded batch statistics ("batch statistics"); each applies when
+    ``k`` splits the batch into two or more ghost batches."""
+    subject = "moving_variance follows" if quantity == "moving_variance" else \
+        "the batch statistics are"
+    candidates = []
+    for layout in layer_modes.GHOST_LAYOUTS:
+        for size in GHOST_SIZES:
+            mode = LayerMode(virtual_batch_size=size, ghost_layout=layout)
+
+            def expected(step, mode=mode):
+                if step.inputs is None or np.shape(step.inputs)[0] == mode.virtual_batch_size:
+                    return None
+                return UNDER_MODE[quantity](step, mode)
+            candidates.append(Candidate(
+                mode.key, f"{subject} the mean of the moments of ghost batches of {size} {layout} "
+                          f"samples (virtual_batch_size={size})", expected))
+    return tuple(candidates)
+
+
+def _declared_candidate(mode, quantity):
+    """The candidate of the mode the header declares, for a quantity the mode changes, or ``None``."""
+    changed = mode.ghost or (mode.renorm and quantity == "moving_variance")
+    if quantity not in UNDER_MODE or not changed:
+        return None
+    return Candidate(mode.key, f"{quantity} follows {mode.describe()}",
+                     lambda step: UNDER_MODE[quantity](step, mode))
+
+
+VARIANCE_CANDIDATES = (
+    Candidate(STANDARD, "moving_variance follows the standard update (biased /N variance)",
+              lambda s: _tf(s, s.variance(), "moving_variance")),
+    Candidate("unbiased", "moving_variance follows the unbiased (N-1) batch variance: fused batch "
+                          "norm (4-D input, or fused=True)",
+              lambda s: _tf(s, s.variance(formulas.UNBIASED), "moving_variance")),
+    Candidate("swapped", "moving_variance follows momentum and 1 - momentum swapped with the biased "
+                         "variance",
+              lambda s: _swapped(s, s.variance(), "moving_variance")),
+    Candidate("pytorch", "moving_variance follows momentum and 1 - momentum swapped with the "
+                         "unbiased (N-1) variance: PyTorch's BatchNorm convention",
+              lambda s: _swapped(s, s.variance(formulas.UNBIASED), "moving_variance")),
+    Candidate("no update", "moving_variance never moves: the update op did not run (UPDATE_OPS "
+                           "left out of the train op, or training was False)",
+              lambda s: _unchanged(s, "moving_variance")),
+    Candidate("renorm", "moving_variance follows batch renorm: the layer averages moving_stddev = "
+                        "sqrt(var + epsilon) and sets moving_variance = moving_stddev^2 - epsilon",
+              lambda s: _moving_variance_under(s, LayerMode(renorm=True))),
+    Candidate(ZERO_DEBIASED, ZERO_DEBIASED_MESSAGE.format("moving_variance"),
+              lambda s: _zero_debiased(s, s.variance(), "moving_variance")),
+    Candidate("keras 2.2", "moving_variance follows Keras 2.2's batch variance times N / (N - 1 - "
+                           "epsilon)", _keras_2_2_variance),
+) + _ghost_candidates("moving_variance")
+
+
+def _recorded(step):
+    return np.concatenate([np.ravel(step.new["batch_mean"]), np.ravel(step.new["batch_variance"])])
+
+
+def _stacked(mean, variance):
+    """The mean and variance :class:`Prediction` s as one, flattened."""
+    if mean is None or variance is None:
+        return None
+    value = np.concatenate([np.ravel(mean.value), np.ravel(variance.value)])
+    bound = np.concatenate([np.ravel(np.broadcast_to(mean.bound, np.shape(mean.value))),
+                            np.ravel(np.broadcast_to(variance.bound, np.shape(variance.value)))])
+    return Prediction(value, bound)
+
+
+def _old_statistics(step):
+    """The old moving statistics, exactly: what an update in inference mode consumes."""
+    return _stacked(_unchanged(step, "moving_mean"), _unchanged(step, "moving_variance"))
+
+
+BATCH_CANDIDATES = (
+    Candidate(STANDARD, "the batch statistics are the batch's biased moments",
+              lambda s: _stacked(s.mean(), s.variance())),
+    Candidate("unbiased", "batch_variance is the unbiased (N-1) variance (what the fused kernel "
+                          "and PyTorch average into the moving variance)",
+              lambda s: _stacked(s.mean(), s.variance(formulas.UNBIASED))),
+    Candidate("inference mode", "the batch statistics the update consumed are the old moving "
+                                "statistics, not the batch's: the layer ran in inference mode in "
+                                "the training run (training was never fed True)",
+              _old_statistics),
+) + _ghost_candidates("batch statistics")
+
+
+def _normalized(step, epsilon):
+    """The inference output with ``epsilon`` and the old moving statistics, with its bound."""
+    if step.inference is None:
+        return None
+    old, x = step.old, step.inference["input"]
+    value = formulas.normalize(x, old["moving_mean"], old["moving_variance"], old["gamma"],
+                               old["beta"], epsilon)
+    return Prediction(value, tolerances.normalize_bound(x, old["moving_mean"],
+                                                        old["moving_variance"], old["gamma"],
+                                                        old["beta"], epsilon, value))
+
+
+def _epsilon_candidate(epsilon, who):
+    return Candidate(f"epsilon {epsilon:g}", f"the inference output follows epsilon = {epsilon:g} "
+                                             f"({who}), not the header's",
+                     lambda s: _normalized(s, epsilon))
+
+
+INFERENCE_CANDIDATES = (
+    Candidate(STANDARD, "the inference output follows the header's epsilon",
+              lambda s: _normalized(s, s.epsilon)),
+) + tuple(_epsilon_candidate(epsilon, who) for epsilon, who in KNOWN_EPSILONS.items())
+
+
+def fitted_epsilon(inputs, outputs, moving_mean, moving_variance, gamma, beta):
+    """Solve the inference formula for epsilon, element by element, and take the median::
+
+        epsilon = (gamma * (input - moving_mean) / (output - beta))^2 - moving_variance
+
+    Elements whose ``output - beta`` is within 1e-3 of zero carry no information and are skipped;
+    returns ``None`` when none is left.
+    """
+    inputs, outputs = np.asarray(inputs, dtype=np.float64), np.asarray(outputs, dtype=np.float64)
+    shifted = outputs - beta
+    usable = np.abs(shifted) > 1e-3
+    if not usable.any():
+        return None
+    ratio = gamma * (inputs - moving_mean) / np.where(usable, shifted, 1.0)
+    estimates = ratio * ratio - moving_variance
+    return float(np.median(estimates[usable]))
+
+
+QUANTITIES = (
+    ("moving_mean", MEAN_CANDIDATES, lambda s: s.new["moving_mean"]),
+    ("moving_variance", VARIANCE_CANDIDATES, lambda s: s.new["moving_variance"]),
+    ("batch statistics", BATCH_CANDIDATES,
+     lambda s: _recorded(s) if s.inputs is not None and "batch_mean" in s.new else None),
+    ("inference output", INFERENCE_CANDIDATES,
+     lambda s: None if s.inference is None else s.inference["output"]),
+)
+
+
+def _steps(trace, layer):
+    settings = trace.layers[layer]
+    updates = 0
+    for record in trace.steps:
+        if layer not in record["bn"]:
+            continue
+        previous = trace.before(record, layer)
+        if previous is None:
+            continue
+        state = record["bn"][layer]
+        updates += "batch_mean" in state or "batch_input" in state
+        yield _Step(old=previous["bn"][layer], new=state, previous=previous,
+                    inference=record.get("inference", {}).get(layer), layer=layer,
+                    momentum=state.get("momentum", settings["momentum"]),
+                    epsilon=settings["epsilon"], updates=max(updates, 1))
+
+
+def _fitting(steps, candidates, observed):
+    """``(the candidates whose predictions hold every observed value within its bound, how many
+    steps were compared)``; a candidate not applicable at some step does not fit."""
+    from bnrepro.check.verify import Check
+
+    pairs = [(step, observed(step)) for step in steps]
+    pairs = [(step, value) for step, value in pairs if value is not None]
+    fitting = []
+    for candidate in candidates:
+        check = Check(candidate.key)
+        for step, value in pairs:
+            prediction = candidate.expected(step)
+            if prediction is None:
+                check.fail("", "not applicable")
+                break
+            check.compare("", value, prediction.value, prediction.bound)
+            if not check.passed:
+                break
+        if check.passed and pairs:
+            fitting.append(candidate)
+    return fitting, len(pairs)
+
+
+def diagnose_trace(trace):
+    """Every finding for every layer of a :class:`bnrepro.trace.Trace`: a list of :class:`Finding`."""
+    findings = []
+    for layer in trace.layers:
+        settings = trace.layers[layer]
+        mode = LayerMode.from_header(settings, layer)
+        steps = list(_steps(trace, layer))
+        findings += _run_findings(trace, layer) + _from_zero_findings(trace, layer)
+        for quantity, candidates, observed in QUANTITIES:
+            declared = _declared_candidate(mode, quantity)
+            if declared is not None:
+                candidates = (declared,) + candidates
+            expected_key = STANDARD if declared is None else declared.key
+            if settings.get("zero_debias") and quantity in ("moving_mean", "moving_variance"):
+                expected_key = ZERO_DEBIASED
+            if settings.get("fused") and quantity in ("moving_variance", "batch statistics"):
+                expected_key = "unbiased"  # the header says the graph uses the fused kernel
+            fitting, compared = _fitting(steps, candidates, observed)
+            if not compared or any(c.key == expected_key for c in fitting):
+                continue
+            alternatives = list({c.key: c for c in fitting}.values())
+            if len(alternatives) == 1:
+                candidate = alternatives[0]
+                message = candidate.message
+                if declared is not None and candidate.key == STANDARD:
+                    message += f", not {mode.describe()} as the header declares"
+                findings.append(Finding(layer, quantity, candidate.key, message))
+                continue
+            if alternatives:
+                message = (f"the {quantity} follows none of the expected conventions, and "
+                           f"{len(alternatives)} known ones fit that the numbers do not tell "
+                           "apart: " + "; ".join(c.key for c in alternatives))
+            else:
+                message = f"no known convention explains the {quantity}"
+                if quantity == "inference output":
+                    epsilon = _fit_epsilon(steps)
+                    if epsilon is not None:
+                        message += f" (solving the formula for epsilon gives {epsilon:.4g})"
+            findings.append(Finding(layer, quantity, None, message))
+    return findings
+
+
+def _run_findings(trace, layer):
+    """``bnrepro-trace/2``: runs that moved the layer's statistics without training (an
+    evaluation whose output depends on the update, or training=True when evaluating)."""
+    moved = [record["step"] for record in trace.steps
+             if layer in record["bn"] and record.get("run", {}).get("moved")
+             and not record["run"].get("trained")]
+    if not moved or not any(record.get("run", {}).get("trained") for record in trace.steps):
+        return []  # a program that never trains: its runs update the averages by design
+    shown = ", ".join(map(str, moved[:8])) + (", ..." if len(moved) > 8 else "")
+    return [Finding(layer, "runs", "moved without training",
+                    f"the moving statistics moved in {len(moved)} runs that did not train (steps "
+                    f"{shown}): those runs ran the update, e.g. an evaluation whose output depends "
+                    "on it (tf.control_dependencies) or that ran the layer with training=True")]
+
+
+def _from_zero_findings(trace, layer):
+    """Averages that started from zero without debiasing (``ExponentialMovingAverage`` of a
+    tensor): for the first updates they are pulled towards 0, not towards the batches."""
+    settings, first = trace.layers[layer], trace.steps[0]["bn"].get(layer)
+    if first is None or settings.get("zero_debias") or not trace.generic:
+        return []
+    if not all(np.all(np.asarray(first[name]) == 0) for name in ("moving_mean", "moving_variance")):
+        return []
+    momentum = settings["momentum"]
+    updates = sum("batch_mean" in record["bn"].get(layer, {}) for record in trace.steps)
+    weight = f"; after its {updates} updates the initial 0 still weighs {momentum ** updates:.3g}" \
+        if momentum is not None and updates else ""
+    return [Finding(layer, "initial value", "from zero",
+                    "moving_mean and moving_variance started from 0 (an ExponentialMovingAverage "
+                    "of tensors: its shadows start at zero, without debiasing)" + weight)]
+
+
+def _fit_epsilon(steps):
+    estimates = [fitted_epsilon(s.inference["input"], s.inference["output"], s.old["moving_mean"],
+                                s.old["moving_variance"], s.old["gamma"], s.old["beta"])
+                 for s in steps if s.inference is not None]
+    estimates = [e for e in estimates if e is not None]
+    return float(np.median(estimates)) if estimates else None
+
+
+def conventions_followed(findings):
+    """``{(layer, quantity): convention}`` for the findings, for tables and tests."""
+    return {(finding.layer, finding.quantity): finding.convention for finding in findings}

@@ -1,0 +1,272 @@
+"""How far a float32 result may be from the exact value: the bounds ``bnrepro verify`` compares with.
+
+TensorFlow computes batch norm in float32. Each float32 operation returns the exact result of its
+operands rounded, ``fl(a op b) = (a op b)(1 + d)`` with ``|d| <= u = 2^-24`` (about 6e-8), and every
+constant it is given (``momentum``, ``1 - momentum``, ``epsilon``) is rounded to float32 the same way.
+The functions below bound, for each formula the checks use, the difference between TensorFlow's
+float32 result and the exact (float64) value of the formula on the same recorded operands, from
+the sizes of those operands. A bound follows the numbers: a variance of 1e-6 gets a bound about
+1e-13, not a fixed absolute tolerance as large as the value itself.
+
+Sums over ``N`` values are bounded for any order of summation (recursive, pairwise, vectorised
+blocks): ``|fl(sum x) - sum x| <= gamma(N - 1) * sum |x|`` with ``gamma(n) = n u / (1 - n u)``
+(Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 4.2). Where several
+evaluation orders are in use (tf_keras' ``assign_sub`` form and the fused kernel's weighted sum of
+a moving average; the two-pass and the one-pass variance) a bound covers all of them. Terms of order
+``u^2`` are absorbed by rounding the small integer factors up.
+
+Every function takes and returns float64 NumPy arrays (broadcast like the formula's operands).
+``*_error`` arguments carry the bound of an operand that is itself computed (a statistic the checks
+recompute from the layer's input rather than read from the trace); recorded float32 values are
+exact operands (error 0). Nothing here uses TensorFlow.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+UNIT_ROUNDOFF = 2.0 ** -24  # u: float32's relative rounding error, half its machine epsilon
+
+
+def gamma(count):
+    """``gamma(n) = n u / (1 - n u)``: the relative error bound of ``n`` rounded operations."""
+    count = np.asarray(count, dtype=np.float64)
+    return count * UNIT_ROUNDOFF / (1.0 - count * UNIT_ROUNDOFF)
+
+
+def _f64(value):
+    return np.asarray(value, dtype=np.float64)
+
+
+def constant_error(value):
+    """``|float32(c) - c|``: the error of a Python constant TensorFlow casts to float32."""
+    value = _f64(value)
+    return np.abs(value.astype(np.float32).astype(np.float64) - value)
+
+
+def moving_average_bound(old, statistic, momentum, new, *, statistic_error=0.0, old_error=0.0):
+    """Bound of ``new = momentum * old + (1 - momentum) * statistic`` as TensorFlow computes it.
+
+    tf_keras assigns ``old - (old - statistic) * d`` with ``d = float32(1 - momentum)``; the fused
+    kernel's average is ``(1 - f) * old + f * statistic``. In the first form the subtraction, the
+    product and the constant each add ``u (1 - m) |old - statistic| <= u (1 - m)(|old| + |s|)``, the
+    last subtraction ``u |new|``; in the second, the two products and two constants add
+    ``2u (m |old| + (1 - m) |s|)`` and the sum ``u |new|``. Both are below::
+
+        4u (|old| + (1 - m) |statistic| + |new|)  +  (1 - m) statistic_error  +  m old_error
+
+    (the last two: errors of computed operands, carried through the average's weights).
+    """
+    momentum = float(momentum)
+    old, statistic, new = np.abs(_f64(old)), np.abs(_f64(statistic)), np.abs(_f64(new))
+    rounding = 4.0 * UNIT_ROUNDOFF * (old + (1.0 - momentum) * statistic + new)
+    return rounding + (1.0 - momentum) * _f64(statistic_error) + momentum * _f64(old_error)
+
+
+def zero_debiased_bound(old, statistic, momentum, old_step, step, biased_old, biased_new, value,
+                        *, statistic_error=0.0):
+    """Bound of a zero-debiased average (:func:`bnrepro.check.formulas.zero_debiased_average`):
+    ``biased_old = old (1 - m^(t-1))`` recovered from the recorded value carries the roundings of
+    the division that made it, ``3u |biased_old|``; the biased average then
+    :func:`moving_average_bound`; ``1 - m^t`` computed in float32 (the power's ``t`` products and
+    the subtraction) carries ``(t + 2) u``; the division adds its own (:func:`quotient_bound`)."""
+    momentum = float(momentum)
+    biased_error = moving_average_bound(biased_old, statistic, momentum, biased_new,
+                                        statistic_error=statistic_error,
+                                        old_error=3.0 * UNIT_ROUNDOFF * np.abs(_f64(biased_old)))
+    denominator = 1.0 - momentum ** float(step)
+    denominator_error = (float(step) + 2.0) * UNIT_ROUNDOFF
+    return quotient_bound(biased_new, denominator, value, numerator_error=biased_error,
+                          denominator_error=denominator_error)
+
+
+def mean_bound(x, axes):
+    """Bound of ``mean = sum(x) / N`` over ``axes``::
+
+        |fl(mean) - mean| <= (gamma(N) + 2u) * mean(|x|)
+
+    (the sum's ``gamma(N - 1) sum |x|``, divided by ``N``, and the division's own rounding).
+    """
+    magnitude = np.mean(np.abs(_f64(x)), axis=axes)
+    count = np.size(x) // max(np.size(magnitude), 1)
+    return (gamma(count) + 2.0 * UNIT_ROUNDOFF) * magnitude
+
+
+def variance_bound(x, axes, ddof=0):
+    """Bound of ``var = sum((x - mean)^2) / (N - ddof)`` over ``axes``, for either way of computing it:
+
+    * two-pass (``tf.nn.moments``: the mean first, then the mean squared difference): the computed
+      mean's error ``delta`` adds ``delta^2`` exactly, the differences, squares and sum
+      ``(gamma(N) + 3u) var``;
+    * one-pass (``mean(x^2) - mean(x)^2``, which kernels for the CPU use): ``mean(x^2)`` and
+      ``mean(x)^2`` each carry ``(gamma(N) + 2u)`` of themselves, the square doubles the latter,
+      and the subtraction cancels: ``(3 gamma(N) + 7u) mean(x^2)``.
+
+    Both stay below ``(3 gamma(N) + 9u) * mean(x^2) * N / (N - ddof)`` (``mean(x^2) = var + mean^2``
+    is at least the variance and the squared mean; 9u leaves room for the ghost batches' extra
+    average). The bound grows with ``mean^2 / var``: a variance much smaller than the squared
+    mean is computed with few correct digits, and no tolerance can do better than that.
+    """
+    x = _f64(x)
+    second_moment = np.mean(x * x, axis=axes)
+    count = x.size // max(np.size(second_moment), 1)
+    if count - ddof <= 0:
+        return np.full(np.shape(second_moment), np.inf)
+    return ((3.0 * gamma(count) + 9.0 * UNIT_ROUNDOFF) * second_moment
+            * count / (count - ddof))
+
+
+def normalize_bound(x, mean, variance, gamma_, beta, epsilon, output, *, mean_error=0.0,
+                    variance_error=0.0):
+    """Bound of ``output = gamma * (x - mean) / sqrt(variance + epsilon) + beta``.
+
+    TensorFlow computes ``inv = gamma * rsqrt(variance + epsilon)``, then ``x * inv + (beta - mean *
+    inv)`` (``tf.nn.batch_normalization``) or ``(x - mean) * inv + beta`` (the fused kernel).
+    ``inv`` carries at most ``8u`` relative (epsilon's float32 rounding, the addition, the
+    reciprocal square root, the product), which both products carry on; with the additions::
+
+        10u (|gamma| (|x| + |mean|) / sqrt(variance + epsilon) + |beta| + |output|)
+
+    Computed statistics add their errors through the formula's slopes:
+    ``|gamma| / sqrt(variance + epsilon) * mean_error`` and, for the variance, the change of
+    ``1 / sqrt(variance + epsilon)`` over ``variance_error`` (exact, not linearised: a variance
+    known to few digits moves the output a lot).
+    """
+    x, mean, variance = _f64(x), _f64(mean), _f64(variance)
+    scale = np.abs(_f64(gamma_))
+    spread = variance + float(epsilon)
+    inverse = 1.0 / np.sqrt(spread)
+    rounding = 10.0 * UNIT_ROUNDOFF * (scale * (np.abs(x) + np.abs(mean)) * inverse
+                                       + np.abs(_f64(beta)) + np.abs(_f64(output)))
+    variance_error = _f64(variance_error)
+    smallest = np.maximum(spread - variance_error, 0.0)
+    with np.errstate(divide="ignore"):
+        inverse_at_worst = np.where(smallest > 0, 1.0 / np.sqrt(smallest), np.inf)
+    shift = scale * np.abs(x - mean)
+    from_variance = np.where(shift > 0, shift * (inverse_at_worst - inverse), 0.0)
+    return rounding + scale * inverse * _f64(mean_error) + from_variance
+
+
+def sqrt_bound(value, result, *, value_error=0.0):
+    """Bound of ``result = sqrt(value)``: ``2u |result|`` for the rounding, and the exact change of
+    the square root over ``value_error``: ``sqrt(v) - sqrt(max(v - e, 0))``."""
+    value, error = _f64(value), _f64(value_error)
+    moved = np.sqrt(np.maximum(value, 0.0)) - np.sqrt(np.maximum(value - error, 0.0))
+    return 2.0 * UNIT_ROUNDOFF * np.abs(_f64(result)) + moved
+
+
+def quotient_bound(numerator, denominator, result, *, numerator_error=0.0, denominator_error=0.0):
+    """Bound of ``result = numerator / denominator``::
+
+        (numerator_error + |result| denominator_error) / (|denominator| - denominator_error)
+        + u |result|
+    """
+    result = np.abs(_f64(result))
+    room = np.abs(_f64(denominator)) - _f64(denominator_error)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        carried = np.where(room > 0, (_f64(numerator_error) + result * _f64(denominator_error))
+                           / np.where(room > 0, room, 1.0), np.inf)
+    return carried + UNIT_ROUNDOFF * result
+
+
+def recorded_bound(value):
+    """Bound of a value read back as float32 against the same value computed in float64:
+    ``u |value|`` (one rounding)."""
+    return UNIT_ROUNDOFF * np.abs(_f64(value))
+
+
+# --- the posts' printed numbers ---------------------------------------------------------------------
+
+FLOAT32_ULPS_ACROSS_CPUS = 4  # kernels on different instruction sets round differently
+
+
+NUMPY_PRINT_DECIMALS = 8  # numpy.get_printoptions()["precision"], the default
+
+
+def printed_match_bound(printed, decimals=NUMPY_PRINT_DECIMALS):
+    """How far our float32 value may be from ``printed``, a number a post printed with NumPy.
+
+    NumPy prints a float32 as the shortest decimal that reads back to it, cut at ``decimals``
+    digits after the point (``0.9991983``; ``-0.00099999784`` shows as ``-0.001``): the printed
+    number is the value to half a unit of the ``decimals``-th digit, or exactly. Ours was computed
+    by other kernels on another CPU, which may round the last place differently (post 000's bn1[0]
+    is 1.0949917 on one machine of this workplace and 1.0949918 on another), so
+    :data:`FLOAT32_ULPS_ACROSS_CPUS` float32 units in the last place are allowed on top::
+
+        |ours - printed| <= 0.5 * 10^-decimals + 4 * ulp_float32(printed)
+    """
+    return 0.5 * 10.0 ** -decimals + FLOAT32_ULPS_ACROSS_CPUS * float(
+        np.spacing(np.float32(abs(printed))))
+
+
+# --- whole training steps: the NumPy reference ------------------------------------------------------
+
+REFERENCE_TOLERANCE = 1e-4
+ADAM_SLOT_TOLERANCE = 1e-2
+"""The NumPy whole-step reference against TensorFlow, per variable and step, in the max norm::
+
+    max |reference - traced| <= tolerance * max |traced|
+
+(the max norm over a variable's elements: a slot whose values are all about 2e-5 is compared at
+its own scale, not against an absolute floor). A whole training step (forward, backward, optimizer)
+is too long a chain to bound operation by operation, so these are measured, with the command:
+``python scripts/reference_errors.py`` replays the cubic trace and post 001's net over 12 seeds.
+
+* :data:`REFERENCE_TOLERANCE` for the loss and every variable but Adam's slots: float32 rounding
+  leaves at most 9.4e-6 of a variable (post 001's hidden beta, about 1e-3, after 5 Adam steps),
+  1.3e-7 over the 10 cubic steps.
+* :data:`ADAM_SLOT_TOLERANCE` for Adam's slots ``<variable>/Adam`` (m) and ``.../Adam_1`` (v): they
+  hold the gradient and its square, and the gradient through post 001's two-example batch norm is
+  a difference of nearly equal float32 terms (its output barely depends on its input): up to
+  6.7e-4 measured. The variables do not inherit it: Adam's step ``m / sqrt(v)`` divides it out.
+
+A wrong formula exceeds these by orders of magnitude: Adam without its bias correction moves the
+weights 2.2 relative, swapping beta1 and beta2 the slots 100x, a momentum of 0.9 for 0.5 the moving
+statistics by tens of percent.
+"""
+
+
+def reference_tolerance(variable):
+    """The tolerance a variable (TensorFlow name) of the whole-step reference is held to."""
+    stem = variable.rsplit(":", 1)[0]
+    return ADAM_SLOT_TOLERANCE if stem.endswith(("/Adam", "/Adam_1")) else REFERENCE_TOLERANCE
+
+
+def norm_relative_error(predicted, traced):
+    """``max |predicted - traced| / max |traced|`` over a variable's elements; ``0`` when both are
+    zero and infinite when only the traced one is."""
+    predicted, traced = _f64(predicted), _f64(traced)
+    difference = float(np.max(np.abs(predicted - traced), initial=0.0))
+    scale = float(np.max(np.abs(traced), initial=0.0))
+    if not np.isfinite(difference):
+        return float("inf")
+    if scale == 0.0:
+        return 0.0 if difference == 0.0 else float("inf")
+    return difference / scale
+
+
+def renorm_bounds(old_stddev, batch_variance, momentum, epsilon, moving_stddev, moving_variance, *,
+                  old_stddev_error=0.0, variance_error=0.0):
+    """Bounds along renorm's chain, ``s = sqrt(batch_variance + epsilon)``, ``moving_stddev =
+    momentum * old_stddev + (1 - momentum) * s``, ``moving_variance = moving_stddev^2 - epsilon``;
+    returns ``(bound of s, bound of moving_stddev, bound of moving_variance)``::
+
+        s:               sqrt_bound over the sum's rounding u (var + epsilon), epsilon's, and
+                         variance_error
+        moving_stddev:   moving_average_bound, carrying s's and old_stddev's bounds
+        moving_variance: 2 |moving_stddev| e + e^2 (e: moving_stddev's bound), the square's and
+                         the subtraction's roundings u (moving_stddev^2 + |moving_variance|), and
+                         epsilon's
+    """
+    variance = _f64(batch_variance)
+    stddev = np.sqrt(np.maximum(variance + float(epsilon), 0.0))
+    stddev_error = sqrt_bound(variance + float(epsilon), stddev, value_error=(
+        UNIT_ROUNDOFF * np.abs(variance + float(epsilon)) + constant_error(epsilon)
+        + _f64(variance_error)))
+    moving_stddev_error = moving_average_bound(old_stddev, stddev, momentum, moving_stddev,
+                                               statistic_error=stddev_error,
+                                               old_error=old_stddev_error)
+    moving_stddev = np.abs(_f64(moving_stddev))
+    moving_variance_error = (2.0 * moving_stddev * moving_stddev_error + moving_stddev_error ** 2
+                             + UNIT_ROUNDOFF * (moving_stddev ** 2 + np.abs(_f64(moving_variance)))
+                             + constant_error(epsilon))
+    return stddev_error, moving_stddev_error, moving_variance_error

@@ -1,0 +1,474 @@
+"""``bnrepro verify``: recompute a trace's batch-norm numbers with NumPy and say where they differ.
+
+For every traced step ``k >= 1`` and every batch-norm layer (state of step ``k - 1`` = "old"):
+
+* ``moving_mean update``:      ``moving_mean_k     = momentum * moving_mean_old     + (1 - momentum) * batch_mean_k``
+* ``moving_variance update``:  ``moving_variance_k = momentum * moving_variance_old + (1 - momentum) * batch_variance_k``
+* ``batch_mean from inputs``:  ``batch_mean_k = mean(batch_input_k)`` over all axes but the channel
+* ``batch_variance from inputs``: ``batch_variance_k = var(batch_input_k)``, both the biased (/N) and
+  the unbiased (/(N-1)) variance are tried and the one the trace follows is reported
+* ``inference formula``:       ``output = gamma_old * (input - moving_mean_old) / sqrt(moving_variance_old + epsilon) + beta_old``
+
+A layer whose header entry declares a mode (:class:`bnrepro.check.layer_modes.LayerMode`) is checked under
+it, and the report says so (``mode of LAYER``):
+
+* ghost batches (``virtual_batch_size = K``): the batch statistics from inputs are the mean of the
+  ``G = N / K`` ghost batches' moments, ``batch_mean_k = (1/G) sum_j mean(x_j)``,
+  ``batch_variance_k = (1/G) sum_j var(x_j)`` (:func:`bnrepro.check.layer_modes.ghost_rows`: strided as
+  tf_keras groups them, or contiguous); the updates and the inference formula are the standard ones;
+* renorm, with ``s_k = sqrt(batch_variance_k + epsilon)`` and the renorm momentum ``m_r``:
+
+  - ``moving_variance update``: ``moving_variance_k = max(moving_stddev_k^2 - epsilon, 0)``, with
+    ``moving_stddev_k = momentum * moving_stddev_old + (1 - momentum) * s_k`` and ``moving_stddev_old``
+    the recorded variable ``LAYER/moving_stddev:0`` (else from the old moving variance,
+    :func:`bnrepro.check.layer_modes.moving_stddev_after`);
+  - ``moving_stddev update``: the recorded ``moving_stddev_k`` against the same formula;
+  - ``renorm_mean, renorm_stddev``: ``renorm_mean_k = m_r * renorm_mean_old + (1 - m_r) * batch_mean_k``,
+    ``renorm_stddev_k = m_r * renorm_stddev_old + (1 - m_r) * s_k`` (variables ``LAYER/renorm_mean:0``,
+    ``LAYER/renorm_stddev:0``);
+  - ``renorm r, d (clipped)``: the metrics ``LAYER renorm_r`` / ``LAYER renorm_d`` against
+    ``r = clip(s_k / t, rmin, rmax)``, ``d = clip((batch_mean_k - renorm_mean_old) / t, -dmax, dmax)``,
+    ``t = max(renorm_stddev_old, sqrt(epsilon))`` with the header's clipping;
+  - the moving mean, the batch statistics and the inference formula are the standard ones.
+
+  The renorm rows appear when a layer declares renorm; a row is ``not recorded`` when the trace lacks
+  its values.
+
+After the checks, :func:`bnrepro.check.diagnose.diagnose_trace` tries the known alternative conventions
+(unbiased variance, momentum and 1 - momentum swapped, no update, inference mode, ghost batches,
+renorm, other epsilons) and the report prints a ``diagnosis:`` line for each quantity that follows
+one (docs/pitfalls.md). ``bnrepro verify`` exits 1 when a check fails, the diagnosis printed above
+the ``FAIL`` line; a fused trace passes, with its diagnosis line.
+
+Every comparison has its own bound: how far TensorFlow's float32 result may be from the exact
+formula on the same operands, from the operands' sizes (:mod:`bnrepro.check.tolerances`, with the
+derivations). A value passes when ``|got - expected| <= bound``; the report gives, per check, the
+largest error and the largest fraction of its bound used.
+
+Beyond the formulas, a trace passes only when it is whole and finite: every recorded number finite
+(a diverged run is named, with the step), and the end line present and consistent (a trace cut
+short, e.g. by ``head -n 4``, does not pass: :data:`bnrepro.trace` explains the end line).
+
+Nothing here uses TensorFlow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from bnrepro.check import formulas, tolerances
+from bnrepro.check.layer_modes import LayerMode, moving_stddev_with_bound, renorm_variable
+from bnrepro.trace import read_trace
+
+
+@dataclass
+class Check:
+    """The comparisons of one kind over the whole trace, and the first that failed."""
+
+    name: str
+    compared: int = 0
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0
+    max_bound_fraction: float = 0.0  # the largest |got - expected| / bound
+    first_failure: Optional[str] = None
+
+    @property
+    def passed(self):
+        return self.first_failure is None
+
+    def compare(self, where, got, expected, bound):
+        """Compare arrays element-wise against ``bound`` (broadcast); remember the largest errors
+        and the first failure. A non-finite value on either side fails."""
+        got = np.asarray(got, dtype=np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+        if got.shape != expected.shape and got.size == expected.size:
+            got = got.reshape(expected.shape)  # e.g. a ghost-batch layer's (1, 1, C) against (C,)
+        bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), expected.shape)
+        with np.errstate(invalid="ignore"):
+            error = np.abs(got - expected)
+        self.compared += error.size
+        if error.size == 0:
+            return
+        finite = np.isfinite(got) & np.isfinite(expected)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.where(expected != 0, error / np.abs(expected), np.where(error > 0, np.inf, 0))
+            fraction = np.where(bound > 0, error / bound, np.where(error > 0, np.inf, 0.0))
+        if finite.any():
+            self.max_abs_error = max(self.max_abs_error, float(np.max(error[finite])))
+            self.max_rel_error = max(self.max_rel_error, float(np.max(relative[finite])))
+            self.max_bound_fraction = max(self.max_bound_fraction, float(np.max(fraction[finite])))
+        failing = ~finite | ~(error <= bound)
+        if failing.any() and self.first_failure is None:
+            index = np.unravel_index(int(np.argmax(failing)), failing.shape)
+            self.first_failure = (f"{where}, element {tuple(int(i) for i in index)}: "
+                                  f"expected {float(expected[index])!r}, got {float(got[index])!r}"
+                                  + (f" (bound {float(bound[index]):.3g})" if finite[index] else
+                                     " (not finite)"))
+
+    def fail(self, where, reason):
+        """Count one comparison that could not be made, and why, as a failure."""
+        self.compared += 1
+        if self.first_failure is None:
+            self.first_failure = f"{where}: {reason}"
+
+
+FINITE_CHECK = "every value finite"
+
+
+@dataclass
+class Report:
+    """Every check of one trace, which variance each layer's batch_variance follows, and how the
+    trace ends."""
+
+    path: str
+    checks: list
+    variance_used: dict = field(default_factory=dict)  # layer -> BIASED / UNBIASED / AMBIGUOUS / None
+    modes: dict = field(default_factory=dict)  # layer -> LayerMode.describe(), declared modes only
+    skipped: list = field(default_factory=list)
+    diagnosis: list = field(default_factory=list)  # bnrepro.check.diagnose.Finding: other conventions
+    ending: Optional[str] = None  # why the trace is not a whole, finished run (None: it is)
+    diverged: bool = False  # the run ended with non-finite values
+
+    @property
+    def formulas_hold(self):
+        """Every check passed and there was something to compare."""
+        return all(check.passed for check in self.checks) and any(
+            c.compared for c in self.checks if c.name != FINITE_CHECK)
+
+    @property
+    def passed(self):
+        return self.formulas_hold and self.ending is None
+
+    def format(self):
+        """The table a user reads, then the variance convention, then the verdict."""
+        lines = [f"verify {self.path}",
+                 f"{'check':<34} {'values':>7} {'max abs err':>12} {'max rel err':>12} "
+                 f"{'of bound':>9}  result"]
+        for check in self.checks:
+            result = "ok" if check.passed else "FAIL"
+            if not check.compared:
+                result = "not recorded"
+            lines.append(f"{check.name:<34} {check.compared:>7} {check.max_abs_error:>12.3g} "
+                         f"{check.max_rel_error:>12.3g} {check.max_bound_fraction:>9.2g}  {result}")
+        for layer, mode in self.modes.items():
+            lines.append(f"mode of {layer} (from the header): {mode}")
+        for layer, convention in self.variance_used.items():
+            label = formulas.VARIANCE_LABELS.get(convention, "neither biased nor unbiased")
+            if convention == AMBIGUOUS:
+                label = ("biased or unbiased: both within their bounds, the numbers do not tell "
+                         "them apart")
+            lines.append(f"batch_variance of {layer}: {label}")
+        lines.extend(self.skipped)
+        lines.extend(finding.format() for finding in self.diagnosis)
+        lines.append(self.verdict())
+        return "\n".join(lines)
+
+    def verdict(self):
+        """The last line: PASS, FAIL, DIVERGED or INCOMPLETE, and why."""
+        failures = [check for check in self.checks if not check.passed]
+        if failures:
+            prefix = f"DIVERGED ({self.ending}); " if self.diverged else ""
+            return f"FAIL: {prefix}{failures[0].name}: {failures[0].first_failure}"
+        if not self.formulas_hold:
+            return "FAIL: nothing to compare (the trace has no consecutive steps)"
+        held = "every recorded value is within its float32 rounding bound"
+        if self.diverged:
+            return f"DIVERGED: {self.ending}; before it, {held}"
+        if self.ending is not None:
+            return f"INCOMPLETE: {self.ending}; {held}, but steps may be missing"
+        largest = max(check.max_bound_fraction for check in self.checks)
+        return (f"PASS: {held} (bnrepro.check.tolerances; the largest error is {largest:.2g} of its "
+                "bound)")
+
+
+AMBIGUOUS = "ambiguous"
+CHECK_NAMES = ("moving_mean update", "moving_variance update", "batch_mean from inputs",
+               "batch_variance from inputs", "inference formula")
+RENORM_CHECK_NAMES = ("moving_stddev update", "renorm_mean, renorm_stddev", "renorm r, d (clipped)")
+MOVES_CHECK = "statistics move when training"
+AVERAGE_CHECK = "moving average update"
+
+
+def verify_trace(trace):
+    """Run every check over a :class:`bnrepro.trace.Trace`; return a :class:`Report`."""
+    from bnrepro.check.diagnose import diagnose_trace  # it compares with this module's Check
+
+    modes = {layer: LayerMode.from_header(settings, layer) for layer, settings in trace.layers.items()}
+    names = CHECK_NAMES + (RENORM_CHECK_NAMES if any(m.renorm for m in modes.values()) else ())
+    if trace.generic:
+        names += (MOVES_CHECK,) + ((AVERAGE_CHECK,) if trace.averages else ())
+    checks = {name: Check(name) for name in (FINITE_CHECK,) + names}
+    report = Report(path=trace.path, checks=list(checks.values()),
+                    modes={layer: m.describe() for layer, m in modes.items() if not m.standard})
+    _verify_finite(trace, checks[FINITE_CHECK])
+    for layer, mode in modes.items():
+        _verify_layer(trace, layer, mode, checks, report)
+    if trace.averages:
+        _verify_averages(trace, checks)
+    report.ending = describe_ending(trace)
+    report.diverged = not checks[FINITE_CHECK].passed or (
+        trace.end is not None and trace.end["status"] == "diverged")
+    if report.diverged and report.ending is None:
+        report.ending = f"non-finite values: {checks[FINITE_CHECK].first_failure}"
+    report.diagnosis = diagnose_trace(trace)
+    return report
+
+
+def describe_ending(trace):
+    """Why ``trace`` is not a whole, finished run, or ``None``: no end line (cut short?), an end
+    line whose counts disagree with the steps present, or a run that diverged or stopped."""
+    end, steps = trace.end, trace.steps
+    last = max(record["step"] for record in steps)
+    if end is None:
+        return (f"the trace has no end line after step {last}: it may have been cut short "
+                "(bnrepro writes {\"end\": ...} as the last line when a run ends)")
+    if end["records"] != len(steps):
+        return (f"the end line counts {end['records']} step records, the trace holds "
+                f"{len(steps)}: lines are missing")
+    reason = f" ({end['reason']})" if end.get("reason") else ""
+    if end["status"] == "diverged":
+        return f"the run diverged at step {end['last_step']}{reason}"
+    if end["status"] != "complete":
+        return f"the run {end['status']} at step {end['last_step']}{reason}"
+    if last != end["last_step"]:
+        return (f"the run ended at step {end['last_step']}, the last recorded step is {last}: "
+                "lines are missing")
+    return None
+
+
+def _verify_finite(trace, check):
+    """Every number of every record (layer state, inference, variables, loss, metrics) is finite;
+    the first that is not is named with its step and place."""
+    for record in trace.steps:
+        for place, value in _numbers(record):
+            array = np.asarray(value, dtype=np.float64)
+            check.compared += array.size
+            if not np.isfinite(array).all() and check.first_failure is None:
+                index = np.unravel_index(int(np.argmin(np.isfinite(array))), array.shape)
+                check.first_failure = (f"step {record['step']}, {place}, element "
+                                       f"{tuple(int(i) for i in index)}: {float(array[index])!r}")
+
+
+def _numbers(record):
+    """``(place, value)`` for every number-bearing entry of a step record."""
+    for section in ("bn", "inference", "averages"):
+        for layer, quantities in record.get(section, {}).items():
+            for quantity, value in quantities.items():
+                yield f"{section} {layer} {quantity}", value
+    for section in ("variables", "metrics", "after"):
+        for name, value in record.get(section, {}).items():
+            if isinstance(value, (int, float, list, np.ndarray, np.generic)):
+                yield f"{section} {name}", value
+    if "loss" in record:
+        yield "loss", record["loss"]
+
+
+def _verify_layer(trace, layer, mode, checks, report):
+    """One layer's comparisons, under its declared ``mode``, into ``checks``."""
+    settings = trace.layers[layer]
+    epsilon = settings["epsilon"]
+    variance_checks = {convention: Check("batch_variance from inputs")
+                       for convention in formulas.VARIANCE_CONVENTIONS}
+    for record in trace.steps:
+        if layer not in record["bn"]:
+            continue
+        previous = trace.before(record, layer)
+        state = record["bn"][layer]
+        momentum = state.get("momentum", settings["momentum"])
+        where = f"step {record['step']}, layer {layer}"
+        if previous is not None and "batch_mean" in state:
+            old = previous["bn"][layer]
+            if settings.get("zero_debias"):
+                _verify_zero_debiased(checks, where, old, state, momentum)
+            elif mode.renorm:
+                old_stddev, old_stddev_error = moving_stddev_with_bound(previous, layer, epsilon)
+                expected = formulas.moving_average(old["moving_mean"], state["batch_mean"],
+                                                   momentum)
+                checks["moving_mean update"].compare(
+                    where, state["moving_mean"], expected, tolerances.moving_average_bound(
+                        old["moving_mean"], state["batch_mean"], momentum, expected))
+                _verify_renorm(checks, where, mode, record, previous, layer, momentum, epsilon,
+                               old_stddev, old_stddev_error)
+            else:
+                for statistic, consumed in (("moving_mean", "batch_mean"),
+                                            ("moving_variance", "batch_variance")):
+                    expected = formulas.moving_average(old[statistic], state[consumed], momentum)
+                    checks[f"{statistic} update"].compare(
+                        where, state[statistic], expected, tolerances.moving_average_bound(
+                            old[statistic], state[consumed], momentum, expected))
+        if previous is not None and record.get("run", {}).get("trained"):
+            old = previous["bn"][layer]
+            still = all(np.array_equal(state[name], old[name])
+                        for name in ("moving_mean", "moving_variance"))
+            checks[MOVES_CHECK].compared += 1
+            if still and checks[MOVES_CHECK].first_failure is None:
+                checks[MOVES_CHECK].first_failure = (
+                    f"{where}: the run trained (an optimizer ran) but the moving statistics did not "
+                    "move: their update is not part of the training run")
+        if "batch_input" in state:
+            x = state["batch_input"]
+            try:
+                moments = {convention: mode.moments(x, convention)
+                           for convention in formulas.VARIANCE_CONVENTIONS}
+            except ValueError as error:  # the declared ghost batches do not split the batch
+                checks["batch_mean from inputs"].fail(where, str(error))
+                moments = {}
+            axes = formulas.reduction_axes(x)
+            if "batch_mean" not in state:  # the update did not run: nothing it consumed
+                moments = {}
+            if moments:
+                checks["batch_mean from inputs"].compare(
+                    where, state["batch_mean"], moments[formulas.BIASED][0],
+                    tolerances.mean_bound(x, axes))
+            for convention, pair in moments.items():
+                if pair is not None:  # None: N - 1 = 0, the unbiased variance does not exist
+                    ddof = 1 if convention == formulas.UNBIASED else 0
+                    variance_checks[convention].compare(
+                        where, state["batch_variance"], pair[1],
+                        tolerances.variance_bound(x, axes, ddof))
+        if previous is not None and layer in record.get("inference", {}):
+            old = previous["bn"][layer]
+            pair = record["inference"][layer]
+            expected = formulas.normalize(pair["input"], old["moving_mean"],
+                                          old["moving_variance"], old["gamma"], old["beta"],
+                                          epsilon)
+            checks["inference formula"].compare(
+                where, pair["output"], expected, tolerances.normalize_bound(
+                    pair["input"], old["moving_mean"], old["moving_variance"], old["gamma"],
+                    old["beta"], epsilon, expected))
+    if variance_checks[formulas.BIASED].compared:
+        followed = _variance_followed(variance_checks)
+        report.variance_used[layer] = followed
+        merged = followed if followed in variance_checks else formulas.BIASED
+        _merge(checks["batch_variance from inputs"], variance_checks[merged])
+
+
+def _verify_zero_debiased(checks, where, old, state, momentum):
+    """A zero-debiased layer's moving mean and variance
+    (:func:`bnrepro.check.formulas.zero_debiased_average`), with the ``local_step`` before and after."""
+    if "local_step" not in state or "local_step" not in old:
+        checks["moving_mean update"].fail(where, "a zero-debiased average without its local_step")
+        return
+    steps = float(np.ravel(old["local_step"])[0]), float(np.ravel(state["local_step"])[0])
+    for statistic, consumed in (("moving_mean", "batch_mean"), ("moving_variance", "batch_variance")):
+        biased_old, biased_new, expected = formulas.zero_debiased_average(
+            old[statistic], state[consumed], momentum, *steps)
+        checks[f"{statistic} update"].compare(
+            where, state[statistic], expected, tolerances.zero_debiased_bound(
+                old[statistic], state[consumed], momentum, *steps, biased_old, biased_new,
+                expected))
+
+
+def _verify_averages(trace, checks):
+    """The averages that pair with no other (``bnrepro-trace/2``): each step's value against
+    ``momentum * old + (1 - momentum) * consumed`` (zero-debiased where the header says so)."""
+    for name, settings in trace.averages.items():
+        for record in trace.steps:
+            state = record.get("averages", {}).get(name)
+            previous = trace.before(record, name, "averages")
+            if state is None or previous is None or "consumed" not in state:
+                continue
+            old = previous["averages"][name]
+            momentum = state.get("momentum", settings["momentum"])
+            where = f"step {record['step']}, average {name}"
+            if settings.get("zero_debias"):
+                steps = (float(np.ravel(old["local_step"])[0]),
+                         float(np.ravel(state["local_step"])[0]))
+                biased_old, biased_new, expected = formulas.zero_debiased_average(
+                    old["value"], state["consumed"], momentum, *steps)
+                bound = tolerances.zero_debiased_bound(old["value"], state["consumed"], momentum,
+                                                       *steps, biased_old, biased_new, expected)
+            else:
+                expected = formulas.moving_average(old["value"], state["consumed"], momentum)
+                bound = tolerances.moving_average_bound(old["value"], state["consumed"], momentum,
+                                                        expected)
+            checks[AVERAGE_CHECK].compare(where, state["value"], expected, bound)
+
+
+def _verify_renorm(checks, where, mode, record, previous, layer, momentum, epsilon, old_stddev,
+                   old_stddev_error):
+    """Renorm's moving variance, its own variables and corrections, with
+    ``s = sqrt(batch_variance + epsilon)``::
+
+        moving_stddev   = momentum * moving_stddev_old + (1 - momentum) * s
+        moving_variance = max(moving_stddev^2 - epsilon, 0)
+        renorm_mean     = m_r * renorm_mean_old   + (1 - m_r) * batch_mean
+        renorm_stddev   = m_r * renorm_stddev_old + (1 - m_r) * s
+        r, d            = LayerMode.corrections(batch_mean, batch_variance, renorm_mean_old,
+                                                renorm_stddev_old, epsilon)   (clipped)
+
+    each compared when the trace records it (``variables`` and ``metrics``), each against the bound
+    the float32 roundings of its chain give (:mod:`bnrepro.check.tolerances`).
+    """
+    state = record["bn"][layer]
+    variance = np.asarray(state["batch_variance"], dtype=np.float64)
+    stddev = np.sqrt(variance + epsilon)
+    moving_stddev = formulas.moving_average(old_stddev, stddev, momentum)
+    moving_variance = mode.moving_variance(None, old_stddev, variance, momentum, epsilon)
+    stddev_error, moving_stddev_error, moving_variance_error = tolerances.renorm_bounds(
+        old_stddev, variance, momentum, epsilon, moving_stddev, moving_variance,
+        old_stddev_error=old_stddev_error)
+    checks["moving_variance update"].compare(where, state["moving_variance"], moving_variance,
+                                             moving_variance_error)
+    recorded = renorm_variable(record, layer, "moving_stddev")
+    if recorded is not None:
+        checks["moving_stddev update"].compare(where, recorded, moving_stddev,
+                                               moving_stddev_error)
+    old_mean = renorm_variable(previous, layer, "renorm_mean")
+    old_renorm_stddev = renorm_variable(previous, layer, "renorm_stddev")
+    if old_mean is None or old_renorm_stddev is None:
+        return
+    for name, old, value, value_error in (
+            ("renorm_mean", old_mean, state["batch_mean"], 0.0),
+            ("renorm_stddev", old_renorm_stddev, stddev, stddev_error)):
+        new = renorm_variable(record, layer, name)
+        if new is not None:
+            expected = formulas.moving_average(old, value, mode.renorm_momentum)
+            checks["renorm_mean, renorm_stddev"].compare(
+                f"{where}, {name}", new, expected, tolerances.moving_average_bound(
+                    old, value, mode.renorm_momentum, expected, statistic_error=value_error))
+    r, d = mode.corrections(state["batch_mean"], variance, old_mean, old_renorm_stddev, epsilon)
+    scale = np.maximum(old_renorm_stddev, np.sqrt(epsilon))
+    scale_error = tolerances.UNIT_ROUNDOFF * 2.0 * scale
+    shift = np.asarray(state["batch_mean"], dtype=np.float64) - old_mean
+    bounds = {
+        "renorm_r": tolerances.quotient_bound(stddev, scale, r, numerator_error=stddev_error,
+                                              denominator_error=scale_error),
+        "renorm_d": tolerances.quotient_bound(
+            shift, scale, d, denominator_error=scale_error,
+            numerator_error=tolerances.UNIT_ROUNDOFF * (np.abs(state["batch_mean"])
+                                                        + np.abs(old_mean))),
+    }
+    for name, expected in zip(("renorm_r", "renorm_d"), (r, d)):
+        got = record.get("metrics", {}).get(f"{layer} {name}")
+        if got is not None:
+            checks["renorm r, d (clipped)"].compare(f"{where}, {name}", got, expected,
+                                                    bounds[name])
+
+
+def _variance_followed(variance_checks):
+    """The variance convention whose comparisons all passed: ``BIASED`` or ``UNBIASED`` when only
+    one did, :data:`AMBIGUOUS` when both did (the numbers do not tell them apart: large batches,
+    or variances small against the squared mean), ``None`` when neither."""
+    passed = [convention for convention in formulas.VARIANCE_CONVENTIONS
+              if variance_checks[convention].compared and variance_checks[convention].passed]
+    if len(passed) > 1:
+        return AMBIGUOUS
+    return passed[0] if passed else None
+
+
+def _merge(total, part):
+    """Add one layer's comparisons into the trace-wide check."""
+    total.compared += part.compared
+    total.max_abs_error = max(total.max_abs_error, part.max_abs_error)
+    total.max_rel_error = max(total.max_rel_error, part.max_rel_error)
+    total.max_bound_fraction = max(total.max_bound_fraction, part.max_bound_fraction)
+    if total.first_failure is None:
+        total.first_failure = part.first_failure
+
+
+def verify_path(path):
+    """Read the trace at ``path`` (file or output directory) and verify it."""
+    return verify_trace(read_trace(path))

@@ -1,0 +1,804 @@
+"""Find every moving average in a TensorFlow graph, from its operations: what ``bnrepro trace`` follows.
+
+A moving average is an assignment to a non-trainable variable ``V`` whose value mixes ``V``'s old value
+with a tensor ``x`` the run computes (the *consumed* value). Every way of keeping moving statistics
+in TF1-style code builds one of two shapes:
+
+* ``assign_sub(V, (V - x) * d)``, i.e. ``V <- V - (V - x) d = (1 - d) V + d x``, momentum ``1 - d``:
+  ``tf.compat.v1.layers.batch_normalization`` and tf_keras' ``BatchNormalization`` (fused or not),
+  ``moving_averages.assign_moving_average`` and ``tf.compat.v1.train.ExponentialMovingAverage``
+  (which calls it);
+* ``assign(V, V * m + x * (1 - m))`` in any order of the terms: the plain ``tf.assign`` users write.
+
+``assign_moving_average``'s default ``zero_debias=True`` applies the first shape to ``V/biased`` and
+then assigns ``V = V/biased / (1 - m^t)`` with ``t`` in ``V/local_step``: the average on ``V`` is
+*zero-debiased* (the initial value never matters).
+
+The assignment may sit in the graph itself, inside a ``tf.cond`` of TF2 control flow (an ``If`` op,
+whose branches are functions of the graph's library: a ``training`` tensor, an EMA applied inside a
+``tf.cond``), or inside a TF1 ``cond`` context (``Switch``/``Merge``, as in Keras ``fit`` with v2
+behaviour disabled). In each case the consumed value and the variable are traced back to tensors of
+the graph itself, which a ``session.run`` can fetch whenever it runs the assignment: the value that
+enters the ``If`` op or the ``Switch``, not one inside a branch that may not be taken.
+
+Averages pair into a layer when their consumed values are the mean and the variance of one
+``tf.nn.moments`` (or the batch mean and variance outputs of one ``FusedBatchNorm``): the layer's
+input is the tensor those moments reduce. A layer's epsilon is read from the ``FusedBatchNorm``
+op's attribute or from the constant ``tf.nn.batch_normalization`` adds to the variance; gamma and
+beta are the variables of that name beside the moving statistics (tf_keras), when they exist. An
+average that pairs with nothing is followed on its own. Momentum (or decay) comes from the graph's
+constants; where it is computed at run time (``ExponentialMovingAverage(num_updates=...)``), the
+tensor is fetched with the run.
+
+A fused layer whose ``training`` is a tensor runs its kernel inside a ``tf.cond`` (an ``If`` op):
+its batch mean and variance are outputs of that op, found in the branch that trains, and its
+momentum is ``tf.cond(training, momentum, 1.0)``, computed at run time
+(:attr:`Layer.training_momentum` reads the constant of the training branch).
+
+Two tf_keras options change what a layer's update consumes; both are recognised from the graph, and
+the layer's mode (:attr:`Layer.mode`, a :class:`bnrepro.check.layer_modes.LayerMode`) set:
+
+* ghost batches (``virtual_batch_size=K``): the layer reshapes its input ``(N, ..., C)`` to
+  ``(K, N / K, ..., C)`` (to ``(N, 1, ..., C)`` when ``training`` is not a Python ``True``: one
+  "ghost batch", the standard layer), takes the moments over axis 0 and averages them over the
+  ghost axis 1: the consumed mean and variance are means of per-ghost-batch moments, and the layer's
+  input is the tensor reshaped;
+* batch renormalisation (``renorm=True``): the variance's update averages ``sqrt(variance +
+  epsilon)`` into ``moving_stddev`` and assigns ``moving_stddev^2 - epsilon`` to ``moving_variance``,
+  which is no moving average of its own (:attr:`Update.stddev` names the averaged variable); the
+  renorm momentum is the ``renorm_mean`` average's, the clipping bounds are the constants that clip
+  the layer's ``renorm_r`` and ``renorm_d``.
+
+Such a layer is one of :attr:`Discovery.layers` like any other (its two averages paired into it),
+with its mode set; a trace header declares it (:attr:`Discovery.mode_layers` lists these layers).
+A renorm layer's own averages of ``moving_stddev``, ``renorm_mean`` and ``renorm_stddev`` stay
+among :attr:`Discovery.averages`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
+
+from bnrepro.check.layer_modes import STRIDED, LayerMode
+
+ASSIGN_SUB = {"AssignSubVariableOp", "AssignSub"}
+ASSIGN = {"AssignVariableOp", "Assign"}
+PASS_THROUGH = {"Identity", "Switch", "RefSwitch", "Enter", "RefEnter", "RefIdentity", "StopGradient",
+                "Snapshot"}
+ADD = {"Add", "AddV2"}
+VARIABLE_OPS = {"VarHandleOp", "VariableV2", "Variable"}
+TRAINING_OP_PREFIXES = ("ResourceApply", "Apply", "ResourceSparseApply", "SparseApply")
+
+
+# --- a uniform view of tensors in the graph and in its functions' bodies -----------------------------
+
+class Value:
+    """A tensor of the graph or of a function body (an ``If`` branch), seen the same way: its
+    producing op's type and name, its inputs, its constant value, and the tensor of the graph itself
+    that carries it (what a ``session.run`` can fetch)."""
+
+    op_type: str
+    op_name: str
+
+    def inputs(self):
+        raise NotImplementedError
+
+    def constant(self):
+        """The value of a ``Const``, or ``None``."""
+        return None
+
+    def outer(self):
+        """The graph's own tensor this value is (through function arguments and ``Switch``), or
+        ``None``."""
+        return None
+
+
+class GraphValue(Value):
+    def __init__(self, tensor):
+        self.tensor = tensor
+        self.op_type = tensor.op.type
+        self.op_name = tensor.op.name
+
+    def inputs(self):
+        return [GraphValue(t) for t in self.tensor.op.inputs]
+
+    def constant(self):
+        if self.op_type != "Const":
+            return None
+        return tf.get_static_value(self.tensor)
+
+    def outer(self):
+        """Through ``Switch``/``Identity`` inside a TF1 cond context to the tensor outside it."""
+        tensor = self.tensor
+        while _in_cond_context(tensor.op) and tensor.op.type in PASS_THROUGH | {"Merge"}:
+            if tensor.op.type == "Merge":
+                return tensor  # computed whenever the cond runs
+            tensor = tensor.op.inputs[0]
+        return None if _in_cond_context(tensor.op) else tensor
+
+
+def _in_cond_context(operation):
+    return getattr(operation, "_control_flow_context", None) is not None
+
+
+class BodyValue(Value):
+    """A tensor inside a function body: ``node`` is a NodeDef name, ``output`` its output, or an
+    argument of the function (``argument`` set), which maps to the calling op's input."""
+
+    def __init__(self, body, node=None, output="", argument=None):
+        self.body, self.node, self.output, self.argument = body, node, output, argument
+        if argument is not None:
+            outer_value = body.arguments[argument]
+            self.op_type, self.op_name = outer_value.op_type, outer_value.op_name
+        else:
+            definition = body.nodes[node]
+            self.op_type, self.op_name = definition.op, definition.name
+
+    def _resolved(self):
+        return self.body.arguments[self.argument] if self.argument is not None else None
+
+    def inputs(self):
+        if self.argument is not None:
+            return self._resolved().inputs()
+        return [self.body.value(name) for name in self.body.nodes[self.node].input
+                if not name.startswith("^")]
+
+    def constant(self):
+        if self.argument is not None:
+            return self._resolved().constant()
+        definition = self.body.nodes[self.node]
+        if definition.op != "Const":
+            return None
+        return tf.make_ndarray(definition.attr["value"].tensor)
+
+    def outer(self):
+        return self._resolved().outer() if self.argument is not None else None
+
+
+class FunctionBody:
+    """One branch function of an ``If`` op: its nodes, and its arguments mapped to the op's inputs."""
+
+    def __init__(self, definition, outer_inputs):
+        self.definition = definition
+        self.nodes = {node.name: node for node in definition.node_def}
+        names = [argument.name for argument in definition.signature.input_arg]
+        self.arguments = dict(zip(names, outer_inputs))
+
+    def value(self, reference):
+        """``"node:output:index"``, ``"node"`` or an argument name -> :class:`BodyValue`."""
+        if reference in self.arguments:
+            return BodyValue(self, argument=reference)
+        node, _, output = reference.partition(":")
+        return BodyValue(self, node=node, output=output)
+
+    def assignments(self):
+        return [BodyValue(self, node=name) for name, node in self.nodes.items()
+                if node.op in ASSIGN_SUB | ASSIGN]
+
+
+def _branch_bodies(graph, operation):
+    """The bodies of an ``If``/``StatelessIf`` op's two branches, arguments mapped to its inputs."""
+    bodies = []
+    for attribute in ("then_branch", "else_branch"):
+        function = graph._get_function(operation.get_attr(attribute).name)  # noqa: SLF001
+        if function is None:
+            continue
+        definition = getattr(function, "definition", None) or function.cached_definition
+        bodies.append(FunctionBody(definition, [GraphValue(t) for t in operation.inputs[1:]]))
+    return bodies
+
+
+# --- the two shapes of a moving-average update ----------------------------------------------------
+
+def _variable_name(value, depth=0):
+    """The variable (its op name) a resource handle or ref tensor comes from, or ``None``."""
+    if depth > 20:
+        return None
+    if value.op_type in VARIABLE_OPS:
+        return value.op_name
+    if value.op_type in PASS_THROUGH | {"ReadVariableOp"}:
+        inputs = value.inputs()
+        return _variable_name(inputs[0], depth + 1) if inputs else None
+    return None
+
+
+def _reads(value, variable):
+    """Whether ``value`` is a read of ``variable`` (``ReadVariableOp``, a ref variable itself, or
+    either through identities)."""
+    return _variable_name(value) == variable
+
+
+def _scalar_constant(value, depth=0):
+    """A constant's value as a Python float (through identities and casts), or ``None``."""
+    if depth > 10:
+        return None
+    constant = value.constant()
+    if constant is not None:
+        array = np.asarray(constant)
+        return float(array.reshape(-1)[0]) if array.size and np.all(array == array.flat[0]) else None
+    inputs = value.inputs()
+    if value.op_type in PASS_THROUGH | {"Cast"}:
+        return _scalar_constant(inputs[0], depth + 1) if inputs else None
+    if value.op_type in ARITHMETIC and len(inputs) == 2:  # 1 - decay, folded
+        left, right = (_scalar_constant(item, depth + 1) for item in inputs)
+        if left is not None and right is not None:
+            return float(ARITHMETIC[value.op_type](np.float32(left), np.float32(right)))
+    return None
+
+
+ARITHMETIC = {"Sub": np.subtract, "Add": np.add, "AddV2": np.add, "Mul": np.multiply,
+              "RealDiv": np.divide, "Minimum": np.minimum, "Maximum": np.maximum}
+
+
+@dataclass
+class Update:
+    """One moving-average assignment: ``variable <- momentum * variable + (1 - momentum) * consumed``.
+
+    ``weight`` is the tensor (or constant) multiplying the new value (``1 - momentum``);
+    ``momentum`` its constant value when it has one. ``consumed`` and ``weight_tensor`` are graph
+    tensors a run can fetch. ``zero_debias``: the average is kept on ``variable/biased`` and
+    ``variable = biased / (1 - momentum^t)``.
+
+    ``shape`` ``"renorm"`` (a renorm layer's variance, :func:`_renorm_variance_updates`): the average
+    is kept on the variable ``stddev`` (``moving_stddev``), which mixes in ``sqrt(consumed +
+    epsilon)`` with ``momentum``, and ``variable`` is assigned ``max(stddev^2 - epsilon, 0)``.
+    """
+
+    variable: str  # the averaged variable's op name, e.g. "batch_normalization/moving_mean"
+    consumed: object  # tf.Tensor
+    momentum: Optional[float]
+    weight_tensor: Optional[object] = None  # tf.Tensor when the momentum is computed at run time
+    shape: str = "assign_sub"  # or "weighted_sum"
+    zero_debias: bool = False
+    site: object = None  # the graph op that runs the assignment (itself, an If, or in a cond)
+    stddev: Optional[str] = None  # renorm: the averaged variable's op name (shape "renorm")
+
+
+def _match_assign_sub(assignment):
+    """``assign_sub(V, (V - x) * d)`` -> ``(V, x, d)``, or ``None``."""
+    target, delta = assignment.inputs()[:2]
+    variable = _variable_name(target)
+    if variable is None or delta.op_type != "Mul":
+        return None
+    factors = delta.inputs()
+    for difference, weight in (factors, factors[::-1]):
+        if difference.op_type == "Sub":
+            old, consumed = difference.inputs()
+            if _reads(old, variable):
+                return variable, consumed, weight
+    return None
+
+
+def _match_weighted_sum(assignment):
+    """``assign(V, V * m + x * w)`` (terms and factors in any order) -> ``(V, x, w)``, or ``None``."""
+    target, value = assignment.inputs()[:2]
+    variable = _variable_name(target)
+    if variable is None or value.op_type not in ADD:
+        return None
+    terms = value.inputs()
+    if any(term.op_type != "Mul" for term in terms):
+        return None
+    for kept, mixed in (terms, terms[::-1]):
+        kept_factors, mixed_factors = kept.inputs(), mixed.inputs()
+        for old, momentum in (kept_factors, kept_factors[::-1]):
+            if _reads(old, variable) and _scalar_constant(momentum) is not None:
+                for consumed, weight in (mixed_factors, mixed_factors[::-1]):
+                    if _scalar_constant(weight) is not None and not _reads(consumed, variable):
+                        return variable, consumed, weight
+    return None
+
+
+def _update(assignment, site):
+    """The :class:`Update` an assignment performs, or ``None`` when it is not a moving average
+    (or its consumed value cannot be fetched)."""
+    if assignment.op_type in ASSIGN_SUB:
+        matched, shape = _match_assign_sub(assignment), "assign_sub"
+    else:
+        matched, shape = _match_weighted_sum(assignment), "weighted_sum"
+    if matched is None:
+        return None
+    variable, consumed, weight = matched
+    consumed_tensor = consumed.outer()
+    if consumed_tensor is None:
+        return None
+    constant = _scalar_constant(weight)
+    weight_tensor = None if constant is not None else weight.outer()
+    if constant is None and weight_tensor is None:
+        return None
+    momentum = None if constant is None else _momentum_of(weight, constant)
+    return Update(variable, consumed_tensor, momentum, weight_tensor, shape, site=site)
+
+
+def _momentum_of(weight, constant):
+    """The momentum behind the weight of the new value: the constant ``m`` of ``1 - m`` when the
+    graph computes the weight so (the fused layer: ``1 - float32(0.9)``), else ``1 - weight``
+    (:func:`_shortest_complement`)."""
+    if weight.op_type == "Sub":
+        one, momentum = (_scalar_constant(item) for item in weight.inputs())
+        if one == 1.0 and momentum is not None:
+            return shortest_float32(momentum)
+    return _shortest_complement(constant)
+
+
+def shortest_float32(value):
+    """A float32 constant as the shortest decimal naming it: 0.0010000000474974513 -> 0.001."""
+    return float(str(np.float32(value)))
+
+
+def _shortest_complement(weight):
+    """``1 - weight`` for a float32 weight, written with the fewest digits that give the same float32
+    weight back: the ``0.1`` stored for momentum 0.9 reads as 0.9, not 0.8999999985."""
+    weight32 = np.float32(weight)
+    for digits in range(1, 18):
+        momentum = round(1.0 - float(weight32), digits)
+        if np.float32(1.0 - momentum) == weight32:
+            return momentum
+    return 1.0 - float(weight32)
+
+
+# --- the graph's averages and layers ----------------------------------------------------------------
+
+@dataclass
+class Average:
+    """A moving average found in the graph (see :class:`Update`), with its variable object."""
+
+    name: str  # the variable's op name
+    variable: object  # tf.Variable
+    update: Update
+    biased: Optional[object] = None  # zero-debias: the variables V/biased and V/local_step
+    local_step: Optional[object] = None
+
+    @property
+    def zero_debias(self):
+        return self.local_step is not None
+
+
+@dataclass
+class Layer:
+    """Averages of one batch's mean and variance: a batch-norm layer (tf_keras, or by hand)."""
+
+    name: str
+    mean: Average
+    variance: Average
+    inputs: Optional[object] = None  # tf.Tensor the moments reduce
+    epsilon: Optional[float] = None
+    fused: bool = False
+    gamma: Optional[object] = None
+    beta: Optional[object] = None
+    kind: str = "tf.nn.moments"
+    mode: LayerMode = field(default_factory=LayerMode)  # ghost batches, renorm (standard: neither)
+    moving_stddev: Optional[object] = None  # renorm: the tf.Variable the variance update averages
+
+    @property
+    def averages(self):
+        return (self.mean, self.variance)
+
+    @property
+    def momentum(self):
+        return self.mean.update.momentum
+
+    @property
+    def training_momentum(self):
+        """The momentum the update applies when it runs: :attr:`momentum`, or where that is computed
+        at run time as ``tf.cond(training, m, 1.0)`` (tf_keras' fused layer with a ``training``
+        tensor), the constant ``m`` of the ``If``'s true branch; ``None`` otherwise."""
+        if self.momentum is not None:
+            return self.momentum
+        return _momentum_when_true(self.mean.update.weight_tensor)
+
+
+@dataclass
+class Discovery:
+    """Everything :func:`discover` found in one graph."""
+
+    graph: object
+    operations: int  # how many operations the graph had (a grown graph is looked at again)
+    layers: list = field(default_factory=list)  # every layer, ghost-batch and renorm ones included
+    averages: list = field(default_factory=list)  # the averages that pair with nothing
+
+    @property
+    def all_averages(self):
+        return [a for layer in self.layers for a in layer.averages] + list(self.averages)
+
+    @property
+    def mode_layers(self):
+        """The layers built with ``virtual_batch_size`` or ``renorm`` (:attr:`Layer.mode`)."""
+        return [layer for layer in self.layers if not layer.mode.standard]
+
+
+def _assignment_sites(graph):
+    """``(assignment Value, the graph op that runs it)`` for every assignment in the graph and in
+    the branches of its ``If`` ops."""
+    for operation in graph.get_operations():
+        if operation.type in ASSIGN_SUB | ASSIGN and len(operation.inputs) >= 2:
+            yield _OpValue(operation), operation
+        elif operation.type in ("If", "StatelessIf"):
+            for body in _branch_bodies(graph, operation):
+                for assignment in body.assignments():
+                    yield assignment, operation
+
+
+class _OpValue(Value):
+    """An operation without outputs (an assignment) seen as a :class:`Value`."""
+
+    def __init__(self, operation):
+        self.operation = operation
+        self.op_type, self.op_name = operation.type, operation.name
+
+    def inputs(self):
+        return [GraphValue(t) for t in self.operation.inputs]
+
+
+def discover(graph):
+    """Every moving average and batch-norm layer of ``graph``: a :class:`Discovery`."""
+    variables = {}
+    with graph.as_default():
+        for variable in tf.compat.v1.global_variables():
+            variables[variable.op.name] = variable
+    sites = list(_assignment_sites(graph))
+    updates = {}
+    for assignment, site in sites:
+        update = _update(assignment, site)
+        if (update is not None and update.variable in variables
+                and not variables[update.variable].trainable):
+            updates.setdefault(update.variable, update)
+    averages = {}
+    for name, update in updates.items():
+        if name.endswith("/biased") and f"{name[:-len('/biased')]}/local_step" in variables:
+            owner = name[:-len("/biased")]
+            if owner in variables:
+                update.zero_debias = True
+                update.variable = owner
+                averages[owner] = Average(owner, variables[owner], update,
+                                          biased=variables[name],
+                                          local_step=variables[f"{owner}/local_step"])
+            continue
+        averages.setdefault(name, Average(name, variables[name], update))
+    renorm_variances = _renorm_variance_averages(sites, variables)
+    layers, paired = _pair_into_layers(graph, averages, renorm_variances, variables)
+    unpaired = [average for name, average in averages.items() if name not in paired]
+    return Discovery(graph, len(graph.get_operations()), layers, unpaired)
+
+
+@dataclass
+class _Statistic:
+    """What a consumed tensor is: the batch ``mean`` or ``variance`` of one ``tf.nn.moments`` (or
+    fused kernel) identified by ``key``, whose input is ``x``. ``tensor``: the moments' own output
+    (``Mean``), for the epsilon search; ``ghost``: the consumed value is its mean over the ghost axis
+    (``x`` is then tf_keras' ghost-batch reshape of the layer's input)."""
+
+    statistic: str
+    key: str
+    x: object  # tf.Tensor
+    fused: bool = False
+    fused_epsilon: Optional[float] = None
+    tensor: Optional[object] = None
+    ghost: bool = False
+
+
+def _moments_source(tensor, depth=0):
+    """What a consumed tensor is a batch statistic of (:class:`_Statistic`), or ``None``. Follows
+    identities, squeezes and the ``tf.cond`` that picks the batch statistic in training mode, into
+    the training branch of a ``tf.cond`` that runs a fused kernel, and through tf_keras' mean over
+    the ghost axis."""
+    if tensor is None or depth > 12:
+        return None
+    operation = tensor.op
+    if operation.type in PASS_THROUGH | {"Squeeze", "Reshape"}:
+        return _moments_source(operation.inputs[0], depth + 1)
+    if operation.type == "Merge":  # TF1 cond: the branch that holds the batch statistic
+        for branch in operation.inputs:
+            found = _moments_source(branch, depth + 1)
+            if found is not None:
+                return found
+        return None
+    if operation.type in ("If", "StatelessIf"):
+        for candidate in operation.inputs[1:]:
+            found = _moments_source(candidate, depth + 1)
+            if found is not None:
+                return found
+        return _fused_in_true_branch(operation, tensor.value_index)
+    if operation.type.startswith("FusedBatchNorm") and tensor.value_index in (1, 2):
+        return _Statistic("mean" if tensor.value_index == 1 else "variance", operation.name,
+                          operation.inputs[0], fused=True,
+                          fused_epsilon=operation.get_attr("epsilon"))
+    if operation.type == "Mean":
+        source = operation.inputs[0]
+        if source.op.type == "SquaredDifference":
+            x, mean = source.op.inputs
+            mean_found = _moments_source(mean, depth + 1)
+            key = mean_found.key if mean_found else operation.name
+            return _Statistic("variance", key, x, tensor=tensor)
+        ghost = _ghost_mean(operation, source, depth)
+        if ghost is not None:
+            return ghost
+        return _Statistic("mean", operation.name, source, tensor=tensor)
+    return None
+
+
+def _ghost_mean(operation, source, depth):
+    """tf_keras' ghost batches: ``operation`` (a ``Mean``) averages over axis 1 a batch statistic of
+    the input reshaped to ``(K, N / K, ..., C)`` (one rank more than the input); that statistic,
+    marked ``ghost``, or ``None``."""
+    axes = _scalar_constant(GraphValue(operation.inputs[1]))
+    if axes != 1:
+        return None
+    inner = _moments_source(source, depth + 1)
+    if inner is None or inner.ghost or _ghost_reshape(inner.x) is None:
+        return None
+    return _Statistic(inner.statistic, inner.key, inner.x, inner.fused, inner.fused_epsilon,
+                      inner.tensor, ghost=True)
+
+
+def _ghost_reshape(x):
+    """``(layer input, K or None)`` when ``x`` is a reshape adding one axis after the batch axis,
+    ``(N, ..., C) -> (K, N / K, ..., C)``: ``K`` when the graph really splits the batch (a known
+    first axis and a second one other than 1; tf_keras reshapes to ``(N, 1, ..., C)`` unless
+    ``training`` is a Python ``True``), else ``None``; ``None`` when ``x`` is no such reshape."""
+    if x.op.type != "Reshape":
+        return None
+    source = x.op.inputs[0]
+    shape = x.shape
+    if shape.rank is None or source.shape.rank is None or shape.rank != source.shape.rank + 1:
+        return None
+    if shape[1] != 1 and shape[0] is not None:
+        return source, int(shape[0])
+    return source, None
+
+
+def _then_body(operation):
+    """The true branch of an ``If`` op as a :class:`FunctionBody`, or ``None``."""
+    function = operation.graph._get_function(operation.get_attr("then_branch").name)  # noqa: SLF001
+    if function is None:
+        return None
+    definition = getattr(function, "definition", None) or function.cached_definition
+    return FunctionBody(definition, [GraphValue(t) for t in operation.inputs[1:]])
+
+
+def _returned(body, index):
+    """What a branch body returns as its output ``index``: ``(node name, output name)``."""
+    reference = body.definition.ret[body.definition.signature.output_arg[index].name]
+    node, _, rest = reference.partition(":")
+    return node, rest.partition(":")[0]
+
+
+def _fused_in_true_branch(operation, index):
+    """Output ``index`` of an ``If`` op whose true branch returns a fused kernel's batch mean or
+    variance there (tf_keras' fused layer with a ``training`` tensor): that statistic, whose input is
+    the ``If``'s input the kernel normalises, or ``None``."""
+    body = _then_body(operation)
+    if body is None:
+        return None
+    node, output = _returned(body, index)
+    definition = body.nodes.get(node)
+    if (definition is None or not definition.op.startswith("FusedBatchNorm")
+            or output not in ("batch_mean", "batch_variance")):
+        return None
+    x = body.value(definition.input[0]).outer()
+    if x is None:
+        return None
+    return _Statistic("mean" if output == "batch_mean" else "variance", f"{operation.name}/{node}",
+                      x, fused=True, fused_epsilon=definition.attr["epsilon"].f)
+
+
+def _momentum_when_true(weight_tensor):
+    """For a weight ``1 - m`` with ``m = If(predicate, constant, ...)``: the constant ``m`` takes when
+    the predicate holds (the training branch), as the shortest decimal; else ``None``."""
+    if weight_tensor is None or weight_tensor.op.type != "Sub":
+        return None
+    one, momentum = weight_tensor.op.inputs
+    if _scalar_constant(GraphValue(one)) != 1.0:
+        return None
+    while momentum.op.type in PASS_THROUGH:
+        momentum = momentum.op.inputs[0]
+    if momentum.op.type not in ("If", "StatelessIf"):
+        return None
+    body = _then_body(momentum.op)
+    if body is None:
+        return None
+    node, _ = _returned(body, momentum.value_index)
+    value = _scalar_constant(body.value(node)) if node in body.nodes else None
+    return None if value is None else shortest_float32(value)
+
+
+def _renorm_variance_averages(sites, variables):
+    """``name -> Average`` for each renorm layer's moving variance (shape ``"renorm"``, see
+    :class:`Update`): an assignment ``V = relu(W * W - epsilon)`` where ``W`` is read after an
+    ``assign_sub(W, (W - sqrt(x + epsilon)) * d)`` run by the same op (the same ``If``, or both in
+    the graph itself). The consumed value is ``x``, the momentum ``W``'s."""
+    def site_key(site):
+        return site.name if site.type in ("If", "StatelessIf") else None
+
+    stddevs = {}  # (W, site key) -> (x, weight of the new value)
+    for assignment, site in sites:
+        if assignment.op_type not in ASSIGN_SUB:
+            continue
+        matched = _match_assign_sub(assignment)
+        if matched is None or matched[1].op_type != "Sqrt":
+            continue
+        stddev, root, weight = matched
+        radicand = root.inputs()[0]
+        if radicand.op_type not in ADD:
+            continue
+        for value, constant in (radicand.inputs(), radicand.inputs()[::-1]):
+            if _scalar_constant(constant) is not None and value.outer() is not None:
+                stddevs.setdefault((stddev, site_key(site)), (value.outer(), weight))
+                break
+    averages = {}
+    for assignment, site in sites:
+        if assignment.op_type not in ASSIGN:
+            continue
+        target, value = assignment.inputs()[:2]
+        variable = _variable_name(target)
+        if value.op_type == "Relu":
+            value = value.inputs()[0]
+        if variable is None or value.op_type != "Sub":
+            continue
+        square, epsilon = value.inputs()
+        if square.op_type != "Mul" or _scalar_constant(epsilon) is None:
+            continue
+        factors = {_variable_name(factor) for factor in square.inputs()}
+        if len(factors) != 1 or None in factors:
+            continue
+        (stddev,) = factors
+        found = stddevs.get((stddev, site_key(site)))
+        if (found is None or variable not in variables or stddev not in variables
+                or variables[variable].trainable):
+            continue
+        consumed, weight = found
+        constant = _scalar_constant(weight)
+        if constant is None:
+            continue
+        update = Update(variable, consumed, _momentum_of(weight, constant), shape="renorm",
+                        site=site, stddev=stddev)
+        averages.setdefault(variable, Average(variable, variables[variable], update))
+    return averages
+
+
+def _preferred(candidates, role):
+    """Of the averages that consume one statistic, the one named ``.../<role>`` (tf_keras' moving
+    statistic, not a renorm average of the same mean), else the last found."""
+    for candidate in candidates:
+        if candidate[0].name.endswith("/" + role):
+            return candidate
+    return candidates[-1]
+
+
+def _pair_into_layers(graph, averages, renorm_variances, variables):
+    """Pair averages whose consumed values are the mean and the variance of the same moments:
+    ``(layers, names of the averages paired into layers)``; a ghost-batch or renorm layer has its
+    mode set (:attr:`Layer.mode`)."""
+    by_key = {}
+    for name, average in list(averages.items()) + list(renorm_variances.items()):
+        found = _moments_source(average.update.consumed)
+        if found is not None:
+            by_key.setdefault(found.key, {}).setdefault(found.statistic, []).append((average, found))
+    layers, paired = [], set()
+    for key, statistics in by_key.items():
+        if set(statistics) != {"mean", "variance"}:
+            continue
+        mean, mean_found = _preferred(statistics["mean"], "moving_mean")
+        variance, variance_found = _preferred(statistics["variance"], "moving_variance")
+        renorm = variance.update.shape == "renorm"
+        if mean.update.shape == "renorm" or mean_found.ghost != variance_found.ghost:
+            continue
+        x, virtual_batch_size = mean_found.x, None
+        if mean_found.ghost:
+            x, virtual_batch_size = _ghost_reshape(x)
+        scope = _common_scope(mean.name, variance.name)
+        gamma = variables.get(f"{scope}/gamma") if scope else None
+        beta = variables.get(f"{scope}/beta") if scope else None
+        layer = Layer(name=scope or key.rsplit("/", 1)[0], mean=mean, variance=variance, inputs=x,
+                      fused=mean_found.fused, gamma=gamma, beta=beta,
+                      kind="batch norm (tf_keras)" if mean.name.endswith("/moving_mean")
+                      else "tf.nn.moments")
+        layer.epsilon = _epsilon(graph, layer, mean_found.fused_epsilon,
+                                 [found.tensor.op.name for found in (mean_found, variance_found)
+                                  if (renorm or mean_found.ghost) and found.tensor is not None])
+        layers.append(layer)
+        paired.update((mean.name, variance.name))
+        if not (renorm or mean_found.ghost):
+            continue
+        options = {}
+        if renorm:
+            layer.moving_stddev = variables[variance.update.stddev]
+            renorm_mean = averages.get(f"{scope}/renorm_mean")
+            if renorm_mean is not None and renorm_mean.update.momentum is not None:
+                options["renorm_momentum"] = renorm_mean.update.momentum
+            options.update(renorm=True, **_renorm_clipping(graph, layer.name))
+        layer.mode = LayerMode(virtual_batch_size=virtual_batch_size, ghost_layout=STRIDED,
+                               **options)
+    return layers, paired
+
+
+def _renorm_clipping(graph, scope):
+    """The bounds clipping a renorm layer's ``r`` and ``d``: ``{"rmin", "rmax", "dmax"}`` (those the
+    graph has), the constants of the ``maximum`` / ``minimum`` ops between ``<scope>/renorm_r``
+    (``renorm_d``) and the ratio they clip, through the ``tf.cond`` on ``training``."""
+    bounds = {}
+    for name, lower, upper in (("renorm_r", "rmin", "rmax"), ("renorm_d", None, "dmax")):
+        try:
+            tensor = graph.get_operation_by_name(f"{scope}/{name}").inputs[0]
+        except (KeyError, ValueError, IndexError):
+            continue
+        for _ in range(12):
+            operation = tensor.op
+            if operation.type in PASS_THROUGH:
+                tensor = operation.inputs[0]
+            elif operation.type in ("If", "StatelessIf"):
+                body = _then_body(operation)
+                node, _ = _returned(body, tensor.value_index) if body is not None else (None, None)
+                if body is None or node not in body.arguments:
+                    break
+                tensor = body.arguments[node].tensor
+            elif operation.type in ("Maximum", "Minimum"):
+                values = [_scalar_constant(GraphValue(t)) for t in operation.inputs]
+                if values[1] is None:
+                    break
+                bound = shortest_float32(values[1])
+                if operation.type == "Minimum":
+                    bounds[upper] = bound
+                elif lower is not None:
+                    bounds[lower] = bound
+                else:
+                    bounds.setdefault(upper, -bound)
+                tensor = operation.inputs[0]
+            else:
+                break
+    return bounds
+
+
+def _common_scope(first, second):
+    """The name scope two variables share (``a/b/moving_mean``, ``a/b/moving_variance`` -> ``a/b``)."""
+    parts = []
+    for left, right in zip(first.split("/")[:-1], second.split("/")[:-1]):
+        if left != right:
+            break
+        parts.append(left)
+    return "/".join(parts)
+
+
+def _epsilon(graph, layer, fused_epsilon=None, statistics=()):
+    """The layer's epsilon: the fused kernel's attribute, else the constant
+    ``tf.nn.batch_normalization`` adds to a variance read from the layer's moving variance (its
+    inference path) or, in training mode, to the batch variance (or to ``statistics``, the
+    per-ghost-batch moments). ``None`` when the graph has neither."""
+    if fused_epsilon is not None:
+        return shortest_float32(fused_epsilon)
+    scope = layer.name + "/" if layer.kind.startswith("batch norm") else ""
+    names = {layer.variance.name, layer.variance.update.consumed.op.name, *statistics}
+    for operation in graph.get_operations():
+        if operation.type not in ("Rsqrt",) or not operation.name.startswith(scope):
+            continue
+        addition = operation.inputs[0].op
+        if addition.type not in ADD:
+            continue
+        for value, constant in (addition.inputs, addition.inputs[::-1]):
+            epsilon = _scalar_constant(GraphValue(constant))
+            if epsilon is not None and _depends_on(value, names):
+                return shortest_float32(epsilon)
+    return None
+
+
+def _depends_on(tensor, names, depth=0):
+    """Whether ``tensor`` is computed from an op named in ``names`` (a few levels up)."""
+    if depth > 8:
+        return False
+    if tensor.op.name in names or _variable_name(GraphValue(tensor)) in names:
+        return True
+    return any(_depends_on(t, names, depth + 1) for t in tensor.op.inputs)
+
+
+def is_training_op(operation):
+    """Whether ``operation`` updates trainable weights (an optimizer's ``Apply*`` kernel)."""
+    return operation.type.startswith(TRAINING_OP_PREFIXES)
+
+
+def layer_name_for(name):
+    """A variable's layer scope for display: ``a/b/moving_mean`` -> ``a/b``."""
+    return re.sub(r"/[^/]+$", "", name)

@@ -1,0 +1,114 @@
+"""The trace format: what a trace holds, its names and constants, and a record as JSON values.
+
+Writing is :mod:`bnrepro.trace.writer`, reading :mod:`bnrepro.trace.reader`; the JSON Schema of a
+line is ``schema.json`` beside this module.
+
+A trace is JSON Lines. Everything bnrepro writes (``bnrepro run``, ``bnrepro compare``, ``bnrepro
+trace``) is ``bnrepro-trace/2``, one layout whatever the program: the records of
+:class:`bnrepro.graphs.tracer.Tracer`, to which a program of bnrepro's own adds its fields. Line 1 is the
+header::
+
+    {"format": "bnrepro-trace/2", "scenario": ..., "config": {...}, "versions": {...},
+     "layers": {layer_name: {"momentum": m, "epsilon": e, "kind", "fused", "convention",
+                             "zero_debias", "variables"[, the layer's mode]}, ...},
+     "averages": {name: {"momentum", ...}, ...}}
+
+(a layer's mode: ``virtual_batch_size`` and ``ghost_layout``, ``renorm``; see
+:class:`bnrepro.check.layer_modes.LayerMode`). Every further line is one step: a ``session.run`` (or
+Keras callable call) that moved a tracked statistic or trained, numbered in order (``"step": 0`` is
+the initial state). From the tracer:
+
+* ``"run": {"call", "index", "trained", "moved", "fetched"}``;
+* ``"bn"``, per layer of the graph that ran: ``moving_mean``, ``moving_variance`` and, when the
+  layer has them, ``gamma``, ``beta`` after the step; for steps >= 1 ``batch_mean`` and
+  ``batch_variance`` as the step's update consumed them (when it ran) and ``batch_input`` (the
+  layer's input in that run, on the steps that keep it); ``local_step`` (zero-debiased averages)
+  and ``momentum`` (computed at run time) where they apply. The state before a step is the one of
+  the last earlier step holding the layer (none when step numbers are missing in between: a trace
+  that keeps some steps only);
+* ``"averages"``: ``{name: {"value", "consumed"[, "local_step", "momentum"]}}`` of the averages
+  that pair with no other (the header's ``"averages"``).
+
+Added by ``bnrepro run`` and ``bnrepro compare``: ``"variables"`` (TensorFlow name -> value after the
+step), ``"loss"``, ``"metrics"``, ``"inference"`` (per layer ``input`` and ``output`` in inference
+mode with the variables before the step), ``"batch"`` (``inputs`` and ``targets``, or ``indices``
+and ``labels``) and ``"after"`` (what a post prints after the step).
+
+``bnrepro-trace/1``, written by earlier versions and by other programs (``scripts/pytorch_trace.py``),
+is read as before: no ``run`` or ``averages``; every step's ``bn`` holds exactly the header's
+layers with ``gamma`` and ``beta``; the state before step ``k`` is step ``k - 1``'s.
+
+The last line says how the run ended, so that a trace cut short (a full disk, ``head -n``, a copy
+interrupted) is told from a finished one::
+
+    {"end": {"status": "complete" | "diverged" | "stopped", "last_step": k, "records": n,
+             "reason": "..."}}
+
+``last_step`` is the last training step that ran (recorded or not), ``records`` the number of step
+lines before it, ``reason`` (optional) what stopped a run that is not complete. A trace without it
+reads back (``Trace.end`` is ``None``); ``bnrepro verify`` then says it may be cut short and does
+not pass it.
+
+Numbers are float32 values written as JSON numbers through float64, so they read back exactly. This
+package uses only NumPy and the standard library.
+"""
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+import numpy as np
+
+FORMAT = "bnrepro-trace/1"
+FORMAT_2 = "bnrepro-trace/2"  # what bnrepro writes: the tracer's records; see the module docstring
+FORMATS = (FORMAT, FORMAT_2)
+END_STATUSES = ("complete", "diverged", "stopped")
+TRACE_FILE = "trace.jsonl"
+CSV_FILE = "trace.csv"
+ARRAYS_FILE = "trace_arrays.npz"
+BINARY_MIN_VALUES = 100  # an array this large goes to ARRAYS_FILE; smaller ones stay JSON text
+ARRAY_SECTIONS = ("bn", "inference", "averages", "variables", "batch", "metrics", "after")
+LAYER_STATE = ("moving_mean", "moving_variance", "gamma", "beta")
+BATCH_STATISTICS = ("batch_mean", "batch_variance")
+
+
+def library_versions():
+    """Versions of the libraries that produced a trace (without importing them)."""
+    versions = {"python": platform.python_version()}
+    for package in ("bnrepro", "tensorflow", "tf_keras", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def make_header(scenario, config, layers):
+    """A ``bnrepro-trace/1`` header line: ``layers`` maps layer name -> {"momentum", "epsilon"}
+    (:meth:`bnrepro.graphs.tracer.Tracer.header` makes the ``bnrepro-trace/2`` header from it)."""
+    return {"format": FORMAT, "scenario": scenario, "config": config,
+            "versions": library_versions(), "layers": layers}
+
+
+def to_json_value(value):
+    """NumPy arrays and scalars -> nested lists of Python floats/ints (float32 exact via float64)."""
+    if isinstance(value, dict):
+        return {str(key): to_json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(item) for item in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if array.dtype.kind == "f":
+            return array.astype(np.float64).tolist()
+        return array.tolist()
+    return value
+
+
+def end_record(status, last_step, records, reason=None):
+    """The trace's last line: ``{"end": {"status", "last_step", "records"[, "reason"]}}``."""
+    if status not in END_STATUSES:
+        raise ValueError(f"end status {status!r} is not one of {END_STATUSES}")
+    end = {"status": status, "last_step": int(last_step), "records": int(records)}
+    if reason:
+        end["reason"] = str(reason)
+    return {"end": end}

@@ -1,0 +1,238 @@
+"""Reading a trace back (either form: numbers as JSON text, or large arrays in ``trace_arrays.npz``)
+and refusing what is not one, with the file, the line and the problem."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from bnrepro.errors import UserError
+from bnrepro.trace.format import (ARRAY_SECTIONS, ARRAYS_FILE, BATCH_STATISTICS, END_STATUSES,
+                                  FORMAT_2, FORMATS, LAYER_STATE, TRACE_FILE)
+
+@dataclass
+class Trace:
+    """A trace read back: the header dict, the step dicts (tensors as float64 NumPy arrays) and the
+    end line's ``{"status", "last_step", "records"[, "reason"]}`` (``None``: the trace has none)."""
+
+    path: str
+    header: dict
+    steps: list
+    end: Optional[dict] = None
+    _previous: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # before()'s chains
+
+    @property
+    def layers(self):
+        return self.header["layers"]
+
+    @property
+    def generic(self):
+        """A ``bnrepro-trace/2`` trace (any program's runs, :mod:`bnrepro.graphs.tracer`)."""
+        return self.header.get("format") == FORMAT_2
+
+    @property
+    def averages(self):
+        """The header's averages that pair with no other (``bnrepro-trace/2``)."""
+        return self.header.get("averages", {})
+
+    def step(self, number):
+        """The record of step ``number``, or ``None`` if it was not traced."""
+        return self._by_number().get(number)
+
+    def before(self, record, name, section="bn"):
+        """The record whose ``section`` state of ``name`` is the state before ``record``: step
+        ``k - 1`` (``bnrepro-trace/1``: ``None`` when it was not traced), or the last earlier
+        record holding ``name`` (``bnrepro-trace/2``, where every run that moves it is a step,
+        numbered in order; ``None`` when step numbers are missing in between: a trace that keeps
+        some steps only, ``bnrepro compare --trace-every``)."""
+        if not self.generic:
+            return self.step(record["step"] - 1)
+        key = (section, name, len(self.steps))
+        if key not in self._previous:
+            chain, previous, last = {}, None, None
+            for candidate in self.steps:
+                if last is not None and candidate["step"] != last + 1:
+                    previous = None  # steps left out: the state before this one is not known
+                chain[id(candidate)] = previous
+                if name in candidate.get(section, {}):
+                    previous = candidate
+                last = candidate["step"]
+            self._previous[key] = chain
+        return self._previous[key].get(id(record))
+
+    def _by_number(self):
+        return {record["step"]: record for record in self.steps}
+
+
+def read_trace(path):
+    """Read and check a trace file (or a directory holding ``trace.jsonl``); return a :class:`Trace`.
+
+    Raises :class:`UserError` naming the file, the line and the problem for a missing file, a line
+    that is not JSON (a truncated write), another format version, or tensors whose shapes disagree.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, TRACE_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"trace {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read trace {path}: {error}") from None
+    if not lines:
+        raise UserError(f"trace {path} is empty")
+    objects = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            objects.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            hint = " (truncated?)" if number == len(lines) else ""
+            raise UserError(f"{path} line {number} is not valid JSON{hint}: {error.msg}") from None
+    header = objects[0]
+    if not isinstance(header, dict) or "format" not in header:
+        raise UserError(f"{path} line 1 is not a bnrepro trace header (no \"format\")")
+    if header["format"] not in FORMATS:
+        raise UserError(f"{path} is format {header['format']!r}; this bnrepro reads "
+                        f"{' and '.join(map(repr, FORMATS))}")
+    if not isinstance(header.get("layers"), dict):
+        raise UserError(f"{path} line 1 has no \"layers\" object")
+    arrays = _ArrayFile(os.path.dirname(path))
+    objects[1:] = [_resolved(record, arrays, f"{path} line {number}")
+                   for number, record in enumerate(objects[1:], start=2)]
+    end = None
+    if len(objects) > 1 and isinstance(objects[-1], dict) and "end" in objects[-1]:
+        end = _check_end(f"{path} line {len(objects)}", objects.pop()["end"])
+    generic = header["format"] == FORMAT_2
+    steps = [_check_step(path, number, record, header["layers"], generic)
+             for number, record in enumerate(objects[1:], start=2)]
+    if not steps:
+        raise UserError(f"{path} has a header but no steps (truncated?)")
+    return Trace(path=path, header=header, steps=steps, end=end)
+
+
+class _ArrayFile:
+    """The ``trace_arrays.npz`` beside a trace, opened on the first reference to it."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, ARRAYS_FILE)
+        self._members = None
+
+    def row(self, where, reference):
+        if not (reference.get("array") == ARRAYS_FILE and isinstance(reference.get("key"), str)
+                and isinstance(reference.get("index"), int)):
+            raise UserError(f"{where}: {reference!r} is not an array reference ({{\"array\": "
+                            f"\"{ARRAYS_FILE}\", \"key\": member, \"index\": row}})")
+        if self._members is None:
+            try:
+                with np.load(self.path) as stored:
+                    self._members = {name: stored[name] for name in stored.files}
+            except (OSError, ValueError) as error:
+                raise UserError(f"{where} refers to {self.path}, which cannot be read: "
+                                f"{error}") from None
+        member = self._members.get(reference["key"])
+        if member is None or not 0 <= reference["index"] < len(member):
+            raise UserError(f"{where}: {self.path} has no row {reference['index']} of "
+                            f"{reference['key']!r}")
+        return member[reference["index"]]
+
+
+def _resolved(record, arrays, where):
+    """A record with its array references replaced by the arrays (other lines as they are)."""
+    if not isinstance(record, dict) or "step" not in record:
+        return record
+    resolved = dict(record)
+    for section in ARRAY_SECTIONS:
+        entries = record.get(section)
+        if not isinstance(entries, dict):
+            continue
+        resolved[section] = {
+            name: ({quantity: _value(item, arrays, where) for quantity, item in value.items()}
+                   if isinstance(value, dict) and "array" not in value
+                   else _value(value, arrays, where))
+            for name, value in entries.items()}
+    return resolved
+
+
+def _value(value, arrays, where):
+    return arrays.row(where, value) if isinstance(value, dict) and "array" in value else value
+
+
+def _check_end(where, end):
+    """The end line's object, checked: a known status and whole-number counts."""
+    if (not isinstance(end, dict) or end.get("status") not in END_STATUSES
+            or not all(isinstance(end.get(key), int) and not isinstance(end.get(key), bool)
+                       for key in ("last_step", "records"))):
+        raise UserError(f"{where} is not an end line: it must be {{\"end\": {{\"status\": one of "
+                        f"{', '.join(END_STATUSES)}, \"last_step\": integer, \"records\": "
+                        "integer}}")
+    return end
+
+
+def _check_step(path, line, record, layers, generic=False):
+    """Convert one step's tensors to arrays and check their shapes against each other. ``generic``
+    (``bnrepro-trace/2``): a step may hold some of the layers, without gamma and beta, and
+    ``"averages"``."""
+    where = f"{path} line {line}"
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+        raise UserError(f"{where} is not a step record (no integer \"step\")")
+    converted = dict(record)
+    batch_norm = record.get("bn", {} if generic else None)
+    held = isinstance(batch_norm, dict) and (set(batch_norm) <= set(layers) if generic
+                                             else set(batch_norm) == set(layers))
+    if not held:
+        raise UserError(f"{where}: \"bn\" must hold {'some of' if generic else 'exactly'} the "
+                        f"header's layers {sorted(layers)}")
+    converted["bn"] = {}
+    required = ("moving_mean", "moving_variance") if generic else LAYER_STATE
+    if generic:
+        converted["averages"] = {
+            name: {quantity: _array(where, f"averages {name} {quantity}", value)
+                   for quantity, value in quantities.items()}
+            for name, quantities in (record.get("averages") or {}).items()}
+    for layer, quantities in batch_norm.items():
+        arrays = {name: _parameter_shape(name, _array(where, f"bn {layer} {name}", value))
+                  for name, value in quantities.items()}
+        missing = [name for name in required if name not in arrays]
+        if missing:
+            raise UserError(f"{where}: layer {layer} lacks {', '.join(missing)}")
+        channels = arrays["moving_mean"].shape
+        for name in LAYER_STATE + BATCH_STATISTICS:
+            if name in arrays and arrays[name].shape != channels:
+                raise UserError(f"{where}: layer {layer} {name} has shape {arrays[name].shape}, "
+                                f"moving_mean has {channels}")
+        if "batch_input" in arrays and arrays["batch_input"].shape[-1:] != channels:
+            raise UserError(f"{where}: layer {layer} batch_input's last axis "
+                            f"{arrays['batch_input'].shape[-1:]} does not match {channels}")
+        converted["bn"][layer] = arrays
+    if "inference" in record:
+        converted["inference"] = {}
+        for layer, pair in record["inference"].items():
+            if layer not in layers or set(pair) != {"input", "output"}:
+                raise UserError(f"{where}: inference entry {layer!r} must be a header layer "
+                                "with \"input\" and \"output\"")
+            inputs = _array(where, f"inference {layer} input", pair["input"])
+            outputs = _array(where, f"inference {layer} output", pair["output"])
+            channels = converted["bn"][layer]["moving_mean"].shape
+            if inputs.shape != outputs.shape or inputs.shape[-1:] != channels:
+                raise UserError(f"{where}: inference {layer} input {inputs.shape} and output "
+                                f"{outputs.shape} must match each other and {channels} channels")
+            converted["inference"][layer] = {"input": inputs, "output": outputs}
+    return converted
+
+
+def _parameter_shape(name, array):
+    """A layer's per-channel quantity as ``(C,)``: a ghost-batch layer (``virtual_batch_size``)
+    keeps its parameters and moving statistics with shape ``(1, 1, C)``."""
+    if name in LAYER_STATE + BATCH_STATISTICS and array.ndim > 1 and set(array.shape[:-1]) == {1}:
+        return array.reshape(array.shape[-1:])  # (1, ..., 1, C) -> (C,)
+    return array
+
+
+def _array(where, what, value):
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {what} is not a numeric array") from None
