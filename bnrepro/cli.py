@@ -121,9 +121,10 @@ def _add_verify(commands):
 
 
 def _verify(arguments):
-    from bnrepro.check.verify import verify_path
+    from bnrepro.check.verify import verify_trace
+    from bnrepro.trace import read_trace
 
-    report = verify_path(arguments.trace)
+    report = verify_trace(read_trace(arguments.trace))
     print(report.format())
     return 0 if report.passed else EXIT_FAILED
 
@@ -139,9 +140,11 @@ def _add_explain(commands):
 
 
 def _explain(arguments):
-    from bnrepro.check.explain import explain_path
+    from bnrepro.check.explain import explain_step
+    from bnrepro.trace import read_trace
 
-    print(explain_path(arguments.trace, arguments.step, arguments.layer, arguments.channel))
+    print(explain_step(read_trace(arguments.trace), arguments.step, arguments.layer,
+                       arguments.channel))
     return 0
 
 
@@ -155,9 +158,10 @@ def _add_reference(commands):
 
 
 def _reference(arguments):
-    from bnrepro.check.reference import agrees, format_replay, replay_path
+    from bnrepro.check.reference import agrees, format_replay, replay
+    from bnrepro.trace import read_trace
 
-    _, comparisons = replay_path(arguments.trace)
+    comparisons = replay(read_trace(arguments.trace))
     print(format_replay(comparisons))
     return 0 if agrees(comparisons) else EXIT_FAILED
 

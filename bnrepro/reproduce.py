@@ -7,7 +7,7 @@ printed numbers) gets a short ``bnrepro compare`` on the embedded digits (:data:
 into ``OUT/compare/``, its bn trace verified. ``OUT/report.md`` collects the tables. The run fails
 (non-zero exit) if any trace fails verification, the reference disagrees with a trace
 (:func:`bnrepro.check.reference.agrees`) or any printed number differs beyond
-:data:`bnrepro.check.posts.MATCH_RULE`.
+:data:`bnrepro.check.tolerances.PRINTED_MATCH_RULE`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from bnrepro.compare.progress import ProgressBar
 
 from bnrepro.compare.run import run_compare
 from bnrepro.outdir import check_output_directory, output_directory
-from bnrepro.check.posts import MATCH_RULE, POSTS, compare_printed
+from bnrepro.check.posts import POSTS, compare_printed
+from bnrepro.check.tolerances import PRINTED_MATCH_RULE
 from bnrepro.check.reference import agrees, format_replay, replay
 from bnrepro.scenarios import get_scenario, run_scenario
 from bnrepro.trace import TRACE_FILE, read_trace, to_json_value
@@ -94,7 +95,7 @@ def _reproduce(out, force, write, compare_config, progress_stream, stages):
             table = format_table(rows)
             matched = all(row[-1] == "match" for row in rows)
             all_ok = all_ok and matched and verification.passed and agrees(comparisons)
-            write(f"-- post {post}: the post's printed numbers against ours (match: {MATCH_RULE})")
+            write(f"-- post {post}: the post's printed numbers against ours (match: {PRINTED_MATCH_RULE})")
             write(table)
             write("")
             report += [f"## Post {post}", "", f"Scenario `{scenario_name}`, config `{config}`.", "",

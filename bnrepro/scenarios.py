@@ -1,64 +1,95 @@
 """The table of scenarios ``bnrepro run`` knows, and running one into a traced output directory.
 
-Importing this module imports neither TensorFlow nor NumPy: the names, summaries and config types
-below are all that ``bnrepro run --help`` and the option checks need; a scenario's graph code is
-imported by :func:`get_scenario`.
+Importing this module imports neither TensorFlow nor NumPy: each row's name, summary and config
+type are all that ``bnrepro run --help`` and the option checks need. A row's loader imports the
+scenario's graph module (and so TensorFlow) when the scenario is used; the graph modules never
+import this one.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
-from bnrepro.config import CubicConfig, TwoSampleConfig, check_scenario_config, config_as_dict
+from bnrepro.config import (CubicConfig, FusedConfig, GhostBatchConfig, RenormConfig,
+                            TwoSampleConfig, check_scenario_config, config_as_dict)
 from bnrepro.errors import UserError
 from bnrepro.outdir import output_directory
-from bnrepro.graphs.pitfalls import PITFALL_CONFIGS, PITFALL_SCENARIOS
 
 
 @dataclass(frozen=True)
-class Scenario:
-    """A post's experiment: its configuration type, graph builder, batches and printout."""
+class ScenarioEntry:
+    """One row of :data:`SCENARIOS`: the one-line summary ``--help`` shows, the config type, and
+    ``load()``, which imports the scenario's module and returns its
+    :class:`~bnrepro.graphs.built.Scenario`."""
 
-    name: str
+    summary: str
     config_type: type
-    build: Callable
-    batches: Callable
-    print_step: Optional[Callable] = None
+    load: Callable
 
 
 def _cubic():
     from bnrepro.graphs import cubic
-    return Scenario("cubic", cubic.CubicConfig, cubic.build_cubic_graph, cubic.cubic_batches,
-                    cubic.print_cubic_step)
+    return cubic.scenario()
 
 
 def _two_sample():
     from bnrepro.graphs import two_sample
-    return Scenario("two-sample", two_sample.TwoSampleConfig, two_sample.build_two_sample_graph,
-                    two_sample.two_sample_batches, two_sample.print_two_sample_step)
+    return two_sample.scenario()
 
 
-def _pitfall(module_name):
-    """The loader of a trap's scenario in :mod:`bnrepro.graphs.pitfalls` (its module's ``scenario()``)."""
-    def load():
-        return importlib.import_module(f"bnrepro.graphs.pitfalls.{module_name}").scenario()
-    return load
+def _fused():
+    from bnrepro.graphs.pitfalls import fused
+    return fused.scenario()
 
 
-# name -> loader; loaders import TensorFlow only when a scenario is actually used.
-SCENARIOS = {"cubic": _cubic, "two-sample": _two_sample}
-SCENARIOS.update({name: _pitfall(module) for name, (module, _) in PITFALL_SCENARIOS.items()})
+def _update_ops():
+    from bnrepro.graphs.pitfalls import update_ops
+    return update_ops.scenario()
 
-# Without importing TensorFlow: what --help lists.
-SCENARIO_SUMMARIES = {
-    "cubic": "post 000: x^3+1 regression, batch 3, momentum 0.9, GD lr 0.5",
-    "two-sample": "post 001: one Adam step on x=[0,1], y=[3,4], momentum 0.5",
+
+def _training_flag():
+    from bnrepro.graphs.pitfalls import training_flag
+    return training_flag.scenario()
+
+
+def _epsilon():
+    from bnrepro.graphs.pitfalls import epsilon
+    return epsilon.scenario()
+
+
+def _ghost_batch():
+    from bnrepro.graphs.pitfalls import ghost_batch
+    return ghost_batch.scenario()
+
+
+def _renorm():
+    from bnrepro.graphs.pitfalls import renorm
+    return renorm.scenario()
+
+
+# name -> row: the posts, then the traps (docs/pitfalls.md), in the order --help lists them
+SCENARIOS = {
+    "cubic": ScenarioEntry("post 000: x^3+1 regression, batch 3, momentum 0.9, GD lr 0.5",
+                           CubicConfig, _cubic),
+    "two-sample": ScenarioEntry("post 001: one Adam step on x=[0,1], y=[3,4], momentum 0.5",
+                                TwoSampleConfig, _two_sample),
+    "fused-variance": ScenarioEntry("trap 1: the same 4 values through the fused (4-D) and "
+                                    "non-fused (2-D) kernels: unbiased vs biased moving variance",
+                                    FusedConfig, _fused),
+    "no-update-ops": ScenarioEntry("trap 2: post 000 trained without the UPDATE_OPS dependency: "
+                                   "moving statistics stay 0 and 1", CubicConfig, _update_ops),
+    "training-not-fed": ScenarioEntry("trap 3: post 000 with training never fed True: batch norm "
+                                      "trains in inference mode", CubicConfig, _training_flag),
+    "epsilon": ScenarioEntry("trap 4: post 000 and how its inference output moves with each "
+                             "framework's epsilon", CubicConfig, _epsilon),
+    "ghost-batch": ScenarioEntry("trap 7: virtual_batch_size (ghost batches): strided ghost "
+                                 "batches, ignored when training is a tensor", GhostBatchConfig,
+                                 _ghost_batch),
+    "renorm": ScenarioEntry("trap 7: renorm=True: moving_stddev, r/d clipping", RenormConfig,
+                            _renorm),
 }
-SCENARIO_SUMMARIES.update({name: summary for name, (_, summary) in PITFALL_SCENARIOS.items()})
-
-# Without importing TensorFlow: each scenario's config type (its loaded Scenario's config_type).
-SCENARIO_CONFIGS = {"cubic": CubicConfig, "two-sample": TwoSampleConfig, **PITFALL_CONFIGS}
+SCENARIO_SUMMARIES = {name: entry.summary for name, entry in SCENARIOS.items()}
+SCENARIO_CONFIGS = {name: entry.config_type for name, entry in SCENARIOS.items()}
 
 
 def check_scenario_name(name):
@@ -69,9 +100,9 @@ def check_scenario_name(name):
 
 
 def get_scenario(name):
-    """The :class:`Scenario` called ``name`` (imports its graph code, and TensorFlow);
-    :class:`UserError` listing the choices otherwise."""
-    return SCENARIOS[check_scenario_name(name)]()
+    """The :class:`~bnrepro.graphs.built.Scenario` called ``name`` (imports its graph code, and
+    TensorFlow); :class:`UserError` listing the choices otherwise."""
+    return SCENARIOS[check_scenario_name(name)].load()
 
 
 def run_scenario(name, config, out, *, force=False, write=print, record_every=1):

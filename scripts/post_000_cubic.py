@@ -12,7 +12,8 @@ import argparse
 
 from bnrepro.graphs.cubic import CubicConfig
 from bnrepro.scenarios import run_scenario
-from bnrepro.check.verify import verify_path
+from bnrepro.check.verify import verify_trace
+from bnrepro.trace import read_trace
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--out", default="out/post_000", help="trace directory [default: out/post_000]")
@@ -20,7 +21,7 @@ arguments = parser.parse_args()
 
 config = CubicConfig()  # batch_size=3, epochs=10, momentum=0.9, learning_rate=0.5, seed=0, ones
 trace_path = run_scenario("cubic", config, arguments.out, force=True)
-report = verify_path(trace_path)
+report = verify_trace(read_trace(trace_path))
 print(report.format())
 print("The post's open question: moving_mean = 0.9 * moving_mean + 0.1 * mean(hidden_tmp) at every "
       "step?", "yes" if report.passed else "NO")

@@ -10,7 +10,8 @@ initial values below reproduce everything it printed.
 """
 import argparse
 
-from bnrepro.check.explain import explain_path
+from bnrepro.check.explain import explain_step
+from bnrepro.trace import read_trace
 from bnrepro.scenarios import run_scenario
 from bnrepro.graphs.two_sample import POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL, TwoSampleConfig
 
@@ -22,4 +23,4 @@ config = TwoSampleConfig(hidden_kernel_init=POST_HIDDEN_KERNEL, output_kernel_in
 trace_path = run_scenario("two-sample", config, arguments.out, force=True)
 print()
 print("The answer's hand calculation, with the numbers of this run:")
-print(explain_path(trace_path, step=1))
+print(explain_step(read_trace(trace_path), step=1))

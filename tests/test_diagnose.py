@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from bnrepro.cli import main
-from bnrepro.check.diagnose import conventions_followed, diagnose_trace, fitted_epsilon
+from bnrepro.check.diagnose import conventions_followed, diagnose_trace
+from bnrepro.check.formulas import fitted_epsilon
 from bnrepro.trace import Trace
 from bnrepro.check.verify import verify_trace
 

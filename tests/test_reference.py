@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bnrepro.check import reference as ref
+from bnrepro.check.reference import two_sample as two_sample_reference
 from bnrepro.errors import UserError
 from bnrepro.trace import Trace, read_trace
 
@@ -214,12 +215,12 @@ def test_adam_without_bias_correction_disagrees(two_sample_trace, monkeypatch, c
     def uncorrected(variables, gradients, learning_rate, **options):
         powers = {ref.BETA1_POWER: 0.0, ref.BETA2_POWER: 0.0}  # 1 - power = 1: no correction
         updated = original({**variables, **powers}, gradients, learning_rate, **options)
-        updated[ref.BETA1_POWER] = ref._f64(variables[ref.BETA1_POWER]) * ref.ADAM_BETA1
-        updated[ref.BETA2_POWER] = ref._f64(variables[ref.BETA2_POWER]) * ref.ADAM_BETA2
+        updated[ref.BETA1_POWER] = ref.as_float64(variables[ref.BETA1_POWER]) * ref.ADAM_BETA1
+        updated[ref.BETA2_POWER] = ref.as_float64(variables[ref.BETA2_POWER]) * ref.ADAM_BETA2
         return updated
 
     original = ref.adam_update
-    monkeypatch.setattr(ref, "adam_update", uncorrected)
+    monkeypatch.setattr(two_sample_reference, "adam_update", uncorrected)  # where the step uses it
     comparisons = ref.replay(two_sample_trace)
     assert not ref.agrees(comparisons)
     assert main(["reference", two_sample_trace.path]) == 1

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from bnrepro.check import posts, reference
+from bnrepro.check.reference import two_sample as two_sample_reference
 
 from bnrepro import reproduce as reproduce_module
 from bnrepro.config import EMBEDDED_DATA, CompareConfig
@@ -65,7 +66,7 @@ def test_a_reference_that_disagrees_fails_reproduce(tmp_path, monkeypatch):
             updated[name] = float(variables[name]) * beta
         return updated
 
-    monkeypatch.setattr(reference, "adam_update", uncorrected)
+    monkeypatch.setattr(two_sample_reference, "adam_update", uncorrected)  # where the step uses it
     lines = []
     assert _reproduce(tmp_path / "out", lines) is False
     assert "\n   reference: DISAGREES at step 1: " in "\n".join(lines)

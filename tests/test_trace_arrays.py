@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from bnrepro.trace import writer as trace_module
-from bnrepro.check.explain import explain_path
+from bnrepro.check.explain import explain_step
 from bnrepro.trace.load import load_trace
 from bnrepro.trace import ARRAYS_FILE, TRACE_FILE, TraceWriter, read_trace
-from bnrepro.check.verify import verify_path
+from bnrepro.check.verify import verify_trace
 
 LAYER = "layer1/batch_normalization"
 
@@ -71,11 +71,12 @@ def test_both_forms_read_back_the_same_numbers(binary_trace, text_trace):
 
 
 def test_every_reader_agrees_on_both_forms(binary_trace, text_trace):
-    binary, text = verify_path(binary_trace), verify_path(text_trace)
+    binary, text = verify_trace(read_trace(binary_trace)), verify_trace(read_trace(text_trace))
     assert binary.passed and text.passed
     strip = lambda report: report.format().split("\n", 1)[1]  # noqa: E731 (the path differs)
     assert strip(binary) == strip(text)
-    assert explain_path(binary_trace, 20, channel=5) == explain_path(text_trace, 20, channel=5)
+    assert (explain_step(read_trace(binary_trace), 20, channel=5)
+            == explain_step(read_trace(text_trace), 20, channel=5))
     left, right = load_trace(binary_trace), load_trace(text_trace)
     for quantity, array in left.layers[LAYER].items():
         other = right.layers[LAYER][quantity]

@@ -311,12 +311,12 @@ def test_a_long_trace_keeps_the_layer_input_for_the_first_steps_then_every_hundr
 
 
 def test_explain_writes_out_averages_and_zero_debiased_layers(runs):
-    from bnrepro.check.explain import explain_path
+    from bnrepro.check.explain import explain_step
 
-    text = explain_path(runs["plain_assign"]["trace"], 2)
+    text = explain_step(read_trace(runs["plain_assign"]["trace"]), 2)
     assert text.startswith("Step 2 of trace, average running_mean (momentum 0.95)")
     assert "value = momentum * old + (1 - momentum) * consumed" in text
-    text = explain_path(runs["moments_assign_moving_average"]["trace"], 2)
+    text = explain_step(read_trace(runs["moments_assign_moving_average"]["trace"]), 2)
     assert "moving_mean (zero-debiased, t = 2)" in text
     for line in text.splitlines():
         if "difference" in line:

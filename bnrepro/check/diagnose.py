@@ -349,24 +349,6 @@ INFERENCE_CANDIDATES = (
 ) + tuple(_epsilon_candidate(epsilon, who) for epsilon, who in KNOWN_EPSILONS.items())
 
 
-def fitted_epsilon(inputs, outputs, moving_mean, moving_variance, gamma, beta):
-    """Solve the inference formula for epsilon, element by element, and take the median::
-
-        epsilon = (gamma * (input - moving_mean) / (output - beta))^2 - moving_variance
-
-    Elements whose ``output - beta`` is within 1e-3 of zero carry no information and are skipped;
-    returns ``None`` when none is left.
-    """
-    inputs, outputs = np.asarray(inputs, dtype=np.float64), np.asarray(outputs, dtype=np.float64)
-    shifted = outputs - beta
-    usable = np.abs(shifted) > 1e-3
-    if not usable.any():
-        return None
-    ratio = gamma * (inputs - moving_mean) / np.where(usable, shifted, 1.0)
-    estimates = ratio * ratio - moving_variance
-    return float(np.median(estimates[usable]))
-
-
 QUANTITIES = (
     ("moving_mean", MEAN_CANDIDATES, lambda s: s.new["moving_mean"]),
     ("moving_variance", VARIANCE_CANDIDATES, lambda s: s.new["moving_variance"]),
@@ -397,13 +379,12 @@ def _steps(trace, layer):
 def _fitting(steps, candidates, observed):
     """``(the candidates whose predictions hold every observed value within its bound, how many
     steps were compared)``; a candidate not applicable at some step does not fit."""
-    from bnrepro.check.verify import Check
 
     pairs = [(step, observed(step)) for step in steps]
     pairs = [(step, value) for step, value in pairs if value is not None]
     fitting = []
     for candidate in candidates:
-        check = Check(candidate.key)
+        check = tolerances.Check(candidate.key)
         for step, value in pairs:
             prediction = candidate.expected(step)
             if prediction is None:
@@ -492,7 +473,7 @@ def _from_zero_findings(trace, layer):
 
 
 def _fit_epsilon(steps):
-    estimates = [fitted_epsilon(s.inference["input"], s.inference["output"], s.old["moving_mean"],
+    estimates = [formulas.fitted_epsilon(s.inference["input"], s.inference["output"], s.old["moving_mean"],
                                 s.old["moving_variance"], s.old["gamma"], s.old["beta"])
                  for s in steps if s.inference is not None]
     estimates = [e for e in estimates if e is not None]

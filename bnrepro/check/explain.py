@@ -11,7 +11,6 @@ import numpy as np
 
 from bnrepro.check import formulas
 from bnrepro.errors import UserError
-from bnrepro.trace import read_trace
 
 SHOWN_VALUES = 4  # inputs listed in full up to this many; longer lists are elided
 
@@ -144,8 +143,3 @@ def _average_lines(trace, step, name, settings, state, old, momentum, at):
 
 def _span(steps):
     return f"{steps[0]}..{steps[-1]}" if steps else "none"
-
-
-def explain_path(path, step, layer=None, channel=0):
-    """Read the trace at ``path`` and explain ``step``."""
-    return explain_step(read_trace(path), step, layer, channel)

@@ -67,3 +67,21 @@ def zero_debiased_average(old, statistic, momentum, old_step, step):
     biased_old = old * (1.0 - momentum ** float(old_step))
     biased_new = moving_average(biased_old, statistic, momentum)
     return biased_old, biased_new, biased_new / (1.0 - momentum ** float(step))
+
+
+def fitted_epsilon(inputs, outputs, moving_mean, moving_variance, gamma, beta):
+    """Solve the inference formula for epsilon, element by element, and take the median::
+
+        epsilon = (gamma * (input - moving_mean) / (output - beta))^2 - moving_variance
+
+    Elements whose ``output - beta`` is within 1e-3 of zero carry no information and are skipped;
+    returns ``None`` when none is left.
+    """
+    inputs, outputs = np.asarray(inputs, dtype=np.float64), np.asarray(outputs, dtype=np.float64)
+    shifted = outputs - beta
+    usable = np.abs(shifted) > 1e-3
+    if not usable.any():
+        return None
+    ratio = gamma * (inputs - moving_mean) / np.where(usable, shifted, 1.0)
+    estimates = ratio * ratio - moving_variance
+    return float(np.median(estimates[usable]))

@@ -16,9 +16,6 @@ import numpy as np
 from bnrepro.check import tolerances
 from bnrepro.errors import UserError
 
-MATCH_RULE = (f"|ours - printed| <= half a unit of the {tolerances.NUMPY_PRINT_DECIMALS}th decimal + "
-              f"{tolerances.FLOAT32_ULPS_ACROSS_CPUS} float32 units in the last place "
-              "(bnrepro.check.tolerances.printed_match_bound)")
 
 
 @dataclass(frozen=True)
@@ -105,7 +102,6 @@ def compare_printed(trace, printed_numbers):
             raise UserError(f"{trace.path} lacks the value of {number.label!r} "
                             "(was it run with the post's settings?)") from None
         difference = ours - number.printed
-        matched = abs(difference) <= tolerances.printed_match_bound(number.printed)
-        verdict = "match" if matched else "DIFFERS"
+        verdict = "match" if tolerances.matches_printed(ours, number.printed) else "DIFFERS"
         rows.append((number.label, number.printed, ours, difference, verdict))
     return rows

@@ -19,10 +19,20 @@ Every function takes and returns float64 NumPy arrays (broadcast like the formul
 ``*_error`` arguments carry the bound of an operand that is itself computed (a statistic the checks
 recompute from the layer's input rather than read from the trace); recorded float32 values are
 exact operands (error 0). Nothing here uses TensorFlow.
+
+This module is the one tolerance policy: ``bnrepro verify`` holds each recorded value to its bound
+through :class:`Check`, the posts' printed numbers are matched by :func:`matches_printed`, and the
+NumPy whole-step reference by :func:`reference_tolerance` (with :func:`max_errors` reporting how
+far it was).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
+
+from bnrepro.errors import UserError
 
 UNIT_ROUNDOFF = 2.0 ** -24  # u: float32's relative rounding error, half its machine epsilon
 
@@ -198,6 +208,17 @@ def printed_match_bound(printed, decimals=NUMPY_PRINT_DECIMALS):
         np.spacing(np.float32(abs(printed))))
 
 
+PRINTED_MATCH_RULE = (f"|ours - printed| <= half a unit of the {NUMPY_PRINT_DECIMALS}th decimal + "
+                      f"{FLOAT32_ULPS_ACROSS_CPUS} float32 units in the last place "
+                      "(bnrepro.check.tolerances.printed_match_bound)")
+
+
+def matches_printed(ours, printed):
+    """Whether our value of a number a post printed is the printed one, within
+    :func:`printed_match_bound`."""
+    return abs(ours - printed) <= printed_match_bound(printed)
+
+
 # --- whole training steps: the NumPy reference ------------------------------------------------------
 
 REFERENCE_TOLERANCE = 1e-4
@@ -270,3 +291,71 @@ def renorm_bounds(old_stddev, batch_variance, momentum, epsilon, moving_stddev, 
                              + UNIT_ROUNDOFF * (moving_stddev ** 2 + np.abs(_f64(moving_variance)))
                              + constant_error(epsilon))
     return stddev_error, moving_stddev_error, moving_variance_error
+
+
+def max_errors(predicted, traced):
+    """``(max absolute error, max relative error)`` of ``predicted`` against ``traced`` over all
+    elements. Relative error is ``|predicted - traced| / |traced|``; where ``traced`` is 0 it is 0 if
+    ``predicted`` is 0 too and infinite otherwise."""
+    predicted, traced = _f64(predicted), _f64(traced)
+    if predicted.shape != traced.shape:
+        raise UserError(f"reference shape {predicted.shape} differs from the trace's {traced.shape}")
+    difference = np.abs(predicted - traced)
+    magnitude = np.abs(traced)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(magnitude > 0, difference / magnitude,
+                            np.where(difference > 0, np.inf, 0.0))
+    return float(np.max(difference, initial=0.0)), float(np.max(relative, initial=0.0))
+
+
+# --- holding values to their bounds ------------------------------------------------------------
+
+@dataclass
+class Check:
+    """The comparisons of one kind over the whole trace, and the first that failed."""
+
+    name: str
+    compared: int = 0
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0
+    max_bound_fraction: float = 0.0  # the largest |got - expected| / bound
+    first_failure: Optional[str] = None
+
+    @property
+    def passed(self):
+        return self.first_failure is None
+
+    def compare(self, where, got, expected, bound):
+        """Compare arrays element-wise against ``bound`` (broadcast); remember the largest errors
+        and the first failure. A non-finite value on either side fails."""
+        got = np.asarray(got, dtype=np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+        if got.shape != expected.shape and got.size == expected.size:
+            got = got.reshape(expected.shape)  # e.g. a ghost-batch layer's (1, 1, C) against (C,)
+        bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), expected.shape)
+        with np.errstate(invalid="ignore"):
+            error = np.abs(got - expected)
+        self.compared += error.size
+        if error.size == 0:
+            return
+        finite = np.isfinite(got) & np.isfinite(expected)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.where(expected != 0, error / np.abs(expected), np.where(error > 0, np.inf, 0))
+            fraction = np.where(bound > 0, error / bound, np.where(error > 0, np.inf, 0.0))
+        if finite.any():
+            self.max_abs_error = max(self.max_abs_error, float(np.max(error[finite])))
+            self.max_rel_error = max(self.max_rel_error, float(np.max(relative[finite])))
+            self.max_bound_fraction = max(self.max_bound_fraction, float(np.max(fraction[finite])))
+        failing = ~finite | ~(error <= bound)
+        if failing.any() and self.first_failure is None:
+            index = np.unravel_index(int(np.argmax(failing)), failing.shape)
+            self.first_failure = (f"{where}, element {tuple(int(i) for i in index)}: "
+                                  f"expected {float(expected[index])!r}, got {float(got[index])!r}"
+                                  + (f" (bound {float(bound[index]):.3g})" if finite[index] else
+                                     " (not finite)"))
+
+    def fail(self, where, reason):
+        """Count one comparison that could not be made, and why, as a failure."""
+        self.compared += 1
+        if self.first_failure is None:
+            self.first_failure = f"{where}: {reason}"

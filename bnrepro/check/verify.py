@@ -59,59 +59,9 @@ from typing import Optional
 import numpy as np
 
 from bnrepro.check import formulas, tolerances
+from bnrepro.check.diagnose import diagnose_trace
 from bnrepro.check.layer_modes import LayerMode, moving_stddev_with_bound, renorm_variable
-from bnrepro.trace import read_trace
-
-
-@dataclass
-class Check:
-    """The comparisons of one kind over the whole trace, and the first that failed."""
-
-    name: str
-    compared: int = 0
-    max_abs_error: float = 0.0
-    max_rel_error: float = 0.0
-    max_bound_fraction: float = 0.0  # the largest |got - expected| / bound
-    first_failure: Optional[str] = None
-
-    @property
-    def passed(self):
-        return self.first_failure is None
-
-    def compare(self, where, got, expected, bound):
-        """Compare arrays element-wise against ``bound`` (broadcast); remember the largest errors
-        and the first failure. A non-finite value on either side fails."""
-        got = np.asarray(got, dtype=np.float64)
-        expected = np.asarray(expected, dtype=np.float64)
-        if got.shape != expected.shape and got.size == expected.size:
-            got = got.reshape(expected.shape)  # e.g. a ghost-batch layer's (1, 1, C) against (C,)
-        bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), expected.shape)
-        with np.errstate(invalid="ignore"):
-            error = np.abs(got - expected)
-        self.compared += error.size
-        if error.size == 0:
-            return
-        finite = np.isfinite(got) & np.isfinite(expected)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            relative = np.where(expected != 0, error / np.abs(expected), np.where(error > 0, np.inf, 0))
-            fraction = np.where(bound > 0, error / bound, np.where(error > 0, np.inf, 0.0))
-        if finite.any():
-            self.max_abs_error = max(self.max_abs_error, float(np.max(error[finite])))
-            self.max_rel_error = max(self.max_rel_error, float(np.max(relative[finite])))
-            self.max_bound_fraction = max(self.max_bound_fraction, float(np.max(fraction[finite])))
-        failing = ~finite | ~(error <= bound)
-        if failing.any() and self.first_failure is None:
-            index = np.unravel_index(int(np.argmax(failing)), failing.shape)
-            self.first_failure = (f"{where}, element {tuple(int(i) for i in index)}: "
-                                  f"expected {float(expected[index])!r}, got {float(got[index])!r}"
-                                  + (f" (bound {float(bound[index]):.3g})" if finite[index] else
-                                     " (not finite)"))
-
-    def fail(self, where, reason):
-        """Count one comparison that could not be made, and why, as a failure."""
-        self.compared += 1
-        if self.first_failure is None:
-            self.first_failure = f"{where}: {reason}"
+from bnrepro.check.tolerances import Check
 
 
 FINITE_CHECK = "every value finite"
@@ -193,7 +143,6 @@ AVERAGE_CHECK = "moving average update"
 
 def verify_trace(trace):
     """Run every check over a :class:`bnrepro.trace.Trace`; return a :class:`Report`."""
-    from bnrepro.check.diagnose import diagnose_trace  # it compares with this module's Check
 
     modes = {layer: LayerMode.from_header(settings, layer) for layer, settings in trace.layers.items()}
     names = CHECK_NAMES + (RENORM_CHECK_NAMES if any(m.renorm for m in modes.values()) else ())
@@ -467,8 +416,3 @@ def _merge(total, part):
     total.max_bound_fraction = max(total.max_bound_fraction, part.max_bound_fraction)
     if total.first_failure is None:
         total.first_failure = part.first_failure
-
-
-def verify_path(path):
-    """Read the trace at ``path`` (file or output directory) and verify it."""
-    return verify_trace(read_trace(path))

@@ -11,6 +11,7 @@ returned, which the post prints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 from bnrepro.check.layer_modes import LayerMode
 from bnrepro.graphs.tfv1 import tf, tf1
@@ -122,3 +123,16 @@ def batch_norm_taps(graph, outputs_by_layer):
             mode=layer.mode,
         ))
     return taps
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A runnable experiment (a post's, or a trap's): its configuration type, its graph builder
+    (config -> :class:`BuiltGraph`), its batches (config -> iterable of ``(inputs, targets)``) and
+    the printer of its post-style lines (``print_step(previous, record, write)``)."""
+
+    name: str
+    config_type: type
+    build: Callable
+    batches: Callable
+    print_step: Optional[Callable] = None

@@ -12,8 +12,8 @@ import random
 
 import numpy as np
 
-from bnrepro.config import CubicConfig  # noqa: F401 (bnrepro.graphs.cubic.CubicConfig, as before)
-from bnrepro.graphs.built import BuiltGraph, batch_norm_taps
+from bnrepro.config import CubicConfig
+from bnrepro.graphs.built import BuiltGraph, Scenario, batch_norm_taps
 from bnrepro.graphs.tfv1 import tf, tf1
 
 
@@ -91,3 +91,8 @@ def print_cubic_step(previous, record, write):
     write(str(np.asarray(layer["input"], dtype=np.float32)))
     write(str(np.asarray(layer["output"], dtype=np.float32)))
     write(f"result_loss: {np.float32(record['after']['result_loss'])}")
+
+
+def scenario():
+    """Post 000 as ``bnrepro run cubic`` runs it."""
+    return Scenario("cubic", CubicConfig, build_cubic_graph, cubic_batches, print_cubic_step)

@@ -18,7 +18,7 @@ import numpy as np
 
 from bnrepro.config import (POST_HIDDEN_KERNEL, POST_OUTPUT_KERNEL,  # noqa: F401 (as before)
                             TwoSampleConfig)
-from bnrepro.graphs.built import BuiltGraph, batch_norm_taps
+from bnrepro.graphs.built import BuiltGraph, Scenario, batch_norm_taps
 from bnrepro.graphs.tfv1 import tf, tf1
 
 N_HIDDEN_1 = 1
@@ -124,3 +124,9 @@ def print_two_sample_step(previous, record, write):
     write(f"  moving_mean = momentum * {old_mean} + (1 - momentum) * "
           f"{np.float32(hidden['batch_mean'][0])} = {np.float32(hidden['moving_mean'][0])}"
           f" (see: bnrepro explain TRACE --step {record['step']})")
+
+
+def scenario():
+    """Post 001 as ``bnrepro run two-sample`` runs it."""
+    return Scenario("two-sample", TwoSampleConfig, build_two_sample_graph, two_sample_batches,
+                    print_two_sample_step)

@@ -17,6 +17,7 @@ import numpy as np
 from bnrepro.check import formulas
 from bnrepro.check.conventions import KNOWN_EPSILONS
 from bnrepro.graphs.cubic import CubicConfig, build_cubic_graph, cubic_batches
+from bnrepro.graphs.built import Scenario
 
 LAYER = "batch_normalization"
 
@@ -48,5 +49,4 @@ def print_epsilon_step(previous, record, write):
 
 
 def scenario():
-    from bnrepro.scenarios import Scenario
     return Scenario("epsilon", CubicConfig, build_cubic_graph, cubic_batches, print_epsilon_step)

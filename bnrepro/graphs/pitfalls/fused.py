@@ -26,9 +26,9 @@ from bnrepro.config import FUSED_IMAGE_SHAPE as IMAGE_SHAPE
 from bnrepro.config import FusedConfig
 from bnrepro.config import fused_image_values as image_values
 from bnrepro.check.conventions import CUDNN_MIN_EPSILON
-from bnrepro.check.diagnose import fitted_epsilon
 from bnrepro.graphs.pitfalls.toy import build_toy_graph, training_output_key
 from bnrepro.graphs.tfv1 import tf, tf1
+from bnrepro.graphs.built import Scenario
 
 FUSED_LAYER = "fused/batch_normalization"
 NON_FUSED_LAYER = "non_fused/batch_normalization"
@@ -73,7 +73,7 @@ def print_fused_step(previous, record, write):
         mean, biased = formulas.batch_mean(x), formulas.batch_variance(x)
         unbiased = formulas.batch_variance(x, formulas.UNBIASED)
         output = np.asarray(record["metrics"][training_output_key(layer)], dtype=np.float64)
-        implied = fitted_epsilon(x, output, mean, biased, old["gamma"], old["beta"])
+        implied = formulas.fitted_epsilon(x, output, mean, biased, old["gamma"], old["beta"])
         write(f"  {layer}, input {values.tolist()}:")
         write(f"    moving_variance {_first(state['moving_variance']):.8g} (the update consumed "
               f"{_first(state['batch_variance']):.8g}; biased /N {_first(biased):.8g}, "
@@ -88,5 +88,4 @@ def _first(array):
 
 
 def scenario():
-    from bnrepro.scenarios import Scenario
     return Scenario("fused-variance", FusedConfig, build_fused_graph, fused_batches, print_fused_step)

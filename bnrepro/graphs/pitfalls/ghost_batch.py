@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from bnrepro.check import formulas, layer_modes
 from bnrepro.config import GHOST_TRAINING_MODES as TRAINING_MODES  # noqa: F401 (as before)
 from bnrepro.config import GhostBatchConfig, check_ghost_config
 from bnrepro.graphs.pitfalls.toy import build_toy_graph
 from bnrepro.graphs.tfv1 import tf, tf1
+from bnrepro.graphs.built import Scenario
 
 LAYER = "batch_normalization"
 
@@ -69,7 +71,6 @@ def build_ghost_batch_graph(config):
 
 def print_ghost_batch_step(previous, record, write):
     """The variance the update consumed against the whole batch's and the ghost batches'."""
-    from bnrepro.check import formulas, layer_modes
 
     if record["step"] == 0:
         return
@@ -89,6 +90,5 @@ def print_ghost_batch_step(previous, record, write):
 
 
 def scenario():
-    from bnrepro.scenarios import Scenario
     return Scenario("ghost-batch", GhostBatchConfig, build_ghost_batch_graph, ghost_batches,
                     print_ghost_batch_step)

@@ -31,6 +31,7 @@ import numpy as np
 from bnrepro.config import RenormConfig
 from bnrepro.graphs.pitfalls.toy import build_toy_graph
 from bnrepro.graphs.tfv1 import tf1
+from bnrepro.graphs.built import Scenario
 
 LAYER = "batch_normalization"
 CORRECTIONS = ("renorm_r", "renorm_d")
@@ -79,5 +80,4 @@ def print_renorm_step(previous, record, write):
 
 
 def scenario():
-    from bnrepro.scenarios import Scenario
     return Scenario("renorm", RenormConfig, build_renorm_graph, renorm_batches, print_renorm_step)

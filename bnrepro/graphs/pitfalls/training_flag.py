@@ -22,6 +22,7 @@ import numpy as np
 from bnrepro.graphs.cubic import CubicConfig, build_cubic_graph, cubic_batches
 from bnrepro.graphs.pitfalls.toy import inference_against_training, training_output_metrics
 from bnrepro.graphs.tfv1 import tf1
+from bnrepro.graphs.built import Scenario
 
 LAYER = "batch_normalization"
 
@@ -49,6 +50,5 @@ def print_training_not_fed_step(previous, record, write):
 
 
 def scenario():
-    from bnrepro.scenarios import Scenario
     return Scenario("training-not-fed", CubicConfig, build_training_never_fed, cubic_batches,
                     print_training_not_fed_step)

@@ -29,6 +29,7 @@ from bnrepro.check import formulas
 from bnrepro.graphs.cubic import CubicConfig, build_cubic_graph, cubic_batches
 from bnrepro.graphs.pitfalls.toy import inference_against_training, training_output_metrics
 from bnrepro.graphs.tfv1 import tf1
+from bnrepro.graphs.built import Scenario
 
 LAYER = "batch_normalization"
 
@@ -110,6 +111,5 @@ def print_no_update_ops_step(previous, record, write):
 
 
 def scenario():
-    from bnrepro.scenarios import Scenario
     return Scenario("no-update-ops", CubicConfig, build_without_update_ops, cubic_batches,
                     print_no_update_ops_step)
