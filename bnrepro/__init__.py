@@ -2,8 +2,9 @@
 
 Importing the package is cheap: it only sets ``TF_USE_LEGACY_KERAS=1`` (which must happen before
 TensorFlow is first imported, so that ``tf.compat.v1.layers`` resolves to ``tf_keras``) and quiets
-TensorFlow's C++ start-up log. TensorFlow itself is imported lazily by :mod:`bnrepro.graphs.tfv1`, and the
-modules that only read traces (``trace``, ``verify``, ``explain``, ``reference``) never import it.
+TensorFlow's C++ start-up log. TensorFlow itself is imported by the graph code
+(:mod:`bnrepro.graphs`, and :mod:`bnrepro.compare`'s training loop) when it is first used; the trace
+format (:mod:`bnrepro.trace`) and the checks (:mod:`bnrepro.check`) never import it.
 """
 import os
 
