@@ -229,7 +229,7 @@ def _trace(arguments):
         raise UserError(f"--inputs-every must be a positive whole number, got "
                         f"{arguments.inputs_every}")
     check_output_directory(arguments.out, force=arguments.force)
-    from bnrepro.graphs.tracer import trace_script
+    from bnrepro.graphs.tracing import trace_script
 
     return trace_script(arguments.script, arguments.arguments, arguments.out, force=arguments.force,
                         inputs_every=arguments.inputs_every,

@@ -319,7 +319,7 @@ def breakdown(program, count):
             add("a. session.run(train_op) untraced", t1 - t0)
             add("b. the same run, the tracer's extra tensors added (_do_run), extra cost",
                 extra_seconds - (t1 - t0))
-            add("c. the state read after the run (_read_state's _StateReader)", t3 - t2)
+            add("c. the state read after the run (_read_state's StateReader)", t3 - t2)
             add("d. _graph_state (graph.version each run)", t4 - t3)
             add("e. _run_plan (cached by the fetched and fed objects)", t5 - t4)
             add("f. _read_state's np.array copies + after_run's moved check", t6 - t5)

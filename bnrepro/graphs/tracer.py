@@ -3,55 +3,38 @@
 :class:`Tracer` watches the runs of a ``tf.compat.v1.Session``: ``Session.run`` (and so
 ``MonitoredTrainingSession``, which calls it) and the callables Keras' graph-mode ``fit`` makes with
 ``Session._make_callable_from_options``. For each graph it first finds the moving averages
-(:func:`bnrepro.graphs.discover.discover`). For each run it works out which operations the run executes
-(everything its fetches and targets need, stopping at fed tensors) and adds to the run's fetches
-only tensors among them: each consumed value whose assignment runs, the input of each layer that
-runs, a momentum computed at run time. So the values are the ones the update used, fetched in the
-same run, and no tensor is computed that the run would not have computed (an untaken ``tf.cond``
-branch, an evaluation's unused moments). What the run returns to the program is exactly what it
-would have returned.
+(:func:`bnrepro.graphs.discover.discover`). For each run it adds to the run's fetches only tensors
+the run computes anyway (:mod:`bnrepro.graphs.run_plan`): each consumed value whose assignment
+runs, the input of each layer that runs, a momentum computed at run time. So the values are the
+ones the update used, fetched in the same run, and what the run returns to the program is exactly
+what it would have returned.
 
-After a run that can change the averages (it runs an assignment or an optimizer), one more run
-reads the tracked variables (a callable made once per session, run in the calling thread). A run is a step of the trace when a tracked variable changed or when
-it trained (an optimizer's ``Apply*`` kernel ran), so that statistics that never move while the
-weights do show. Each step records the statistics after it (the previous step's are the ones
-before), the consumed values, the layer inputs, and what the run fetched and whether it trained.
+After a run that can change the averages (it runs an assignment or an optimizer), the tracked
+variables are read (:class:`bnrepro.graphs.state_reader.StateReader`). A run is a step of the trace
+when a tracked variable changed or when it trained (an optimizer's ``Apply*`` kernel ran), so that
+statistics that never move while the weights do show. Each step records the statistics after it
+(the previous step's are the ones before), the consumed values, the layer inputs (at the steps
+:func:`default_inputs_at` or the caller names), and what the run fetched and whether it trained.
 
-Three ways in, all the same tracer:
-
-* ``bnrepro trace --out DIR SCRIPT [ARGS...]`` (:func:`trace_script`);
-* ``with bnrepro.tracing("DIR") as tracer:`` around the program's own session code;
-* ``bnrepro.TraceHook("DIR")``, a ``tf.compat.v1.train.SessionRunHook`` for
-  ``MonitoredTrainingSession``, which adds its fetches through ``SessionRunArgs`` as TensorFlow's own
-  hooks do.
+The ways in, all through this tracer, are in :mod:`bnrepro.graphs.tracing`: ``bnrepro trace --out
+DIR SCRIPT [ARGS...]``, ``with bnrepro.tracing("DIR"):`` and ``bnrepro.TraceHook("DIR")`` for
+``MonitoredTrainingSession``.
 
 The trace is ``bnrepro-trace/2`` (:mod:`bnrepro.trace`), written when tracing ends.
 """
 from __future__ import annotations
 
-import collections.abc
-import contextlib
-import os
-import runpy
-import sys
 import threading
-import traceback
-import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
+from tensorflow.python.client import session as session_module
 
 from bnrepro.graphs import discover as discovery
-from bnrepro.outdir import output_directory
-import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
-
-from tensorflow.core.protobuf import config_pb2
-from tensorflow.python.client import pywrap_tf_session
-from tensorflow.python.client import session as session_module
-from tensorflow.python.framework import composite_tensor
-
-tf1 = tf.compat.v1
+from bnrepro.graphs.run_plan import build_plan, feed_names, fetch_names, identity_key
+from bnrepro.graphs.state_reader import StateReader
 from bnrepro.trace import FORMAT_2, TraceWriter, make_header
 
 MAX_INPUT_VALUES = 1_000_000  # a layer input larger than this is left out of the trace
@@ -69,39 +52,6 @@ def default_inputs_at(step):
 MAX_IDENTITY_PLANS = 1024  # plans a graph keeps by fetched objects (_GraphState.plans_by_identity)
 
 
-@dataclass
-class _RunPlan:
-    """What the tracer adds to one kind of run: its extra fetches and what they are."""
-
-    extra: dict  # key -> tf.Tensor
-    averages: list  # discovery.Average whose update runs
-    layers: list  # discovery.Layer whose input the run computes
-    trained: bool
-    may_change: bool  # runs an assignment or an optimizer: read the state afterwards
-    fetched: list  # the names of what the program fetched, for the record
-    fed_extra: tuple = ()  # the keys of ``extra`` whose tensor the run is fed: the fed value
-    computed_extra: tuple = ()  # (keys, tensors) of the rest of ``extra``: fetched with the run
-    keys: dict = field(default_factory=dict)  # key of ``extra`` -> (trace name, role)
-    lean: Optional["_RunPlan"] = None  # the same run without the layer inputs (itself if none)
-
-    def arrange(self, fed):
-        """Fill ``keys``' dependants: which extra tensors the run is fed (``fed``: fed tensor
-        names) and which it computes; and ``lean``, the plan of a step whose record keeps no
-        layer input, so that a run does not fetch an input it would throw away."""
-        self.fed_extra = tuple(key for key, tensor in self.extra.items() if tensor.name in fed)
-        computed = [(key, tensor) for key, tensor in self.extra.items()
-                    if key not in self.fed_extra]
-        self.computed_extra = (tuple(key for key, _ in computed),
-                               tuple(tensor for _, tensor in computed))
-        inputs = {key for key in self.extra if self.keys[key][1] == "batch_input"}
-        if not inputs:
-            self.lean = self
-            return self
-        self.lean = _RunPlan({key: tensor for key, tensor in self.extra.items()
-                              if key not in inputs}, self.averages, [], self.trained,
-                             self.may_change, self.fetched, keys=self.keys)
-        self.lean.arrange(fed)
-        return self
 
 
 @dataclass
@@ -112,61 +62,14 @@ class _GraphState:
     prefix: str
     variables: dict = field(default_factory=dict)  # trace key -> tf.Variable
     last: Optional[dict] = None  # trace key -> value, the state after the last run
-    plans: dict = field(default_factory=dict)  # run signature -> _RunPlan
+    plans: dict = field(default_factory=dict)  # run signature -> RunPlan
     reader: Optional[dict] = None  # trace key -> read tensor
     moving_keys: set = field(default_factory=set)  # the keys of the averaged variables
     version: int = -1  # graph.version when discovered: a higher one means the graph grew
-    plans_by_identity: dict = field(default_factory=dict)  # _identity_key -> (_RunPlan, objects)
-    readers: dict = field(default_factory=dict)  # id(session) -> _StateReader of ``reader``
+    plans_by_identity: dict = field(default_factory=dict)  # identity_key -> (RunPlan, objects)
+    readers: dict = field(default_factory=dict)  # id(session) -> StateReader of ``reader``
 
 
-class _StateReader:
-    """Reads a graph's tracked variables in one session: what ``session.run(variables)`` returns,
-    as a list, through a ``Session::MakeCallable`` handle. This read follows every run that may
-    change the statistics; run as a callable, in the calling thread, it costs a fraction of a
-    ``session.run`` (no fetch mapping, no hand-over to TensorFlow's threads).
-
-    ``BaseSession._make_callable_from_options`` makes the same callable but keeps the session alive
-    for as long as the callable lives. This one holds the session weakly, so a session the program
-    drops unclosed is freed as it would be untraced, and takes itself out of ``readers``
-    (``id(session)`` -> reader, where it puts itself) when the session goes."""
-
-    def __init__(self, session, variables, readers):
-        self._handle = None
-        graph = session.graph
-        options = config_pb2.CallableOptions(fetch=[  # the tensors session.run fetches for them
-            graph.as_graph_element(variable, allow_tensor=True, allow_operation=False).name
-            for variable in variables])
-        # in the calling thread: for a few reads, handing them to the inter-op threads and
-        # waiting (often for a parked thread to wake) costs more than the reads
-        options.run_options.inter_op_thread_pool = -1
-        key = id(session)
-        self.session = weakref.ref(session, lambda _: readers.pop(key, None))
-        session._extend_graph()  # noqa: SLF001  as _make_callable_from_options: add new operations
-        buffer = pywrap_tf_session.TF_NewBufferFromString(options.SerializeToString())
-        try:
-            self._handle = pywrap_tf_session.TF_SessionMakeCallable(
-                session._session, buffer)  # noqa: SLF001
-        finally:
-            pywrap_tf_session.TF_DeleteBuffer(buffer)
-        readers[key] = self
-
-    def __call__(self):
-        """The variables' values, in order (arrays that may share the variables' buffers)."""
-        return pywrap_tf_session.TF_SessionRunCallable(
-            self.session()._session, self._handle, [], None)  # noqa: SLF001
-
-    def __del__(self):
-        """Release the handle, as ``BaseSession._Callable`` does, while the session is open (a
-        closed or deleted session has released it)."""
-        session = self.session() if hasattr(self, "session") else None
-        try:
-            if (self._handle is not None and session is not None
-                    and session._session is not None and not session._closed):  # noqa: SLF001
-                pywrap_tf_session.TF_SessionReleaseCallable(session._session,  # noqa: SLF001
-                                                            self._handle)
-        except (AttributeError, TypeError):  # at interpreter exit
-            pass
 
 
 class Tracer:
@@ -417,16 +320,16 @@ class Tracer:
         state.plans, state.plans_by_identity, state.readers = {}, {}, {}
 
     def _run_plan(self, state, graph, fetches, feed_dict):
-        """The :class:`_RunPlan` of a ``session.run(fetches, feed_dict)``. A training loop passes
-        the same tensors each run: looked up by those objects (:func:`_identity_key`), the plan
+        """The :class:`RunPlan` of a ``session.run(fetches, feed_dict)``. A training loop passes
+        the same tensors each run: looked up by those objects (:func:`identity_key`), the plan
         costs no flattening and resolving of the fetches and feeds; other runs go by their names
         (:meth:`_plan`)."""
-        key, objects = _identity_key(fetches, feed_dict)
+        key, objects = identity_key(fetches, feed_dict)
         if key is not None:
             cached = state.plans_by_identity.get(key)
             if cached is not None:
                 return cached[0]
-        plan = self._plan(state, graph, _fetch_names(graph, fetches), _feed_names(graph, feed_dict))
+        plan = self._plan(state, graph, fetch_names(graph, fetches), feed_names(graph, feed_dict))
         if key is not None:
             if len(state.plans_by_identity) >= MAX_IDENTITY_PLANS:
                 state.plans_by_identity.clear()
@@ -434,46 +337,15 @@ class Tracer:
             state.plans_by_identity[key] = (plan, objects)
         return plan
 
+
     def _plan(self, state, graph, fetches, feeds):
-        """The :class:`_RunPlan` of runs fetching ``fetches`` with ``feeds`` fed (cached)."""
+        """The :class:`~bnrepro.graphs.run_plan.RunPlan` of runs fetching ``fetches`` with ``feeds``
+        fed, made once per graph and signature."""
         signature = (tuple(fetches), tuple(sorted(feeds)))
         plan = state.plans.get(signature)
-        if plan is not None:
-            return plan
-        executed = _executed(graph, fetches, set(feeds))
-        fed = set(feeds)
-
-        def computed(tensor):  # by the run itself, or fed to it
-            return tensor.op.name in executed or tensor.name in fed
-
-        extra, averages, layers = {}, [], []
-        found = state.discovery
-        for layer in found.layers:
-            name = state.prefix + layer.name
-            runs = [a for a in layer.averages if a.update.site.name in executed]
-            for role, average in zip(("batch_mean", "batch_variance"), layer.averages):
-                if average in runs and computed(average.update.consumed):
-                    extra[(name, role)] = average.update.consumed
-                    if average.update.weight_tensor is not None:
-                        extra[(name, role + " weight")] = average.update.weight_tensor
-            averages += runs
-            if layer.inputs is not None and computed(layer.inputs):
-                layers.append(layer)
-                extra[(name, "batch_input")] = layer.inputs
-        for average in found.averages:
-            if average.update.site.name in executed:
-                averages.append(average)
-                extra[(state.prefix + average.name, "consumed")] = average.update.consumed
-                if average.update.weight_tensor is not None:
-                    extra[(state.prefix + average.name, "weight")] = average.update.weight_tensor
-        trained = any(discovery.is_training_op(graph.get_operation_by_name(name))
-                      for name in executed)
-        assigns = any(graph.get_operation_by_name(name).type in discovery.ASSIGN | discovery.ASSIGN_SUB
-                      | {"If", "StatelessIf", "NoOp"} for name in executed)
-        plan = _RunPlan({str(key): tensor for key, tensor in extra.items()}, averages, layers,
-                        trained, bool(averages) or trained or assigns, list(fetches)[:20],
-                        keys=dict(zip((str(key) for key in extra), extra))).arrange(fed)
-        state.plans[signature] = plan
+        if plan is None:
+            plan = state.plans[signature] = build_plan(state.discovery, state.prefix, graph,
+                                                       fetches, feeds)
         return plan
 
     # --- state and records ------------------------------------------------------------------------
@@ -492,7 +364,7 @@ class Tracer:
 
     @staticmethod
     def _state_reader(session, state):
-        """The :class:`_StateReader` of ``state.reader`` in ``session``, made on first use (and
+        """The :class:`StateReader` of ``state.reader`` in ``session``, made on first use (and
         again after the graph grew: :meth:`_register` drops them); ``None`` for what is not an
         open, in-process ``BaseSession`` (a hook's session wrapper; a closed session: a plain run
         says why; a remote one, whose master may not run a callable in the calling thread)."""
@@ -503,7 +375,7 @@ class Tracer:
                 or session.sess_str):
             return None
         try:
-            return _StateReader(session, list(state.reader.values()), state.readers)
+            return StateReader(session, list(state.reader.values()), state.readers)
         except (TypeError, ValueError, KeyError, tf.errors.OpError):
             return None  # a variable session.run resolves otherwise: a plain run reads it
 
@@ -620,211 +492,3 @@ def _average_header(average):
             "convention": "zero-debiased" if average.zero_debias else "standard",
             "zero_debias": average.zero_debias, "variable": average.variable.name,
             "consumed": average.update.consumed.name}
-
-
-# --- which operations a run executes --------------------------------------------------------------
-
-def _graph_element(graph, item):
-    try:
-        return graph.as_graph_element(item, allow_tensor=True, allow_operation=True)
-    except (TypeError, ValueError, KeyError):
-        pass
-    for attribute in ("op",):
-        candidate = getattr(item, attribute, None)
-        if isinstance(candidate, tf.Operation):
-            return candidate
-    return None
-
-
-def _identity_key(fetches, feed_dict):
-    """``(key, objects)``: a run's fetches and feed keys named by the objects themselves, for
-    :meth:`Tracer._run_plan`; ``(None, None)`` unless the fetches are one plain element or a flat
-    list or tuple of them and every feed key is one. Whoever keeps the key keeps ``objects``: only a
-    live object's ``id`` is its own."""
-    fetched = tuple(fetches) if isinstance(fetches, (list, tuple)) else (fetches,)
-    fed = tuple(feed_dict) if feed_dict else ()
-    fetch_ids, feed_ids = _element_ids(fetched), _element_ids(fed)
-    if fetch_ids is None or feed_ids is None:
-        return None, None
-    return (fetch_ids, feed_ids), (fetched, fed)
-
-
-def _element_ids(items):
-    """Per item its ``id`` (a tensor, an operation, a variable: its graph element is fixed) or the
-    name itself (a string); ``None`` when an item is anything else (a nested structure, a sparse
-    tensor: resolving those is :func:`_fetch_names`' job)."""
-    ids = []
-    for item in items:
-        if isinstance(item, (tf.Tensor, tf.Operation, tf.Variable)):
-            ids.append(id(item))
-        elif type(item) is str:
-            ids.append(item)
-        else:
-            return None
-    return tuple(ids)
-
-
-def _fetch_names(graph, fetches):
-    """The names of the graph elements in a ``session.run`` fetch structure."""
-    names = []
-    for item in _fetch_leaves(fetches):
-        element = _graph_element(graph, item)
-        if element is not None:
-            names.append(element.name)
-    return names
-
-
-def _fetch_leaves(fetches):
-    """The leaves of a fetch structure, walked as ``session.run`` walks it: lists, tuples and
-    named tuples in order, mappings by their values in their own order (never sorted: a
-    ``MonitoredSession`` keys its hooks' fetches by the hook objects), ``attrs`` classes by their
-    fields, composite tensors (a ``SparseTensor``) by their component tensors."""
-    if isinstance(fetches, (list, tuple)):
-        return [leaf for item in fetches for leaf in _fetch_leaves(item)]
-    if isinstance(fetches, collections.abc.Mapping):
-        return [leaf for item in fetches.values() for leaf in _fetch_leaves(item)]
-    fields = getattr(type(fetches), "__attrs_attrs__", None)
-    if fields is not None:
-        return [leaf for item in fields for leaf in _fetch_leaves(getattr(fetches, item.name))]
-    if isinstance(fetches, composite_tensor.CompositeTensor):
-        return tf.nest.flatten(fetches, expand_composites=True)
-    return [fetches]
-
-
-def _feed_names(graph, feed_dict):
-    names = []
-    for key in (feed_dict or {}):
-        element = _graph_element(graph, key)
-        if isinstance(element, tf.Tensor):
-            names.append(element.name)
-    return names
-
-
-def _executed(graph, fetches, fed):
-    """The names of every operation a run fetching ``fetches`` (tensor or op names) executes:
-    everything they need through inputs and control inputs, not past a fed tensor."""
-    stack, seen = [], set()
-    for name in fetches:
-        element = graph.as_graph_element(name, allow_tensor=True, allow_operation=True)
-        operation = element if isinstance(element, tf.Operation) else element.op
-        if isinstance(element, tf.Tensor) and element.name in fed:
-            continue
-        stack.append(operation)
-    while stack:
-        operation = stack.pop()
-        if operation.name in seen:
-            continue
-        seen.add(operation.name)
-        for tensor in operation.inputs:
-            if tensor.name not in fed:
-                stack.append(tensor.op)
-        stack.extend(operation.control_inputs)
-    return seen
-
-
-# --- the ways in ----------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def tracing(out, *, force=False, inputs_every=None, write=None):
-    """Trace every session run inside the block; write the trace into ``out`` when it ends.
-
-    ``with bnrepro.tracing("out/mine") as tracer: ...`` (then ``bnrepro verify out/mine``). An
-    exception in the block is passed on after the trace of the runs before it is written (its end
-    line says the run stopped and why). ``write``: where to print the summary (``None``: nowhere).
-    """
-    tracer = Tracer(inputs_every=inputs_every)
-    with output_directory(out, force=force) as staging:
-        tracer.install()
-        try:
-            yield tracer
-        except BaseException as error:
-            tracer.uninstall()
-            tracer.write(staging, status="stopped",
-                         reason=f"{type(error).__name__}: {error}".strip())
-            pending = error
-        else:
-            tracer.uninstall()
-            tracer.write(staging)
-            pending = None
-    if write is not None:
-        write(tracer.summary())
-    if pending is not None:
-        raise pending
-
-
-class TraceHook(tf1.train.SessionRunHook):
-    """``tf.compat.v1.train.SessionRunHook`` that traces a ``MonitoredTrainingSession``'s runs into
-    ``out``: ``before_run`` adds the fetches (``SessionRunArgs``), ``after_run`` records; the trace
-    is written when the session ends."""
-
-    def __init__(self, out, *, force=False, inputs_every=None):
-        self.out, self.force = out, force
-        self.tracer = Tracer(inputs_every=inputs_every)
-        self._pending = None
-
-    def before_run(self, run_context):
-        arguments = run_context.original_args
-        state, plan = self.tracer.before_run(run_context.session, arguments.fetches,
-                                             arguments.feed_dict)
-        self._pending = (state, plan)
-        if plan is None or not plan.extra:
-            return None
-        return tf1.train.SessionRunArgs(plan.extra)
-
-    def after_run(self, run_context, run_values):
-        state, plan = self._pending
-        if plan is not None:
-            self.tracer.after_run(run_context.session, state, plan, run_values.results or {},
-                                  "MonitoredSession hook")
-
-    def end(self, session):
-        with output_directory(self.out, force=self.force) as staging:
-            self.tracer.write(staging)
-
-
-def trace_script(script, arguments, out, *, force=False, inputs_every=None, write=print):
-    """Run ``script`` as ``python script arguments`` would, traced; return its exit status.
-
-    The script runs as ``__main__`` with its ``sys.argv`` and its folder first on ``sys.path``; its
-    output is its own. A script that raises prints its own traceback (exit status 1) and the trace
-    of the runs before the error is kept. The summary goes to ``write`` (stderr from the CLI).
-    """
-    path = os.path.abspath(script)
-    saved_argv, saved_path = sys.argv, list(sys.path)
-    sys.argv = [script, *arguments]
-    sys.path.insert(0, os.path.dirname(path))
-    status = 0
-    tracer = Tracer(inputs_every=inputs_every, program=[script, *arguments])
-    try:
-        with output_directory(out, force=force) as staging:
-            tracer.install()
-            end, reason = "complete", None
-            try:
-                runpy.run_path(path, run_name="__main__")
-            except SystemExit as exit_:
-                status = _exit_status(exit_.code)
-                if status:
-                    end, reason = "stopped", f"the script exited with status {status}"
-            except BaseException as error:  # the user's error: their traceback, our trace
-                traceback.print_exc()
-                status = 1
-                end, reason = "stopped", f"the script raised {type(error).__name__}: {error}"
-            finally:
-                tracer.uninstall()
-            tracer.write(staging, status=end, reason=reason)
-    finally:
-        sys.argv, sys.path[:] = saved_argv, saved_path
-    if write is not None:
-        write(f"bnrepro trace: {script}")
-        write(tracer.summary())
-        write(f"  check it with: bnrepro verify {out}")
-    return status
-
-
-def _exit_status(code):
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1

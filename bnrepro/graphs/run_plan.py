@@ -1,0 +1,191 @@
+"""What a traced run adds to its fetches: the operations the run executes (everything its fetches
+and targets need, stopping at fed tensors), and among them the consumed values of the moving
+averages whose assignments run, the layers' inputs, a momentum computed at run time.
+
+Only tensors the run computes anyway (or is fed) are added, so no tensor is computed that the run
+would not have computed: an untaken ``tf.cond`` branch, an evaluation's unused moments.
+"""
+from __future__ import annotations
+
+import collections.abc
+from dataclasses import dataclass, field
+from typing import Optional
+
+import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
+from tensorflow.python.framework import composite_tensor
+
+from bnrepro.graphs import discover as discovery
+
+
+@dataclass
+class RunPlan:
+    """What the tracer adds to one kind of run: its extra fetches and what they are."""
+
+    extra: dict  # key -> tf.Tensor
+    averages: list  # discovery.Average whose update runs
+    layers: list  # discovery.Layer whose input the run computes
+    trained: bool
+    may_change: bool  # runs an assignment or an optimizer: read the state afterwards
+    fetched: list  # the names of what the program fetched, for the record
+    fed_extra: tuple = ()  # the keys of ``extra`` whose tensor the run is fed: the fed value
+    computed_extra: tuple = ()  # (keys, tensors) of the rest of ``extra``: fetched with the run
+    keys: dict = field(default_factory=dict)  # key of ``extra`` -> (trace name, role)
+    lean: Optional["RunPlan"] = None  # the same run without the layer inputs (itself if none)
+
+    def arrange(self, fed):
+        """Fill ``keys``' dependants: which extra tensors the run is fed (``fed``: fed tensor
+        names) and which it computes; and ``lean``, the plan of a step whose record keeps no
+        layer input, so that a run does not fetch an input it would throw away."""
+        self.fed_extra = tuple(key for key, tensor in self.extra.items() if tensor.name in fed)
+        computed = [(key, tensor) for key, tensor in self.extra.items()
+                    if key not in self.fed_extra]
+        self.computed_extra = (tuple(key for key, _ in computed),
+                               tuple(tensor for _, tensor in computed))
+        inputs = {key for key in self.extra if self.keys[key][1] == "batch_input"}
+        if not inputs:
+            self.lean = self
+            return self
+        self.lean = RunPlan({key: tensor for key, tensor in self.extra.items()
+                              if key not in inputs}, self.averages, [], self.trained,
+                             self.may_change, self.fetched, keys=self.keys)
+        self.lean.arrange(fed)
+        return self
+
+
+def build_plan(found, prefix, graph, fetches, feeds):
+    """The :class:`RunPlan` of runs fetching ``fetches`` (names) with ``feeds`` (tensor names) fed,
+    for the layers and averages ``found`` (:class:`~bnrepro.graphs.discover.Discovery`) named in the
+    trace with ``prefix``: only what such a run computes is added to it."""
+    executed = _executed(graph, fetches, set(feeds))
+    fed = set(feeds)
+
+    def computed(tensor):  # by the run itself, or fed to it
+        return tensor.op.name in executed or tensor.name in fed
+
+    extra, averages, layers = {}, [], []
+    for layer in found.layers:
+        name = prefix + layer.name
+        runs = [a for a in layer.averages if a.update.site.name in executed]
+        for role, average in zip(("batch_mean", "batch_variance"), layer.averages):
+            if average in runs and computed(average.update.consumed):
+                extra[(name, role)] = average.update.consumed
+                if average.update.weight_tensor is not None:
+                    extra[(name, role + " weight")] = average.update.weight_tensor
+        averages += runs
+        if layer.inputs is not None and computed(layer.inputs):
+            layers.append(layer)
+            extra[(name, "batch_input")] = layer.inputs
+    for average in found.averages:
+        if average.update.site.name in executed:
+            averages.append(average)
+            extra[(prefix + average.name, "consumed")] = average.update.consumed
+            if average.update.weight_tensor is not None:
+                extra[(prefix + average.name, "weight")] = average.update.weight_tensor
+    trained = any(discovery.is_training_op(graph.get_operation_by_name(name))
+                  for name in executed)
+    assigns = any(graph.get_operation_by_name(name).type in discovery.ASSIGN | discovery.ASSIGN_SUB
+                  | {"If", "StatelessIf", "NoOp"} for name in executed)
+    plan = RunPlan({str(key): tensor for key, tensor in extra.items()}, averages, layers,
+                    trained, bool(averages) or trained or assigns, list(fetches)[:20],
+                    keys=dict(zip((str(key) for key in extra), extra))).arrange(fed)
+    return plan
+
+
+# --- which operations a run executes --------------------------------------------------------------
+
+def _graph_element(graph, item):
+    try:
+        return graph.as_graph_element(item, allow_tensor=True, allow_operation=True)
+    except (TypeError, ValueError, KeyError):
+        pass
+    for attribute in ("op",):
+        candidate = getattr(item, attribute, None)
+        if isinstance(candidate, tf.Operation):
+            return candidate
+    return None
+
+
+def identity_key(fetches, feed_dict):
+    """``(key, objects)``: a run's fetches and feed keys named by the objects themselves, for
+    :meth:`bnrepro.graphs.tracer.Tracer._run_plan`; ``(None, None)`` unless the fetches are one plain element or a flat
+    list or tuple of them and every feed key is one. Whoever keeps the key keeps ``objects``: only a
+    live object's ``id`` is its own."""
+    fetched = tuple(fetches) if isinstance(fetches, (list, tuple)) else (fetches,)
+    fed = tuple(feed_dict) if feed_dict else ()
+    fetch_ids, feed_ids = _element_ids(fetched), _element_ids(fed)
+    if fetch_ids is None or feed_ids is None:
+        return None, None
+    return (fetch_ids, feed_ids), (fetched, fed)
+
+
+def _element_ids(items):
+    """Per item its ``id`` (a tensor, an operation, a variable: its graph element is fixed) or the
+    name itself (a string); ``None`` when an item is anything else (a nested structure, a sparse
+    tensor: resolving those is :func:`fetch_names`' job)."""
+    ids = []
+    for item in items:
+        if isinstance(item, (tf.Tensor, tf.Operation, tf.Variable)):
+            ids.append(id(item))
+        elif type(item) is str:
+            ids.append(item)
+        else:
+            return None
+    return tuple(ids)
+
+
+def fetch_names(graph, fetches):
+    """The names of the graph elements in a ``session.run`` fetch structure."""
+    names = []
+    for item in _fetch_leaves(fetches):
+        element = _graph_element(graph, item)
+        if element is not None:
+            names.append(element.name)
+    return names
+
+
+def _fetch_leaves(fetches):
+    """The leaves of a fetch structure, walked as ``session.run`` walks it: lists, tuples and
+    named tuples in order, mappings by their values in their own order (never sorted: a
+    ``MonitoredSession`` keys its hooks' fetches by the hook objects), ``attrs`` classes by their
+    fields, composite tensors (a ``SparseTensor``) by their component tensors."""
+    if isinstance(fetches, (list, tuple)):
+        return [leaf for item in fetches for leaf in _fetch_leaves(item)]
+    if isinstance(fetches, collections.abc.Mapping):
+        return [leaf for item in fetches.values() for leaf in _fetch_leaves(item)]
+    fields = getattr(type(fetches), "__attrs_attrs__", None)
+    if fields is not None:
+        return [leaf for item in fields for leaf in _fetch_leaves(getattr(fetches, item.name))]
+    if isinstance(fetches, composite_tensor.CompositeTensor):
+        return tf.nest.flatten(fetches, expand_composites=True)
+    return [fetches]
+
+
+def feed_names(graph, feed_dict):
+    names = []
+    for key in (feed_dict or {}):
+        element = _graph_element(graph, key)
+        if isinstance(element, tf.Tensor):
+            names.append(element.name)
+    return names
+
+
+def _executed(graph, fetches, fed):
+    """The names of every operation a run fetching ``fetches`` (tensor or op names) executes:
+    everything they need through inputs and control inputs, not past a fed tensor."""
+    stack, seen = [], set()
+    for name in fetches:
+        element = graph.as_graph_element(name, allow_tensor=True, allow_operation=True)
+        operation = element if isinstance(element, tf.Operation) else element.op
+        if isinstance(element, tf.Tensor) and element.name in fed:
+            continue
+        stack.append(operation)
+    while stack:
+        operation = stack.pop()
+        if operation.name in seen:
+            continue
+        seen.add(operation.name)
+        for tensor in operation.inputs:
+            if tensor.name not in fed:
+                stack.append(tensor.op)
+        stack.extend(operation.control_inputs)
+    return seen
