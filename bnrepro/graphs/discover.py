@@ -21,6 +21,10 @@ behaviour disabled). In each case the consumed value and the variable are traced
 the graph itself, which a ``session.run`` can fetch whenever it runs the assignment: the value that
 enters the ``If`` op or the ``Switch``, not one inside a branch that may not be taken.
 
+The reading of operations (in the graph or a branch's function body) is
+:mod:`bnrepro.graphs.graph_values`, the two shapes of an update :mod:`bnrepro.graphs.updates`; this
+module finds the averages and pairs them into layers.
+
 Averages pair into a layer when their consumed values are the mean and the variance of one
 ``tf.nn.moments`` (or the batch mean and variance outputs of one ``FusedBatchNorm``): the layer's
 input is the tensor those moments reduce. A layer's epsilon is read from the ``FusedBatchNorm``
@@ -60,285 +64,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
-
 import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
 
+from bnrepro.graphs.graph_values import (ADD, ASSIGN, ASSIGN_SUB, PASS_THROUGH,  # noqa: F401
+                                         TRAINING_OP_PREFIXES, FunctionBody, GraphValue, Value,
+                                         branch_bodies)
+from bnrepro.graphs.updates import (Update, match_assign_sub, momentum_of, scalar_constant,
+                                    shortest_float32, update_of, variable_name)
 from bnrepro.check.layer_modes import STRIDED, LayerMode
-
-ASSIGN_SUB = {"AssignSubVariableOp", "AssignSub"}
-ASSIGN = {"AssignVariableOp", "Assign"}
-PASS_THROUGH = {"Identity", "Switch", "RefSwitch", "Enter", "RefEnter", "RefIdentity", "StopGradient",
-                "Snapshot"}
-ADD = {"Add", "AddV2"}
-VARIABLE_OPS = {"VarHandleOp", "VariableV2", "Variable"}
-TRAINING_OP_PREFIXES = ("ResourceApply", "Apply", "ResourceSparseApply", "SparseApply")
-
-
-# --- a uniform view of tensors in the graph and in its functions' bodies -----------------------------
-
-class Value:
-    """A tensor of the graph or of a function body (an ``If`` branch), seen the same way: its
-    producing op's type and name, its inputs, its constant value, and the tensor of the graph itself
-    that carries it (what a ``session.run`` can fetch)."""
-
-    op_type: str
-    op_name: str
-
-    def inputs(self):
-        raise NotImplementedError
-
-    def constant(self):
-        """The value of a ``Const``, or ``None``."""
-        return None
-
-    def outer(self):
-        """The graph's own tensor this value is (through function arguments and ``Switch``), or
-        ``None``."""
-        return None
-
-
-class GraphValue(Value):
-    def __init__(self, tensor):
-        self.tensor = tensor
-        self.op_type = tensor.op.type
-        self.op_name = tensor.op.name
-
-    def inputs(self):
-        return [GraphValue(t) for t in self.tensor.op.inputs]
-
-    def constant(self):
-        if self.op_type != "Const":
-            return None
-        return tf.get_static_value(self.tensor)
-
-    def outer(self):
-        """Through ``Switch``/``Identity`` inside a TF1 cond context to the tensor outside it."""
-        tensor = self.tensor
-        while _in_cond_context(tensor.op) and tensor.op.type in PASS_THROUGH | {"Merge"}:
-            if tensor.op.type == "Merge":
-                return tensor  # computed whenever the cond runs
-            tensor = tensor.op.inputs[0]
-        return None if _in_cond_context(tensor.op) else tensor
-
-
-def _in_cond_context(operation):
-    return getattr(operation, "_control_flow_context", None) is not None
-
-
-class BodyValue(Value):
-    """A tensor inside a function body: ``node`` is a NodeDef name, ``output`` its output, or an
-    argument of the function (``argument`` set), which maps to the calling op's input."""
-
-    def __init__(self, body, node=None, output="", argument=None):
-        self.body, self.node, self.output, self.argument = body, node, output, argument
-        if argument is not None:
-            outer_value = body.arguments[argument]
-            self.op_type, self.op_name = outer_value.op_type, outer_value.op_name
-        else:
-            definition = body.nodes[node]
-            self.op_type, self.op_name = definition.op, definition.name
-
-    def _resolved(self):
-        return self.body.arguments[self.argument] if self.argument is not None else None
-
-    def inputs(self):
-        if self.argument is not None:
-            return self._resolved().inputs()
-        return [self.body.value(name) for name in self.body.nodes[self.node].input
-                if not name.startswith("^")]
-
-    def constant(self):
-        if self.argument is not None:
-            return self._resolved().constant()
-        definition = self.body.nodes[self.node]
-        if definition.op != "Const":
-            return None
-        return tf.make_ndarray(definition.attr["value"].tensor)
-
-    def outer(self):
-        return self._resolved().outer() if self.argument is not None else None
-
-
-class FunctionBody:
-    """One branch function of an ``If`` op: its nodes, and its arguments mapped to the op's inputs."""
-
-    def __init__(self, definition, outer_inputs):
-        self.definition = definition
-        self.nodes = {node.name: node for node in definition.node_def}
-        names = [argument.name for argument in definition.signature.input_arg]
-        self.arguments = dict(zip(names, outer_inputs))
-
-    def value(self, reference):
-        """``"node:output:index"``, ``"node"`` or an argument name -> :class:`BodyValue`."""
-        if reference in self.arguments:
-            return BodyValue(self, argument=reference)
-        node, _, output = reference.partition(":")
-        return BodyValue(self, node=node, output=output)
-
-    def assignments(self):
-        return [BodyValue(self, node=name) for name, node in self.nodes.items()
-                if node.op in ASSIGN_SUB | ASSIGN]
-
-
-def _branch_bodies(graph, operation):
-    """The bodies of an ``If``/``StatelessIf`` op's two branches, arguments mapped to its inputs."""
-    bodies = []
-    for attribute in ("then_branch", "else_branch"):
-        function = graph._get_function(operation.get_attr(attribute).name)  # noqa: SLF001
-        if function is None:
-            continue
-        definition = getattr(function, "definition", None) or function.cached_definition
-        bodies.append(FunctionBody(definition, [GraphValue(t) for t in operation.inputs[1:]]))
-    return bodies
-
-
-# --- the two shapes of a moving-average update ----------------------------------------------------
-
-def _variable_name(value, depth=0):
-    """The variable (its op name) a resource handle or ref tensor comes from, or ``None``."""
-    if depth > 20:
-        return None
-    if value.op_type in VARIABLE_OPS:
-        return value.op_name
-    if value.op_type in PASS_THROUGH | {"ReadVariableOp"}:
-        inputs = value.inputs()
-        return _variable_name(inputs[0], depth + 1) if inputs else None
-    return None
-
-
-def _reads(value, variable):
-    """Whether ``value`` is a read of ``variable`` (``ReadVariableOp``, a ref variable itself, or
-    either through identities)."""
-    return _variable_name(value) == variable
-
-
-def _scalar_constant(value, depth=0):
-    """A constant's value as a Python float (through identities and casts), or ``None``."""
-    if depth > 10:
-        return None
-    constant = value.constant()
-    if constant is not None:
-        array = np.asarray(constant)
-        return float(array.reshape(-1)[0]) if array.size and np.all(array == array.flat[0]) else None
-    inputs = value.inputs()
-    if value.op_type in PASS_THROUGH | {"Cast"}:
-        return _scalar_constant(inputs[0], depth + 1) if inputs else None
-    if value.op_type in ARITHMETIC and len(inputs) == 2:  # 1 - decay, folded
-        left, right = (_scalar_constant(item, depth + 1) for item in inputs)
-        if left is not None and right is not None:
-            return float(ARITHMETIC[value.op_type](np.float32(left), np.float32(right)))
-    return None
-
-
-ARITHMETIC = {"Sub": np.subtract, "Add": np.add, "AddV2": np.add, "Mul": np.multiply,
-              "RealDiv": np.divide, "Minimum": np.minimum, "Maximum": np.maximum}
-
-
-@dataclass
-class Update:
-    """One moving-average assignment: ``variable <- momentum * variable + (1 - momentum) * consumed``.
-
-    ``weight`` is the tensor (or constant) multiplying the new value (``1 - momentum``);
-    ``momentum`` its constant value when it has one. ``consumed`` and ``weight_tensor`` are graph
-    tensors a run can fetch. ``zero_debias``: the average is kept on ``variable/biased`` and
-    ``variable = biased / (1 - momentum^t)``.
-
-    ``shape`` ``"renorm"`` (a renorm layer's variance, :func:`_renorm_variance_updates`): the average
-    is kept on the variable ``stddev`` (``moving_stddev``), which mixes in ``sqrt(consumed +
-    epsilon)`` with ``momentum``, and ``variable`` is assigned ``max(stddev^2 - epsilon, 0)``.
-    """
-
-    variable: str  # the averaged variable's op name, e.g. "batch_normalization/moving_mean"
-    consumed: object  # tf.Tensor
-    momentum: Optional[float]
-    weight_tensor: Optional[object] = None  # tf.Tensor when the momentum is computed at run time
-    shape: str = "assign_sub"  # or "weighted_sum"
-    zero_debias: bool = False
-    site: object = None  # the graph op that runs the assignment (itself, an If, or in a cond)
-    stddev: Optional[str] = None  # renorm: the averaged variable's op name (shape "renorm")
-
-
-def _match_assign_sub(assignment):
-    """``assign_sub(V, (V - x) * d)`` -> ``(V, x, d)``, or ``None``."""
-    target, delta = assignment.inputs()[:2]
-    variable = _variable_name(target)
-    if variable is None or delta.op_type != "Mul":
-        return None
-    factors = delta.inputs()
-    for difference, weight in (factors, factors[::-1]):
-        if difference.op_type == "Sub":
-            old, consumed = difference.inputs()
-            if _reads(old, variable):
-                return variable, consumed, weight
-    return None
-
-
-def _match_weighted_sum(assignment):
-    """``assign(V, V * m + x * w)`` (terms and factors in any order) -> ``(V, x, w)``, or ``None``."""
-    target, value = assignment.inputs()[:2]
-    variable = _variable_name(target)
-    if variable is None or value.op_type not in ADD:
-        return None
-    terms = value.inputs()
-    if any(term.op_type != "Mul" for term in terms):
-        return None
-    for kept, mixed in (terms, terms[::-1]):
-        kept_factors, mixed_factors = kept.inputs(), mixed.inputs()
-        for old, momentum in (kept_factors, kept_factors[::-1]):
-            if _reads(old, variable) and _scalar_constant(momentum) is not None:
-                for consumed, weight in (mixed_factors, mixed_factors[::-1]):
-                    if _scalar_constant(weight) is not None and not _reads(consumed, variable):
-                        return variable, consumed, weight
-    return None
-
-
-def _update(assignment, site):
-    """The :class:`Update` an assignment performs, or ``None`` when it is not a moving average
-    (or its consumed value cannot be fetched)."""
-    if assignment.op_type in ASSIGN_SUB:
-        matched, shape = _match_assign_sub(assignment), "assign_sub"
-    else:
-        matched, shape = _match_weighted_sum(assignment), "weighted_sum"
-    if matched is None:
-        return None
-    variable, consumed, weight = matched
-    consumed_tensor = consumed.outer()
-    if consumed_tensor is None:
-        return None
-    constant = _scalar_constant(weight)
-    weight_tensor = None if constant is not None else weight.outer()
-    if constant is None and weight_tensor is None:
-        return None
-    momentum = None if constant is None else _momentum_of(weight, constant)
-    return Update(variable, consumed_tensor, momentum, weight_tensor, shape, site=site)
-
-
-def _momentum_of(weight, constant):
-    """The momentum behind the weight of the new value: the constant ``m`` of ``1 - m`` when the
-    graph computes the weight so (the fused layer: ``1 - float32(0.9)``), else ``1 - weight``
-    (:func:`_shortest_complement`)."""
-    if weight.op_type == "Sub":
-        one, momentum = (_scalar_constant(item) for item in weight.inputs())
-        if one == 1.0 and momentum is not None:
-            return shortest_float32(momentum)
-    return _shortest_complement(constant)
-
-
-def shortest_float32(value):
-    """A float32 constant as the shortest decimal naming it: 0.0010000000474974513 -> 0.001."""
-    return float(str(np.float32(value)))
-
-
-def _shortest_complement(weight):
-    """``1 - weight`` for a float32 weight, written with the fewest digits that give the same float32
-    weight back: the ``0.1`` stored for momentum 0.9 reads as 0.9, not 0.8999999985."""
-    weight32 = np.float32(weight)
-    for digits in range(1, 18):
-        momentum = round(1.0 - float(weight32), digits)
-        if np.float32(1.0 - momentum) == weight32:
-            return momentum
-    return 1.0 - float(weight32)
 
 
 # --- the graph's averages and layers ----------------------------------------------------------------
@@ -418,7 +151,7 @@ def _assignment_sites(graph):
         if operation.type in ASSIGN_SUB | ASSIGN and len(operation.inputs) >= 2:
             yield _OpValue(operation), operation
         elif operation.type in ("If", "StatelessIf"):
-            for body in _branch_bodies(graph, operation):
+            for body in branch_bodies(graph, operation):
                 for assignment in body.assignments():
                     yield assignment, operation
 
@@ -443,7 +176,7 @@ def discover(graph):
     sites = list(_assignment_sites(graph))
     updates = {}
     for assignment, site in sites:
-        update = _update(assignment, site)
+        update = update_of(assignment, site)
         if (update is not None and update.variable in variables
                 and not variables[update.variable].trainable):
             updates.setdefault(update.variable, update)
@@ -525,7 +258,7 @@ def _ghost_mean(operation, source, depth):
     """tf_keras' ghost batches: ``operation`` (a ``Mean``) averages over axis 1 a batch statistic of
     the input reshaped to ``(K, N / K, ..., C)`` (one rank more than the input); that statistic,
     marked ``ghost``, or ``None``."""
-    axes = _scalar_constant(GraphValue(operation.inputs[1]))
+    axes = scalar_constant(GraphValue(operation.inputs[1]))
     if axes != 1:
         return None
     inner = _moments_source(source, depth + 1)
@@ -592,7 +325,7 @@ def _momentum_when_true(weight_tensor):
     if weight_tensor is None or weight_tensor.op.type != "Sub":
         return None
     one, momentum = weight_tensor.op.inputs
-    if _scalar_constant(GraphValue(one)) != 1.0:
+    if scalar_constant(GraphValue(one)) != 1.0:
         return None
     while momentum.op.type in PASS_THROUGH:
         momentum = momentum.op.inputs[0]
@@ -602,7 +335,7 @@ def _momentum_when_true(weight_tensor):
     if body is None:
         return None
     node, _ = _returned(body, momentum.value_index)
-    value = _scalar_constant(body.value(node)) if node in body.nodes else None
+    value = scalar_constant(body.value(node)) if node in body.nodes else None
     return None if value is None else shortest_float32(value)
 
 
@@ -618,7 +351,7 @@ def _renorm_variance_averages(sites, variables):
     for assignment, site in sites:
         if assignment.op_type not in ASSIGN_SUB:
             continue
-        matched = _match_assign_sub(assignment)
+        matched = match_assign_sub(assignment)
         if matched is None or matched[1].op_type != "Sqrt":
             continue
         stddev, root, weight = matched
@@ -626,7 +359,7 @@ def _renorm_variance_averages(sites, variables):
         if radicand.op_type not in ADD:
             continue
         for value, constant in (radicand.inputs(), radicand.inputs()[::-1]):
-            if _scalar_constant(constant) is not None and value.outer() is not None:
+            if scalar_constant(constant) is not None and value.outer() is not None:
                 stddevs.setdefault((stddev, site_key(site)), (value.outer(), weight))
                 break
     averages = {}
@@ -634,15 +367,15 @@ def _renorm_variance_averages(sites, variables):
         if assignment.op_type not in ASSIGN:
             continue
         target, value = assignment.inputs()[:2]
-        variable = _variable_name(target)
+        variable = variable_name(target)
         if value.op_type == "Relu":
             value = value.inputs()[0]
         if variable is None or value.op_type != "Sub":
             continue
         square, epsilon = value.inputs()
-        if square.op_type != "Mul" or _scalar_constant(epsilon) is None:
+        if square.op_type != "Mul" or scalar_constant(epsilon) is None:
             continue
-        factors = {_variable_name(factor) for factor in square.inputs()}
+        factors = {variable_name(factor) for factor in square.inputs()}
         if len(factors) != 1 or None in factors:
             continue
         (stddev,) = factors
@@ -651,10 +384,10 @@ def _renorm_variance_averages(sites, variables):
                 or variables[variable].trainable):
             continue
         consumed, weight = found
-        constant = _scalar_constant(weight)
+        constant = scalar_constant(weight)
         if constant is None:
             continue
-        update = Update(variable, consumed, _momentum_of(weight, constant), shape="renorm",
+        update = Update(variable, consumed, momentum_of(weight, constant), shape="renorm",
                         site=site, stddev=stddev)
         averages.setdefault(variable, Average(variable, variables[variable], update))
     return averages
@@ -737,7 +470,7 @@ def _renorm_clipping(graph, scope):
                     break
                 tensor = body.arguments[node].tensor
             elif operation.type in ("Maximum", "Minimum"):
-                values = [_scalar_constant(GraphValue(t)) for t in operation.inputs]
+                values = [scalar_constant(GraphValue(t)) for t in operation.inputs]
                 if values[1] is None:
                     break
                 bound = shortest_float32(values[1])
@@ -779,7 +512,7 @@ def _epsilon(graph, layer, fused_epsilon=None, statistics=()):
         if addition.type not in ADD:
             continue
         for value, constant in (addition.inputs, addition.inputs[::-1]):
-            epsilon = _scalar_constant(GraphValue(constant))
+            epsilon = scalar_constant(GraphValue(constant))
             if epsilon is not None and _depends_on(value, names):
                 return shortest_float32(epsilon)
     return None
@@ -789,7 +522,7 @@ def _depends_on(tensor, names, depth=0):
     """Whether ``tensor`` is computed from an op named in ``names`` (a few levels up)."""
     if depth > 8:
         return False
-    if tensor.op.name in names or _variable_name(GraphValue(tensor)) in names:
+    if tensor.op.name in names or variable_name(GraphValue(tensor)) in names:
         return True
     return any(_depends_on(t, names, depth + 1) for t in tensor.op.inputs)
 
