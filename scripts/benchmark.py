@@ -4,12 +4,12 @@ trace, the post's loop as written, and one training step of the unnormalised net
 a check that every variant trained the same way (the same per-step losses).
 
 Every variant trains on the same batches, from the same initial variables: the batch schedule is
-``bnrepro.compare.batch_schedule`` (what ``bnrepro compare`` trains on), drawn once, outside every
+``bnrepro.compare.training.batch_schedule`` (what ``bnrepro compare`` trains on), drawn once, outside every
 timer, and each session initialises the method's one graph (graph-level seed, fixed op seeds;
 wn-init's data-dependent initialisation on the first batch before the clock starts). Inside every
 timer a step picks its batch's rows out of the training set (``images[indices]``) and trains.
 
-* traced: ``bnrepro.compare.train_method`` writing the bn trace as ``bnrepro compare`` does
+* traced: ``bnrepro.compare.training.train_method`` writing the bn trace as ``bnrepro compare`` does
   (the tracer installed; every step's statistics, the layer's input every 100 steps; large arrays
   kept for ``trace_arrays.npz``, a few numbers as JSON text) -- the whole cost: recording, writing
   and flushing the trace at the end of the loop (with ``bnrepro compare --trace-csv`` a child process also writes
@@ -114,7 +114,7 @@ class DroppedRecords:
 
 
 def _losses(run):
-    """The per-step training losses of a :class:`~bnrepro.compare.MethodRun`, steps 1, 2, ..."""
+    """The per-step training losses of a :class:`~bnrepro.compare.training.MethodRun`, steps 1, 2, ..."""
     return np.array([row["train_loss"] for row in run.rows if row["step"] >= 1],
                     dtype=np.float64)
 
