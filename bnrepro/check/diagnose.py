@@ -474,7 +474,7 @@ def _from_zero_findings(trace, layer):
 
 def _fit_epsilon(steps):
     estimates = [formulas.fitted_epsilon(s.inference["input"], s.inference["output"], s.old["moving_mean"],
-                                s.old["moving_variance"], s.old["gamma"], s.old["beta"])
+                                         s.old["moving_variance"], s.old["gamma"], s.old["beta"])
                  for s in steps if s.inference is not None]
     estimates = [e for e in estimates if e is not None]
     return float(np.median(estimates)) if estimates else None

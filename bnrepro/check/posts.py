@@ -17,7 +17,6 @@ from bnrepro.check import tolerances
 from bnrepro.errors import UserError
 
 
-
 @dataclass(frozen=True)
 class PrintedNumber:
     """One number a post printed, and how to read our value of it from a trace."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 
+
 class ProgressBar:
     """A ``tqdm`` bar, one per method: ``bn: 40%|####      | 120/300 [00:00<00:00, 412.31step/s,
     loss 0.312  acc 0.914]``, on ``stream`` (default: stderr; stdout carries the results).

@@ -33,7 +33,6 @@ from bnrepro.compare.training import PREACTIVATION_EVERY, open_trace_writer, tra
 from bnrepro.outdir import check_output_directory, output_directory
 
 
-
 @dataclass
 class Comparison:
     """What ``bnrepro compare`` produced: runs, summaries, the data it used, the trace check."""
@@ -55,7 +54,7 @@ def run_compare(config, out, *, force=False, write=print, progress_stream=None, 
     :class:`Comparison`. Bad options or data fail before anything is written. ``shown_as``: the
     directory to name in reports, when ``out`` will be moved there afterwards."""
     from bnrepro.compare.figures import (PreActivations, plot_method, plot_overlay, plot_preactivations,
-                               preactivation_caption)
+                                         preactivation_caption)
 
     check_compare_config(config)
     methods = parse_methods(config.methods)

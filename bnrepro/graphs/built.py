@@ -18,6 +18,7 @@ from bnrepro.graphs.tfv1 import tf, tf1
 
 from bnrepro.graphs.discover import discover  # noqa: E402 (after bnrepro.graphs.tfv1 has set TensorFlow up)
 
+
 @dataclass(frozen=True)
 class BatchNormTap:
     """One ``tf.compat.v1.layers.batch_normalization`` layer and the tensors that explain it.

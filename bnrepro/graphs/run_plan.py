@@ -46,8 +46,8 @@ class RunPlan:
             self.lean = self
             return self
         self.lean = RunPlan({key: tensor for key, tensor in self.extra.items()
-                              if key not in inputs}, self.averages, [], self.trained,
-                             self.may_change, self.fetched, keys=self.keys)
+                             if key not in inputs}, self.averages, [], self.trained,
+                            self.may_change, self.fetched, keys=self.keys)
         self.lean.arrange(fed)
         return self
 
@@ -86,8 +86,8 @@ def build_plan(found, prefix, graph, fetches, feeds):
     assigns = any(graph.get_operation_by_name(name).type in discovery.ASSIGN | discovery.ASSIGN_SUB
                   | {"If", "StatelessIf", "NoOp"} for name in executed)
     plan = RunPlan({str(key): tensor for key, tensor in extra.items()}, averages, layers,
-                    trained, bool(averages) or trained or assigns, list(fetches)[:20],
-                    keys=dict(zip((str(key) for key in extra), extra))).arrange(fed)
+                   trained, bool(averages) or trained or assigns, list(fetches)[:20],
+                   keys=dict(zip((str(key) for key in extra), extra))).arrange(fed)
     return plan
 
 

@@ -16,7 +16,6 @@ if os.environ.get("TF_USE_LEGACY_KERAS") != "1":  # pragma: no cover - bnrepro/_
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 
-
 def _installed(module_name):
     """Whether ``module_name`` can be imported (a ``None`` entry in ``sys.modules`` means no)."""
     try:
@@ -30,7 +29,6 @@ if not _installed("tf_keras"):
         "the legacy Keras layers are missing: pip install 'tf-keras==2.21.*' "
         "(the tf-keras release matching your tensorflow)"
     )
-
 
 
 @contextlib.contextmanager

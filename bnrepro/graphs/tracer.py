@@ -49,9 +49,9 @@ INPUTS_EVERY = 100
 def default_inputs_at(step):
     """Whether record ``step`` keeps the layers' inputs by default."""
     return step <= INPUTS_FIRST_STEPS or step % INPUTS_EVERY == 0
+
+
 MAX_IDENTITY_PLANS = 1024  # plans a graph keeps by fetched objects (_GraphState.plans_by_identity)
-
-
 
 
 @dataclass
@@ -68,8 +68,6 @@ class _GraphState:
     version: int = -1  # graph.version when discovered: a higher one means the graph grew
     plans_by_identity: dict = field(default_factory=dict)  # identity_key -> (RunPlan, objects)
     readers: dict = field(default_factory=dict)  # id(session) -> StateReader of ``reader``
-
-
 
 
 class Tracer:
@@ -336,7 +334,6 @@ class Tracer:
             # the objects are kept so that their ids in the key cannot be reused by others
             state.plans_by_identity[key] = (plan, objects)
         return plan
-
 
     def _plan(self, state, graph, fetches, feeds):
         """The :class:`~bnrepro.graphs.run_plan.RunPlan` of runs fetching ``fetches`` with ``feeds``

@@ -13,6 +13,7 @@ from bnrepro.graphs.graph_values import ADD, ASSIGN_SUB, PASS_THROUGH, VARIABLE_
 
 # --- the two shapes of a moving-average update ----------------------------------------------------
 
+
 def variable_name(value, depth=0):
     """The variable (its op name) a resource handle or ref tensor comes from, or ``None``."""
     if depth > 20:

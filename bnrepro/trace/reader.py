@@ -13,6 +13,7 @@ from bnrepro.errors import UserError
 from bnrepro.trace.format import (ARRAY_SECTIONS, ARRAYS_FILE, BATCH_STATISTICS, END_STATUSES,
                                   FORMAT_2, FORMATS, LAYER_STATE, TRACE_FILE)
 
+
 @dataclass
 class Trace:
     """A trace read back: the header dict, the step dicts (tensors as float64 NumPy arrays) and the

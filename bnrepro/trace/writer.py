@@ -14,6 +14,9 @@ import numpy as np
 from bnrepro.trace.format import (ARRAY_SECTIONS, ARRAYS_FILE, BINARY_MIN_VALUES, CSV_FILE,
                                   TRACE_FILE, end_record, to_json_value)
 
+CSV_LINE_END = "\r\n"  # the csv module's default (excel) line terminator
+
+
 class TraceWriter:
     """Writes ``trace.jsonl``, its binary companion ``trace_arrays.npz`` and, optionally, the flat
     text twin ``trace.csv`` (step, section, key, quantity, index, value) into a directory.
@@ -140,9 +143,6 @@ class TraceWriter:
 
     def __exit__(self, *exc_info):
         self.close()
-
-
-CSV_LINE_END = "\r\n"  # the csv module's default (excel) line terminator
 
 
 def _flatten_step(step):

@@ -178,7 +178,7 @@ def adam_update(variables, gradients, learning_rate, *, beta1=ADAM_BETA1, beta2=
         beta1_power = beta1_power * beta1;  beta2_power = beta2_power * beta2
     """
     require(variables, [BETA1_POWER, BETA2_POWER]
-             + [slot for name in gradients for slot in adam_slot_names(name)])
+            + [slot for name in gradients for slot in adam_slot_names(name)])
     beta1_power = as_float64(variables[BETA1_POWER])
     beta2_power = as_float64(variables[BETA2_POWER])
     lr_t = learning_rate * np.sqrt(1.0 - beta2_power) / (1.0 - beta1_power)

@@ -52,7 +52,7 @@ def two_sample_step(variables, inputs, targets, *, momentum, epsilon, learning_r
     statistics as in :func:`moving_averages`. Returns a :class:`StepResult`.
     """
     require(variables, [HIDDEN_KERNEL, OUTPUT_KERNEL] + batch_norm_names(HIDDEN_LAYER)
-             + batch_norm_names(OUTPUT_LAYER))
+            + batch_norm_names(OUTPUT_LAYER))
     x = as_float64(inputs)
     y = as_float64(targets)
     k1, k2 = as_float64(variables[HIDDEN_KERNEL]), as_float64(variables[OUTPUT_KERNEL])
