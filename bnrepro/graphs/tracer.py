@@ -214,7 +214,7 @@ class Tracer:
 
         def traced(*arguments, **keywords):
             tracer.before_change(session, state, full)
-            plan, call, keys, fed = calls[tracer.inputs_at(len(tracer.records))]
+            plan, call, keys, fed = calls[bool(tracer.inputs_at(len(tracer.records)))]
             values = call(*arguments, **keywords)
             extra = dict(zip(keys, values[count:]))
             extra.update({key: arguments[index] for key, index in fed.items()})
