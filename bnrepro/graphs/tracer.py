@@ -224,7 +224,7 @@ class Tracer:
         return traced
 
     def before_run(self, session, fetches, feed_dict):
-        """For :class:`TraceHook`: ``(graph state, plan)`` of a run about to happen."""
+        """For :class:`~bnrepro.graphs.tracing.TraceHook`: ``(graph state, plan)`` of a run about to happen."""
         state = self._graph_state(session.graph)
         if state is None:
             return None, None
@@ -318,7 +318,7 @@ class Tracer:
         state.plans, state.plans_by_identity, state.readers = {}, {}, {}
 
     def _run_plan(self, state, graph, fetches, feed_dict):
-        """The :class:`RunPlan` of a ``session.run(fetches, feed_dict)``. A training loop passes
+        """The :class:`~bnrepro.graphs.run_plan.RunPlan` of a ``session.run(fetches, feed_dict)``. A training loop passes
         the same tensors each run: looked up by those objects (:func:`identity_key`), the plan
         costs no flattening and resolving of the fetches and feeds; other runs go by their names
         (:meth:`_plan`)."""

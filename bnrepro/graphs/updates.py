@@ -63,9 +63,10 @@ class Update:
     tensors a run can fetch. ``zero_debias``: the average is kept on ``variable/biased`` and
     ``variable = biased / (1 - momentum^t)``.
 
-    ``shape`` ``"renorm"`` (a renorm layer's variance, :func:`_renorm_variance_updates`): the average
-    is kept on the variable ``stddev`` (``moving_stddev``), which mixes in ``sqrt(consumed +
-    epsilon)`` with ``momentum``, and ``variable`` is assigned ``max(stddev^2 - epsilon, 0)``.
+    ``shape`` ``"renorm"`` (a renorm layer's variance, found by
+    :func:`bnrepro.graphs.discover._renorm_variance_averages`): the average is kept on the variable
+    ``stddev`` (``moving_stddev``), which mixes in ``sqrt(consumed + epsilon)`` with ``momentum``,
+    and ``variable`` is assigned ``max(stddev^2 - epsilon, 0)``.
     """
 
     variable: str  # the averaged variable's op name, e.g. "batch_normalization/moving_mean"

@@ -55,7 +55,8 @@ def cubic_step(variables, inputs, targets, *, momentum, epsilon, learning_rate):
         dw         = x^T · dhidden_tmp;  db = sum(dhidden_tmp) = 0   (see the module docstring)
 
     Update: gradient descent on w, b, gamma, beta, w2, b2; the moving statistics take the batch's
-    mean and biased variance with ``momentum``. Returns a :class:`StepResult`.
+    mean and biased variance with ``momentum``. Returns a
+    :class:`~bnrepro.check.reference.layers.StepResult`.
     """
     names = [CUBIC_W, CUBIC_B, CUBIC_W2, CUBIC_B2] + batch_norm_names(CUBIC_LAYER)
     require(variables, names)

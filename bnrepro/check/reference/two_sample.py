@@ -28,7 +28,7 @@ TWO_SAMPLE_TRAINABLE = (HIDDEN_KERNEL, layer_variable(HIDDEN_LAYER, "gamma"),
 def two_sample_step(variables, inputs, targets, *, momentum, epsilon, learning_rate,
                     beta1=ADAM_BETA1, beta2=ADAM_BETA2, adam_epsilon=ADAM_EPSILON):
     """Post 001's training step from ``variables`` (including Adam's slots and powers: see
-    :func:`initial_adam_state`) on one batch; both layers use ``momentum`` and ``epsilon``.
+    :func:`~bnrepro.check.reference.layers.initial_adam_state`) on one batch; both layers use ``momentum`` and ``epsilon``.
 
     Forward::
 
@@ -49,7 +49,7 @@ def two_sample_step(variables, inputs, targets, *, momentum, epsilon, learning_r
         dk1      = x^T · dhidden_1
 
     Update: :func:`adam_update` on k1, gamma_1, beta_1, k2, gamma_2, beta_2; both layers' moving
-    statistics as in :func:`moving_averages`. Returns a :class:`StepResult`.
+    statistics as in :func:`~bnrepro.check.reference.layers.moving_averages`. Returns a :class:`~bnrepro.check.reference.layers.StepResult`.
     """
     require(variables, [HIDDEN_KERNEL, OUTPUT_KERNEL] + batch_norm_names(HIDDEN_LAYER)
             + batch_norm_names(OUTPUT_LAYER))
