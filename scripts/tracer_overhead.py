@@ -105,7 +105,8 @@ def parse_arguments(argv=None):
                         "every 100th)")
     timing.add_argument("--keras", action=argparse.BooleanOptionalAction, default=True,
                         help="also time Keras model.fit in graph mode (variant d, in a subprocess)")
-    timing.add_argument("--keras-rounds", type=positive, default=5, help="Keras timed rounds")
+    timing.add_argument("--keras-rounds", type=positive, default=15,
+                        help="Keras timed rounds (interleaved untraced and traced fits)")
     timing.add_argument("--keras-epochs", type=positive, default=10,
                         help="epochs (of --batches batches) per timed Keras fit")
     timing.add_argument("--profile", type=non_negative, default=0, metavar="STEPS",
