@@ -178,12 +178,6 @@ def quotient_bound(numerator, denominator, result, *, numerator_error=0.0, denom
     return carried + UNIT_ROUNDOFF * result
 
 
-def recorded_bound(value):
-    """Bound of a value read back as float32 against the same value computed in float64:
-    ``u |value|`` (one rounding)."""
-    return UNIT_ROUNDOFF * np.abs(_f64(value))
-
-
 # --- the posts' printed numbers ---------------------------------------------------------------------
 
 FLOAT32_ULPS_ACROSS_CPUS = 4  # kernels on different instruction sets round differently

@@ -60,7 +60,6 @@ among :attr:`Discovery.averages`.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -530,8 +529,3 @@ def _depends_on(tensor, names, depth=0):
 def is_training_op(operation):
     """Whether ``operation`` updates trainable weights (an optimizer's ``Apply*`` kernel)."""
     return operation.type.startswith(TRAINING_OP_PREFIXES)
-
-
-def layer_name_for(name):
-    """A variable's layer scope for display: ``a/b/moving_mean`` -> ``a/b``."""
-    return re.sub(r"/[^/]+$", "", name)
