@@ -5,6 +5,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 
 from bnrepro.trace import (CSV_FILE, FORMAT, TRACE_FILE, TraceWriter, make_header, read_trace,
                            to_json_value)
@@ -78,7 +79,8 @@ def _straightforward_trace(header, records):
     return jsonl, rows.getvalue()
 
 
-def test_writer_text_equals_straightforward_formatting(tmp_path):
+@pytest.mark.parametrize("csv_twin, batch", [(True, 1), (False, 1), (False, 2)])
+def test_writer_text_equals_straightforward_formatting(tmp_path, csv_twin, batch):
     rng = np.random.default_rng(1)
     weird = 'layer, "quoted"\nname é'  # needs CSV quoting and JSON escaping
     header = make_header("synthetic", {"n": 1}, {"bn": {"momentum": 0.5, "epsilon": 1e-3}})
@@ -98,11 +100,14 @@ def test_writer_text_equals_straightforward_formatting(tmp_path):
          "variables": {weird: state["moving_mean"]}, "after": {"x": np.float64(-2.5e-5)},
          "note": {"text": weird, "none": None, "flag": True}},
     ]
-    with TraceWriter(str(tmp_path), header) as writer:
+    with TraceWriter(str(tmp_path), header, csv=csv_twin, batch=batch) as writer:
         for record in records:
             writer.write_step(record)
     expected_jsonl, expected_csv = _straightforward_trace(header, records)
     with open(tmp_path / TRACE_FILE, encoding="utf-8") as handle:
         assert handle.read() == expected_jsonl
+    if not csv_twin:
+        assert not (tmp_path / CSV_FILE).exists()
+        return
     with open(tmp_path / CSV_FILE, encoding="utf-8", newline="") as handle:
         assert handle.read() == expected_csv

@@ -134,3 +134,36 @@ def test_every_line_of_the_binary_form_validates(binary_trace):
     bad["bn"] = {LAYER: dict(lines[3]["bn"][LAYER], moving_mean={"array": "other.npz", "key": "x",
                                                                   "index": 0})}
     assert not validator.is_valid(bad)
+
+
+def test_batched_writing_gives_the_same_files(binary_trace, tmp_path):
+    """Records handed over and written 7 at a time: nothing but the header on disk until a batch
+    is full, and then the same trace.jsonl and trace_arrays.npz as written one by one."""
+    original = read_trace(binary_trace)
+    written = {}
+    for batch in (1, 7):
+        directory = tmp_path / f"batch{batch}"
+        directory.mkdir()
+        with TraceWriter(str(directory), original.header, csv=False, batch=batch) as writer:
+            for count, record in enumerate(original.steps, start=1):
+                writer.write_step(record)
+                writer._jsonl.flush()  # what the writer has written, not what it holds
+                with open(directory / TRACE_FILE, encoding="utf-8") as handle:
+                    lines = handle.read().count("\n")
+                assert lines == 1 + count - count % batch
+            writer.finish(**{key: original.end[key] for key in ("status", "last_step")})
+        with open(directory / TRACE_FILE, encoding="utf-8") as handle:
+            text = handle.read()
+        with np.load(directory / ARRAYS_FILE) as stored:
+            written[batch] = (text, {name: stored[name] for name in stored.files})
+    assert written[7][0] == written[1][0]
+    assert written[7][1].keys() == written[1][1].keys()
+    for name, array in written[1][1].items():
+        assert array.dtype == written[7][1][name].dtype
+        assert np.array_equal(array, written[7][1][name], equal_nan=True)
+    assert read_trace(str(tmp_path / "batch7")).end["records"] == len(original.steps)
+
+
+def test_batch_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="at least 1"):
+        TraceWriter(str(tmp_path), {"format": "bnrepro-trace/2"}, batch=0)

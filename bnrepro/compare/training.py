@@ -28,6 +28,8 @@ from bnrepro.trace.process import BackgroundTraceWriter
 
 INFERENCE_EXAMPLES = 8  # examples of the batch whose inference-mode pass the bn trace records
 PREACTIVATION_EVERY = 10  # record the first layer's pre-activation statistics every N steps
+TRACE_WRITE_BATCH = 100  # bn records written together (TraceWriter's batch): the tracer's records
+# are fresh arrays that nothing changes afterwards
 
 
 def batch_schedule(config, n_train):
@@ -124,7 +126,7 @@ def open_trace_writer(directory, net, config):
     header = trace_header(net, config)
     if config.trace_csv:
         return BackgroundTraceWriter(directory, header, csv=True)
-    return TraceWriter(directory, header, csv=False)
+    return TraceWriter(directory, header, csv=False, batch=TRACE_WRITE_BATCH)
 
 
 # --- training -------------------------------------------------------------------------------------
