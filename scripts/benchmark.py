@@ -11,10 +11,11 @@ timer a step picks its batch's rows out of the training set (``images[indices]``
 
 * traced: ``bnrepro.compare.training.train_method`` writing the bn trace as ``bnrepro compare`` does
   (the tracer installed; every step's statistics, the layer's input every 100 steps; large arrays
-  kept for ``trace_arrays.npz``, a few numbers as JSON text) -- the whole cost: recording, writing
-  and flushing the trace at the end of the loop (with ``bnrepro compare --trace-csv`` a child process also writes
-  every number as text; its start, like the session's creation, is set-up). Only bn has a batch-norm layer: for the other methods there
-  is nothing to trace, and the one untraced measurement stands for both;
+  kept for ``trace_arrays.npz``, a few numbers as JSON text; records written 100 at a time) -- the
+  whole cost: recording, writing, and writing the rest and flushing at the end of the loop (with
+  ``bnrepro compare --trace-csv`` a child process also writes every number as text; its start,
+  like the session's creation, is set-up). Only bn has a batch-norm layer: for the other methods
+  there is nothing to trace, and the one untraced measurement stands for both;
 * traced, not written: the same loop and fetches with the records dropped instead of written
   (bn only): what recording costs inside the loop, without formatting numbers as text;
 * untraced: the same loop without a trace: one ``session.run`` per step for the train op, the loss
@@ -34,7 +35,12 @@ No test evaluation in any of them, and no one-time set-up: graph building and se
 are outside every timing, our loop leaves out compiling its callables (``StepRunner``) and the
 post's loop runs each of its three fetches once before the clock starts (TensorFlow prunes and
 optimises the graph for each fetch the first time), then puts the variables back to their initial
-values. Variants run interleaved, ``--repeats`` times; the tables show medians.
+values. Variants run interleaved, ``--repeats`` rounds (the order reversed every other round),
+then ``--pairs`` more rounds of untraced and traced alone for each method with a trace; the table
+shows medians. The targets are judged on ratios within a round (``traced / untraced`` of every
+round, ``post / traced`` of the full rounds) and their median: the two runs of a round are next to
+each other in time, and on a shared 2-core virtual machine the speed of the machine drifts by more
+between rounds (up to 20% here) than the few percent that tracing costs.
 
 The check, after the timed runs (untimed), that every variant trained alike:
 
@@ -60,11 +66,13 @@ The check, after the timed runs (untimed), that every variant trained alike:
 Any check above ``--loss-rtol`` (default 1e-4) fails the script (exit status 1, a message naming
 the variant and the step) after the tables. The last line before that is one JSON object,
 ``{method: {"traced_ms", "dropped_ms", "untraced_ms", "post_loop_ms", "numpy_step_ms",
-"loss_rel_diff": {variant: largest relative difference}}, "numpy_step": {"loss", "variables",
+"post_over_traced", "traced_over_untraced" (the median ratios), "loss_rel_diff": {variant: largest
+relative difference}}, "numpy_step": {"loss", "variables",
 "free_running", "relu_flips": [[step, unit], ...]}}``.
 
-    python scripts/benchmark.py [--steps 300] [--repeats 5] [--methods none,wn,wn-init,bn,ln]
-                                [--trace-every 1] [--loss-rtol 1e-4]
+    python scripts/benchmark.py [--steps 300] [--repeats 5] [--pairs 16]
+                                [--methods none,wn,wn-init,bn,ln] [--trace-every 1]
+                                [--loss-rtol 1e-4]
 """
 import os
 
@@ -98,6 +106,8 @@ TARGET_SPEEDUP = 1.8  # post's loop / our traced loop, at least
 TARGET_OVERHEAD = 0.15  # traced / untraced - 1, at most
 LOSS_RTOL = 1e-4  # largest relative difference of a step's loss between two variants
 NUMPY_METHOD = "none"  # the net the NumPy step implements
+PAIRS = 16  # extra (untraced, traced) rounds: the cost of tracing is a few % against rounds that
+# differ by up to 20% here, so its median needs more rounds than the table
 
 
 class DroppedRecords:
@@ -296,6 +306,7 @@ def numpy_step_check(config, data, schedule):
 
 
 VARIANTS = ("traced", "dropped", "untraced", "post", "numpy")
+PAIR = ("untraced", "traced")  # the extra rounds of --pairs
 VARIANT_NAMES = {"traced": "traced", "dropped": "traced, not written", "untraced": "untraced",
                  "post": "post's loop", "numpy": "NumPy step"}
 
@@ -343,8 +354,11 @@ class Measurements:
         return medians
 
 
-def measure(methods, config, data, repeats):
-    """Every variant of every method, interleaved, ``repeats`` times: :class:`Measurements`."""
+def measure(methods, config, data, repeats, pairs=0):
+    """Every variant of every method, interleaved, ``repeats`` times (in the listed order on even
+    repeats, reversed on odd ones, so that a machine slowing down or warming up over the run
+    favours no variant), then ``pairs`` more (untraced, traced) measurements of each method with
+    a trace, in alternating order: :class:`Measurements`."""
     nets = {method: build_graph(method, config) for method in methods}
     schedule = batch_schedule(config, len(data.train_labels))  # the same for every variant
     initial = initial_parameters(config, data, schedule)
@@ -356,10 +370,14 @@ def measure(methods, config, data, repeats):
                          numpy_times=[], numpy_losses=[])
     for method in methods:  # warm up: first sessions pay for graph optimisation
         our_loop(method, config, data, nets[method], "untraced")
-    for repeat in range(repeats):
-        for method in methods:
+    traced_methods = [method for method in methods if nets[method].batch_norms]
+    rounds = [(methods, VARIANTS)] * repeats + [(traced_methods, PAIR)] * pairs
+    for number, (round_methods, variants) in enumerate(rounds, start=1):
+        if number % 2 == 0:
+            variants = variants[::-1]
+        for method in round_methods:
             net = nets[method]
-            for variant in VARIANTS:
+            for variant in variants:
                 if variant == "numpy":
                     if method == methods[0]:  # once per repeat: one net (none) for every row
                         value, loss = numpy_loop(config, data, schedule, initial)
@@ -374,8 +392,19 @@ def measure(methods, config, data, repeats):
                     value, loss = our_loop(method, config, data, net, variant)
                 found.times[method][variant].append(value)
                 found.losses[method][variant].append(loss)
-        print(f"repeat {repeat + 1}/{repeats} done", file=sys.stderr, flush=True)
+        if round_methods:
+            print(f"round {number}/{len(rounds)} done"
+                  + (" (untraced and traced only)" if variants in (PAIR, PAIR[::-1]) else ""),
+                  file=sys.stderr, flush=True)
     return found
+
+
+def paired_ratios(found, method, numerator, denominator):
+    """``numerator / denominator`` of each round that measured both, in the order measured: the
+    two runs of a round are next to each other in time, so the ratio leaves out how fast the
+    machine was in that round (here, a 2-core virtual machine, by up to 20% between rounds)."""
+    times = found.times[method]
+    return [top / bottom for top, bottom in zip(times[numerator], times[denominator])]
 
 
 def check_losses(found):
@@ -472,6 +501,14 @@ def disagreements(agreement, numpy, rtol):
     return [f"{line} (allowed {rtol:g})" for line in lines]
 
 
+def _quartiles(values, unit=""):
+    """``(quartiles a-b)`` of ``values``, or nothing for fewer than two."""
+    if len(values) < 2:
+        return ""
+    low, _, high = statistics.quantiles(values, n=4)
+    return f"(quartiles {low:.3f}{unit}-{high:.3f}{unit})"
+
+
 def _finite(value):
     return value if math.isfinite(value) else None
 
@@ -480,6 +517,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="steps per measurement [300]")
     parser.add_argument("--repeats", type=int, default=5, help="measurements per variant [5]")
+    parser.add_argument("--pairs", type=int, default=PAIRS,
+                        help="extra (untraced, traced) rounds of each method with a trace, for "
+                             f"the tracing cost [{PAIRS}]")
     parser.add_argument("--methods", default="none,wn,wn-init,bn,ln", help="methods [all five]")
     parser.add_argument("--trace-every", type=int, default=1,
                         help="bn trace: record every N steps, as bnrepro compare's option [1]")
@@ -490,6 +530,8 @@ def main():
     arguments = parser.parse_args()
     if arguments.repeats < 1:
         raise UserError(f"--repeats must be at least 1, got {arguments.repeats}")
+    if arguments.pairs < 0:
+        raise UserError(f"--pairs must be at least 0, got {arguments.pairs}")
     config = check_compare_config(CompareConfig(steps=arguments.steps, data=arguments.data,
                                                 trace_every=arguments.trace_every,
                                                 methods=arguments.methods))
@@ -498,16 +540,30 @@ def main():
           f"(seed {config.seed}), median of {arguments.repeats}; bn trace every "
           f"{config.trace_every} step(s), tensors every {config.trace_tensors_every}; "
           f"NumPy's BLAS threads: {os.environ['OPENBLAS_NUM_THREADS']}; ms per training step")
-    found = measure(parse_methods(config.methods), config, data, arguments.repeats)
+    found = measure(parse_methods(config.methods), config, data, arguments.repeats,
+                    arguments.pairs)
     medians = found.medians()
     print(format_table(medians))
+    print("Targets, each from the ratios of the two runs of every round (median, and quartiles):")
+    verdicts = {}
     for method, ms in medians.items():
-        speedup, overhead = ms["post"] / ms["traced"], ms["traced"] / ms["untraced"] - 1
-        tracing = (f"tracing costs {overhead:+.0%} (target <= {TARGET_OVERHEAD:.0%}: "
-                   f"{'met' if overhead <= TARGET_OVERHEAD else 'MISSED'})" if ms["has_trace"]
-                   else "no batch-norm layer, nothing to trace")
-        print(f"{method}: post's loop / traced = {speedup:.2f}x (target >= {TARGET_SPEEDUP}x: "
-              f"{'met' if speedup >= TARGET_SPEEDUP else 'MISSED'}); {tracing}")
+        speedups = paired_ratios(found, method, "post",
+                                 "traced" if ms["has_trace"] else "untraced")
+        speedup = verdicts.setdefault(method, {})["post_over_traced"] = statistics.median(
+            speedups)
+        line = (f"{method}: post's loop / traced = {speedup:.2f}x {_quartiles(speedups, 'x')} "
+                f"(target >= {TARGET_SPEEDUP}x: {'met' if speedup >= TARGET_SPEEDUP else 'MISSED'})"
+                "; ")
+        if ms["has_trace"]:
+            ratios = paired_ratios(found, method, "traced", "untraced")
+            overhead = statistics.median(ratios) - 1
+            verdicts[method]["traced_over_untraced"] = overhead + 1
+            line += (f"traced / untraced = {overhead + 1:.3f} {_quartiles(ratios)} over "
+                     f"{len(ratios)} rounds: tracing costs {overhead:+.1%} (target <= "
+                     f"{TARGET_OVERHEAD:.0%}: {'met' if overhead <= TARGET_OVERHEAD else 'MISSED'})")
+        else:
+            line += "no batch-norm layer, nothing to trace"
+        print(line)
     agreement, numpy = check_losses(found)
     print()
     print(format_agreement(agreement, numpy, config.steps))
@@ -520,6 +576,7 @@ def main():
                        "untraced_ms": round(ms["untraced"], 4),
                        "post_loop_ms": round(ms["post"], 4),
                        "numpy_step_ms": round(ms["numpy"], 4),
+                       **{name: round(value, 4) for name, value in verdicts[method].items()},
                        "loss_rel_diff": {variant: _finite(value) for variant, (value, _)
                                          in agreement[method].items()}}
               for method, ms in medians.items()}

@@ -137,11 +137,12 @@ def test_every_line_of_the_binary_form_validates(binary_trace):
 
 
 def test_batched_writing_gives_the_same_files(binary_trace, tmp_path):
-    """Records handed over and written 7 at a time: nothing but the header on disk until a batch
-    is full, and then the same trace.jsonl and trace_arrays.npz as written one by one."""
+    """Records handed over and written 7 at a time, or all at the end (``None``): nothing but the
+    header on disk until a batch is full (or the end), and then the same trace.jsonl and
+    trace_arrays.npz as written one by one."""
     original = read_trace(binary_trace)
     written = {}
-    for batch in (1, 7):
+    for batch in (1, 7, None):
         directory = tmp_path / f"batch{batch}"
         directory.mkdir()
         with TraceWriter(str(directory), original.header, csv=False, batch=batch) as writer:
@@ -150,20 +151,21 @@ def test_batched_writing_gives_the_same_files(binary_trace, tmp_path):
                 writer._jsonl.flush()  # what the writer has written, not what it holds
                 with open(directory / TRACE_FILE, encoding="utf-8") as handle:
                     lines = handle.read().count("\n")
-                assert lines == 1 + count - count % batch
+                assert lines == (1 if batch is None else 1 + count - count % batch)
             writer.finish(**{key: original.end[key] for key in ("status", "last_step")})
         with open(directory / TRACE_FILE, encoding="utf-8") as handle:
             text = handle.read()
         with np.load(directory / ARRAYS_FILE) as stored:
             written[batch] = (text, {name: stored[name] for name in stored.files})
-    assert written[7][0] == written[1][0]
-    assert written[7][1].keys() == written[1][1].keys()
-    for name, array in written[1][1].items():
-        assert array.dtype == written[7][1][name].dtype
-        assert np.array_equal(array, written[7][1][name], equal_nan=True)
-    assert read_trace(str(tmp_path / "batch7")).end["records"] == len(original.steps)
+    for batch in (7, None):
+        assert written[batch][0] == written[1][0]
+        assert written[batch][1].keys() == written[1][1].keys()
+        for name, array in written[1][1].items():
+            assert array.dtype == written[batch][1][name].dtype
+            assert np.array_equal(array, written[batch][1][name], equal_nan=True)
+        assert read_trace(str(tmp_path / f"batch{batch}")).end["records"] == len(original.steps)
 
 
 def test_batch_must_be_positive(tmp_path):
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="at least 1 or None"):
         TraceWriter(str(tmp_path), {"format": "bnrepro-trace/2"}, batch=0)

@@ -40,17 +40,18 @@ class TraceWriter:
     it meets them (:func:`_json_default`), and a large array is one row copied into a buffer that
     grows by doubling (:class:`_Rows`).
 
-    ``batch``: records are kept as handed over and written ``batch`` at a time (and at
-    :meth:`flush`, :meth:`finish` and :meth:`close`). Between a training loop's steps the same
-    writing costs about twice what it costs in a run of records (``bnrepro compare``'s bn record:
-    some 75 us against 35 here, the loop's tensors having taken the caches), so a loop that hands
-    over records it never changes again (the tracer's) writes them in batches. A record's arrays
-    must then stay as they were until it is written.
+    ``batch``: records are kept as handed over and written ``batch`` at a time, or with ``None``
+    all at the end (at :meth:`flush`, :meth:`finish` or :meth:`close`, which also write what a
+    batch holds). Between a training loop's steps the same writing costs several times what it
+    costs in a run of records (the loop's tensors have taken the caches), so a loop that hands over
+    records it never changes again (the tracer's) writes them later. A record's arrays must then
+    stay as they were until it is written. The ``.npz`` is written at :meth:`close` either way:
+    until then a trace with references cannot be read.
     """
 
     def __init__(self, directory, header, *, csv=True, batch=1):
-        if batch < 1:
-            raise ValueError(f"batch must be at least 1, got {batch}")
+        if batch is not None and batch < 1:
+            raise ValueError(f"batch must be at least 1 or None, got {batch}")
         self.batch = batch
         self._pending = []
         self.header = header
@@ -76,7 +77,7 @@ class TraceWriter:
         self._pending.append(record)
         self.records += 1
         self.last_step = int(record["step"])
-        if len(self._pending) >= self.batch:
+        if self.batch is not None and len(self._pending) >= self.batch:
             self._write_pending()
 
     def _write_pending(self):
