@@ -11,8 +11,8 @@ timer a step picks its batch's rows out of the training set (``images[indices]``
 
 * traced: ``bnrepro.compare.training.train_method`` writing the bn trace as ``bnrepro compare`` does
   (the tracer installed; every step's statistics, the layer's input every 100 steps; large arrays
-  kept for ``trace_arrays.npz``, a few numbers as JSON text; records written 100 at a time) -- the
-  whole cost: recording, writing, and writing the rest and flushing at the end of the loop (with
+  kept for ``trace_arrays.npz``, a few numbers as JSON text; the records written when the loop
+  ends, as compare writes them) -- the whole cost: recording, writing and closing the trace (with
   ``bnrepro compare --trace-csv`` a child process also writes every number as text; its start,
   like the session's creation, is set-up). Only bn has a batch-norm layer: for the other methods
   there is nothing to trace, and the one untraced measurement stands for both;

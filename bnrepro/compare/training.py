@@ -85,8 +85,8 @@ class BatchNormTracer:
 
     def recorded(self, step):
         """Due steps and the step before each (whose state the update check starts from)."""
-        return any(self._due(k, every) for k in (step, step + 1)
-                   for every in (self.every, self.tensors_every))
+        return (self._due(step, self.every) or self._due(step + 1, self.every)
+                or self._due(step, self.tensors_every) or self._due(step + 1, self.tensors_every))
 
     def has_tensors(self, step):
         return self._due(step, self.tensors_every)

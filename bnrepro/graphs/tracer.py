@@ -213,11 +213,13 @@ class Tracer:
         tracer = self
 
         def traced(*arguments, **keywords):
-            tracer.before_change(session, state, full)
+            if state.last is None:
+                tracer.before_change(session, state, full)
             plan, call, keys, fed = calls[bool(tracer.inputs_at(len(tracer.records)))]
             values = call(*arguments, **keywords)
             extra = dict(zip(keys, values[count:]))
-            extra.update({key: arguments[index] for key, index in fed.items()})
+            if fed:
+                extra.update({key: arguments[index] for key, index in fed.items()})
             tracer.after_run(session, state, plan, extra, "callable")
             return values[:count]
 
