@@ -321,3 +321,38 @@ def test_explain_writes_out_averages_and_zero_debiased_layers(runs):
     for line in text.splitlines():
         if "difference" in line:
             assert abs(float(line.rsplit("difference ", 1)[1])) < 1e-5, line
+
+
+@pytest.mark.parametrize("use_resource", [False, True])
+def test_a_callable_records_each_steps_values_with_ref_and_resource_variables(tmp_path,
+                                                                            use_resource):
+    """A session callable (as Keras' graph functions make) returns arrays that may share a
+    variable's buffer. A ref variable's update changes that buffer in place, so the tracer copies;
+    a resource variable's update copies a buffer that is still read, so it need not. Either way
+    every record holds its own step's values: the running mean after step k and the batch mean the
+    update consumed at step k (momentum 0.5, batches of known means)."""
+    import bnrepro
+    from tensorflow.core.protobuf import config_pb2
+    from bnrepro.graphs.tfv1 import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, (None, 2))
+        running = tf1.get_variable("running_mean", initializer=tf.zeros([2]), trainable=False,
+                                   use_resource=use_resource)
+        update = tf1.assign(running, running * 0.5 + tf.reduce_mean(x, 0) * 0.5)
+        with bnrepro.tracing(str(tmp_path / "out")) as tracer:
+            with tf1.Session() as session:
+                session.run(tf1.global_variables_initializer())
+                step = session._make_callable_from_options(  # noqa: SLF001
+                    config_pb2.CallableOptions(feed=[x.name], target=[update.op.name]))
+                for batch_mean in (2.0, 4.0, 8.0, 16.0):
+                    step(np.array([[batch_mean - 1, 0.0], [batch_mean + 1, 2.0]], np.float32))
+    state = next(iter(tracer.graphs.values()))
+    assert state.aliasing is not use_resource
+    averages = [record["averages"]["running_mean"] for record in tracer.records[1:]]
+    # exact in float32: halves and sums of small powers of two
+    assert [average["value"].tolist() for average in averages] == [
+        [1.0, 0.5], [2.5, 0.75], [5.25, 0.875], [10.625, 0.9375]]
+    assert [average["consumed"].tolist() for average in averages] == [
+        [2.0, 1.0], [4.0, 1.0], [8.0, 1.0], [16.0, 1.0]]

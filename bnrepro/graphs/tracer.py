@@ -51,6 +51,7 @@ def default_inputs_at(step):
     return step <= INPUTS_FIRST_STEPS or step % INPUTS_EVERY == 0
 
 
+REF_VARIABLE_OPS = frozenset({"VariableV2", "Variable", "TemporaryVariable"})
 MAX_IDENTITY_PLANS = 1024  # plans a graph keeps by fetched objects (_GraphState.plans_by_identity)
 
 
@@ -68,6 +69,10 @@ class _GraphState:
     version: int = -1  # graph.version when discovered: a higher one means the graph grew
     plans_by_identity: dict = field(default_factory=dict)  # identity_key -> (RunPlan, objects)
     readers: dict = field(default_factory=dict)  # id(session) -> StateReader of ``reader``
+    # the graph has ref variables (``VariableV2``), which their updates change in place: an array
+    # a callable returns can share such a buffer (a resource variable's update copies a buffer
+    # that is still read, so arrays of resource variables keep their values)
+    aliasing: bool = True
 
 
 class Tracer:
@@ -218,9 +223,10 @@ class Tracer:
             plan, call, keys, fed = calls[bool(tracer.inputs_at(len(tracer.records)))]
             values = call(*arguments, **keywords)
             extra = dict(zip(keys, values[count:]))
-            if fed:
-                extra.update({key: arguments[index] for key, index in fed.items()})
-            tracer.after_run(session, state, plan, extra, "callable")
+            if fed:  # the program's own arrays
+                extra.update({key: np.array(arguments[index], copy=True)
+                              for key, index in fed.items()})
+            tracer.after_run(session, state, plan, extra, "callable", fresh=not state.aliasing)
             return values[:count]
 
         return traced
@@ -246,10 +252,11 @@ class Tracer:
 
     def after_run(self, session, state, plan, extra, call, fresh=False):
         """Read the state after a run that may have changed it; record the run as a step when a
-        tracked statistic moved or it trained. ``fresh``: the ``extra`` values are arrays nothing
-        else holds (``session.run``'s own outputs, fed values copied), kept as they are; otherwise
-        they are copied (a callable's outputs can share a variable's buffer, a hook's fed values
-        are the program's arrays)."""
+        tracked statistic moved or it trained. ``fresh``: the ``extra`` values are arrays that
+        nothing changes (``session.run``'s own outputs; a callable's, fed values copied, in a
+        graph without ref variables), kept as they are; otherwise they are copied (a callable's
+        outputs can share a ref variable's buffer, a hook's fed values are the program's
+        arrays)."""
         self.runs += 1
         if not plan.may_change and state.last is not None:
             return
@@ -317,6 +324,8 @@ class Tracer:
             if average.zero_debias:
                 state.variables[(name, "local_step")] = average.local_step
         state.reader = dict(state.variables)  # fetching a variable adds no op (graphs may be final)
+        state.aliasing = any(operation.type in REF_VARIABLE_OPS
+                             for operation in found.graph.get_operations())
         state.plans, state.plans_by_identity, state.readers = {}, {}, {}
 
     def _run_plan(self, state, graph, fetches, feed_dict):
@@ -357,7 +366,9 @@ class Tracer:
                 session, list(state.reader.values()))
         except (tf.errors.FailedPreconditionError, tf.errors.NotFoundError):
             return None
-        # copies: a fetched variable's array can share the variable's buffer, which the next
+        if not state.aliasing:
+            return dict(zip(state.reader, values))
+        # copies: a fetched ref variable's array can share the variable's buffer, which the next
         # update changes in place
         return {key: np.array(value) for key, value in zip(state.reader, values)}
 
