@@ -202,7 +202,9 @@ def _json_default(value):
     what :func:`~bnrepro.trace.format.to_json_value` makes of it (``np.float64`` is a ``float``
     and is written directly, by the same ``float.__repr__``), so a record whose keys are strings
     comes out as ``json.dumps(to_json_value(record))``."""
-    if isinstance(value, (np.ndarray, np.generic)):
+    if isinstance(value, np.generic):  # float32 -> its exact float64, as to_json_value
+        return value.item()
+    if isinstance(value, np.ndarray):
         return to_json_value(value)
     raise TypeError(f"{type(value).__name__} is not a number, an array or a JSON value")
 
