@@ -356,3 +356,116 @@ def test_a_callable_records_each_steps_values_with_ref_and_resource_variables(tm
         [1.0, 0.5], [2.5, 0.75], [5.25, 0.875], [10.625, 0.9375]]
     assert [average["consumed"].tolist() for average in averages] == [
         [2.0, 1.0], [4.0, 1.0], [8.0, 1.0], [16.0, 1.0]]
+
+
+def _trained_layer(after_reads):
+    """A batch-norm layer trained by gradient descent after ``UPDATE_OPS`` (resource variables),
+    with reads of its four variables ordered after ``after_reads`` ("train": the train op,
+    "updates": the moving-average updates only, None: no reads)."""
+    from bnrepro.graphs.tfv1 import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(0)
+        x = tf1.placeholder(tf.float32, (None, 3))
+        y = tf1.layers.batch_normalization(x, training=True, momentum=0.5)
+        loss = tf.reduce_mean(tf.square(y - 1.0) * tf.constant([1.0, 2.0, 3.0]))
+        updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        with tf.control_dependencies(updates):
+            train = tf1.train.GradientDescentOptimizer(0.1).minimize(loss)
+        if after_reads:
+            with tf.control_dependencies([train] if after_reads == "train" else updates):
+                for variable in tf1.global_variables():
+                    tf.raw_ops.ReadVariableOp(resource=variable.handle, dtype=tf.float32)
+    return graph, x, train
+
+
+@pytest.mark.parametrize("after_reads", ["train", "updates"])
+def test_reads_after_the_train_op_give_the_state_without_a_second_call(tmp_path, after_reads):
+    """Reads ordered after every update of their variable (``tf.control_dependencies([train_op])``)
+    are fetched with the training run as the state after the step, with no second call; reads
+    ordered after the moving averages' updates but not gamma's and beta's are not used (the state
+    is read after the run). The records are the same as without any such reads."""
+    import bnrepro
+    from bnrepro.graphs import state_reader
+    from bnrepro.graphs.tfv1 import tf1
+
+    rng = np.random.RandomState(0)
+    batches = [rng.rand(4, 3).astype(np.float32) for _ in range(6)]
+    recorded, reads = {}, {}
+    original = state_reader.StateReader.__call__
+    for variant in (after_reads, None):
+        graph, x, train = _trained_layer(variant)
+        count = [0]
+
+        def counted(reader, count=count):
+            count[0] += 1
+            return original(reader)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(state_reader.StateReader, "__call__", counted)
+            with graph.as_default(), bnrepro.tracing(str(tmp_path / str(variant))) as tracer:
+                with tf1.Session() as session:
+                    session.run(tf1.global_variables_initializer())
+                    for batch in batches:
+                        session.run(train, {x: batch})
+        recorded[variant] = tracer.records
+        reads[variant] = count[0]
+    # around the initialiser's run (before it: not initialised yet; after it: the initial state),
+    # then after every step unless the step's own reads give the state
+    assert reads[None] == 2 + len(batches)
+    assert reads[after_reads] == (2 if after_reads == "train" else 2 + len(batches))
+    assert len(recorded[after_reads]) == len(recorded[None]) == 1 + len(batches)
+    for with_reads, without in zip(recorded[after_reads], recorded[None]):
+        layer = with_reads["bn"]["batch_normalization"]
+        expected = without["bn"]["batch_normalization"]
+        assert layer.keys() == expected.keys() >= {"moving_mean", "gamma", "beta"}
+        for quantity, value in expected.items():
+            assert np.array_equal(layer[quantity], value), quantity
+    # gamma and beta moved at every step: the records are each step's own values
+    assert len({record["bn"]["batch_normalization"]["gamma"].tobytes()
+                for record in recorded[after_reads]}) == 1 + len(batches)
+
+
+def test_a_read_in_a_tf1_cond_branch_is_not_fetched():
+    """TF1 control flow (``Switch``/``Merge``): a read after the update inside a ``tf.cond`` branch
+    is dead when the other branch runs, and fetching it would fail the program's run. It follows
+    the update and needs nothing the run does not execute, but it is not used as the state after
+    the run: the tracer reads the state instead."""
+    from tensorflow.python.ops import control_flow_util
+    from bnrepro.graphs import run_plan
+    from bnrepro.graphs.tfv1 import tf, tf1
+
+    v2_control_flow = control_flow_util.ENABLE_CONTROL_FLOW_V2
+    tf1.disable_control_flow_v2()
+    try:
+        graph = tf.Graph()
+        with graph.as_default():
+            x = tf1.placeholder(tf.float32, (None,))
+            training = tf1.placeholder(tf.bool, ())
+            running = tf1.get_variable("running_mean", initializer=0.0, trainable=False,
+                                       use_resource=True)
+            branch_reads = []
+
+            def update():
+                assign = running.assign(running * 0.5 + tf.reduce_mean(x) * 0.5, read_value=False)
+                with tf.control_dependencies([assign]):
+                    branch_reads.append(tf.raw_ops.ReadVariableOp(resource=running.handle,
+                                                                   dtype=tf.float32))
+                    return tf.identity(x)
+
+            value = tf1.cond(training, update, lambda: tf.identity(x))
+    finally:
+        if v2_control_flow:
+            tf1.enable_control_flow_v2()
+    assert {op.type for op in graph.get_operations()} >= {"Switch", "Merge"}
+    fed = {x.name, training.name}
+    executed = run_plan._executed(graph, [value.name], fed)  # noqa: SLF001
+    writers = {op.name for op in run_plan._handle_users(running.handle)  # noqa: SLF001
+               if op.name in executed and op.type not in run_plan.HANDLE_READS
+               and op.type != "Identity"}
+    read = branch_reads[0].op
+    assert writers and read.name not in executed
+    assert run_plan._follows(read, writers, executed, fed)  # noqa: SLF001  ordered, executable
+    assert run_plan._may_be_dead(read)  # noqa: SLF001
+    assert run_plan.state_after_run({("running_mean", "value"): running}, executed, fed) is None

@@ -74,6 +74,7 @@ class BatchNormTracer:
         self.steps = config.steps
         self.every, self.tensors_every = config.trace_every, config.trace_tensors_every
         self.tracer = Tracer(inputs_at=self.has_tensors)  # record k is training step k
+        add_reads_after_training(net)
         # the layers' input and output in inference mode (a run before the train op's run)
         with net.graph.as_default():
             self.inference_fetches = {tap.name: {"input": tap.inputs[:INFERENCE_EXAMPLES],
@@ -109,6 +110,26 @@ class BatchNormTracer:
     def _variables(self, state):
         return {tap.variables[role].name: state[tap.name][role]
                 for tap in self.taps for role in tap.variables}
+
+
+AFTER_TRAINING_READS = "bnrepro_reads_after_training"  # the graph collection of those reads
+
+
+def add_reads_after_training(net):
+    """Add to ``net``'s graph, once, a read of each batch-norm variable that runs after the train
+    op (``tf.control_dependencies([train_op])``). The tracer fetches them with the training run
+    as the state after the step (:func:`bnrepro.graphs.run_plan.state_after_run`) instead of
+    reading the variables in a second call; runs that do not fetch them (untraced ones, the post's
+    loop) do not execute them."""
+    graph = net.graph
+    if not net.batch_norms or graph.get_collection(AFTER_TRAINING_READS):
+        return
+    with graph.as_default(), tf.name_scope("reads_after_training"), \
+            tf.control_dependencies([net.train_op]):
+        for tap in net.batch_norms:
+            for variable in tap.variables.values():
+                graph.add_to_collection(AFTER_TRAINING_READS, tf.raw_ops.ReadVariableOp(
+                    resource=variable.handle, dtype=variable.dtype.base_dtype))
 
 
 def trace_header(net, config):

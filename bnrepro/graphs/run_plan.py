@@ -31,6 +31,9 @@ class RunPlan:
     computed_extra: tuple = ()  # (keys, tensors) of the rest of ``extra``: fetched with the run
     keys: dict = field(default_factory=dict)  # key of ``extra`` -> (trace name, role)
     lean: Optional["RunPlan"] = None  # the same run without the layer inputs (itself if none)
+    # the tracked state after the run without reading it again (:func:`state_after_run`): tracked
+    # key -> key of ``extra`` holding its value, or None (the run cannot change it); None: read it
+    after: Optional[dict] = None
 
     def arrange(self, fed):
         """Fill ``keys``' dependants: which extra tensors the run is fed (``fed``: fed tensor
@@ -47,15 +50,17 @@ class RunPlan:
             return self
         self.lean = RunPlan({key: tensor for key, tensor in self.extra.items()
                              if key not in inputs}, self.averages, [], self.trained,
-                            self.may_change, self.fetched, keys=self.keys)
+                            self.may_change, self.fetched, keys=self.keys, after=self.after)
         self.lean.arrange(fed)
         return self
 
 
-def build_plan(found, prefix, graph, fetches, feeds):
+def build_plan(found, prefix, graph, fetches, feeds, variables=None):
     """The :class:`RunPlan` of runs fetching ``fetches`` (names) with ``feeds`` (tensor names) fed,
     for the layers and averages ``found`` (:class:`~bnrepro.graphs.discover.Discovery`) named in the
-    trace with ``prefix``: only what such a run computes is added to it."""
+    trace with ``prefix``: only what such a run computes is added to it, and the reads that give the
+    tracked ``variables`` (trace key -> variable) after the run (:func:`state_after_run`), if the
+    graph has them."""
     executed = _executed(graph, fetches, set(feeds))
     fed = set(feeds)
 
@@ -85,10 +90,114 @@ def build_plan(found, prefix, graph, fetches, feeds):
                   for name in executed)
     assigns = any(graph.get_operation_by_name(name).type in discovery.ASSIGN | discovery.ASSIGN_SUB
                   | {"If", "StatelessIf", "NoOp"} for name in executed)
+    after = state_after_run(variables or {}, executed, fed)
+    if after is not None:
+        for key, tensor in after.items():
+            if tensor is not None:
+                extra[(*key, "after the run")] = tensor
+        after = {key: None if tensor is None else str((*key, "after the run"))
+                 for key, tensor in after.items()}
     plan = RunPlan({str(key): tensor for key, tensor in extra.items()}, averages, layers,
                    trained, bool(averages) or trained or assigns, list(fetches)[:20],
-                   keys=dict(zip((str(key) for key in extra), extra))).arrange(fed)
+                   keys=dict(zip((str(key) for key in extra), extra)), after=after).arrange(fed)
     return plan
+
+
+# --- the state after a run, from the run itself ------------------------------------------------
+
+HANDLE_READS = frozenset({"ReadVariableOp", "VarIsInitializedOp", "VariableShape"})
+MAX_READS_TRIED = 8  # reads of one variable looked at as its read after the run
+
+
+def state_after_run(variables, executed, fed):
+    """Per tracked key, where its variable's value after a run comes from without a second call:
+    ``None`` when none of the run's operations can change it (its value before the run stands),
+    else a ``ReadVariableOp`` that every operation of the run that can change it precedes, through
+    inputs or control inputs, and that needs nothing the run does not execute (a read under
+    ``tf.control_dependencies([train_op])``). ``None`` as a whole when a variable has neither (a
+    ref variable, whose updates are not ordered before a read of it this way; an update no read
+    follows): then the tracer reads the state after the run.
+
+    An operation that can change a resource variable is any executed one its handle reaches,
+    through ``Identity``, other than a read (an assignment, an optimizer's ``ResourceApply*``, a
+    ``tf.cond``'s ``If`` that may assign in a branch). A resource variable's read is a snapshot:
+    a later update copies a buffer that is still read, so the value fetched is the one read."""
+    sources = {}
+    for key, variable in variables.items():
+        handle = getattr(variable, "handle", None)
+        if handle is None or handle.dtype != tf.resource:
+            return None
+        users = _handle_users(handle)
+        writers = {operation.name for operation in users if operation.name in executed
+                   and operation.type not in HANDLE_READS and operation.type != "Identity"}
+        if not writers:
+            sources[key] = None
+            continue
+        reads = [operation for operation in users if operation.type == "ReadVariableOp"
+                 and operation.name not in executed][:MAX_READS_TRIED]
+        source = next((read.outputs[0] for read in reads
+                       if _follows(read, writers, executed, fed) and not _may_be_dead(read)),
+                      None)
+        if source is None:
+            return None
+        sources[key] = source
+    return sources
+
+
+def _handle_users(handle):
+    """The operations a resource handle reaches, directly or through ``Identity``."""
+    users, stack, seen = [], [handle], set()
+    while stack:
+        tensor = stack.pop()
+        for consumer in tensor.consumers():
+            if consumer.name in seen:
+                continue
+            seen.add(consumer.name)
+            users.append(consumer)
+            if consumer.type == "Identity":
+                stack.append(consumer.outputs[0])
+    return users
+
+
+# TF1 control flow: a tensor downstream of a Switch (or inside a while loop) is dead when its branch
+# is not taken, and fetching a dead tensor fails the run; a Merge or an Exit is alive again
+MAY_BE_DEAD = frozenset({"Switch", "RefSwitch", "Enter", "RefEnter", "NextIteration",
+                         "RefNextIteration"})
+ALIVE_AGAIN = frozenset({"Merge", "RefMerge", "Exit", "RefExit"})
+
+
+def _may_be_dead(read):
+    """Whether ``read`` may be dead in a run: a ``Switch`` or a loop's ``Enter`` reaches it
+    (through inputs or control inputs) without a ``Merge`` or ``Exit`` in between."""
+    stack, seen = [read], set()
+    while stack:
+        operation = stack.pop()
+        if operation.name in seen or operation.type in ALIVE_AGAIN:
+            continue
+        if operation.type in MAY_BE_DEAD:
+            return True
+        seen.add(operation.name)
+        stack += [tensor.op for tensor in operation.inputs]
+        stack += operation.control_inputs
+    return False
+
+
+def _follows(read, writers, executed, fed):
+    """Whether every operation ``read`` needs (inputs and control inputs, not past a fed tensor)
+    is executed by the run, and every one of ``writers`` is among them."""
+    stack, seen, missing = list(read.control_inputs), set(), set(writers)
+    stack += [tensor.op for tensor in read.inputs if tensor.name not in fed]
+    while stack:
+        operation = stack.pop()
+        if operation.name in seen:
+            continue
+        if operation.name not in executed:
+            return False
+        seen.add(operation.name)
+        missing.discard(operation.name)
+        stack += [tensor.op for tensor in operation.inputs if tensor.name not in fed]
+        stack += operation.control_inputs
+    return not missing
 
 
 # --- which operations a run executes --------------------------------------------------------------

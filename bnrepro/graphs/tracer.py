@@ -260,7 +260,12 @@ class Tracer:
         self.runs += 1
         if not plan.may_change and state.last is not None:
             return
-        after = self._read_state(session, state)
+        if plan.after is not None and state.last is not None:  # from the run's own reads
+            last = state.last
+            after = {key: last[key] if text_key is None else extra[text_key]
+                     for key, text_key in plan.after.items()}
+        else:
+            after = self._read_state(session, state)
         if after is None:
             return
         if state.last is None:
@@ -353,7 +358,7 @@ class Tracer:
         plan = state.plans.get(signature)
         if plan is None:
             plan = state.plans[signature] = build_plan(state.discovery, state.prefix, graph,
-                                                       fetches, feeds)
+                                                       fetches, feeds, state.variables)
         return plan
 
     # --- state and records ------------------------------------------------------------------------
@@ -411,7 +416,9 @@ class Tracer:
             "fetched": plan.fetched}, "bn": {}, "averages": {}}
         self._fill_state(record, after)
         for text_key, value in extra.items():
-            name, role = plan.keys[text_key]
+            name, role, *after_the_run = plan.keys[text_key]
+            if after_the_run:  # the state, in ``after``
+                continue
             if role == "batch_input" and (np.size(value) > MAX_INPUT_VALUES
                                           or not self.inputs_at(len(self.records))):
                 continue
