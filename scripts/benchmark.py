@@ -70,7 +70,7 @@ the variant and the step) after the tables. The last line before that is one JSO
 relative difference}}, "numpy_step": {"loss", "variables",
 "free_running", "relu_flips": [[step, unit], ...]}}``.
 
-    python scripts/benchmark.py [--steps 300] [--repeats 5] [--pairs 24]
+    python scripts/benchmark.py [--steps 300] [--repeats 5] [--pairs 40]
                                 [--methods none,wn,wn-init,bn,ln] [--trace-every 1]
                                 [--loss-rtol 1e-4]
 """
@@ -106,7 +106,7 @@ TARGET_SPEEDUP = 1.8  # post's loop / our traced loop, at least
 TARGET_OVERHEAD = 0.15  # traced / untraced - 1, at most
 LOSS_RTOL = 1e-4  # largest relative difference of a step's loss between two variants
 NUMPY_METHOD = "none"  # the net the NumPy step implements
-PAIRS = 24  # extra (untraced, traced) rounds: the cost of tracing is a few % against rounds that
+PAIRS = 40  # extra (untraced, traced) rounds: the cost of tracing is a few % against rounds that
 # differ by up to 20% here, so its median needs more rounds than the table
 
 
