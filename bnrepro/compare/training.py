@@ -142,9 +142,9 @@ def open_trace_writer(directory, net, config):
     """The writer of the bn trace into ``directory``. The layer's (units,) vectors and inputs go
     to ``trace_arrays.npz`` (:class:`~bnrepro.trace.TraceWriter`), and the records are written
     when the loop flushes the writer at its end (:data:`TRACE_WRITE_BATCH`), where writing them
-    costs a fraction of what it costs between steps. With ``trace_csv`` every number is also written as text, which
-    costs about as much as a training step: a child process does that while the loop trains
-    (:class:`~bnrepro.trace.process.BackgroundTraceWriter`)."""
+    costs a fraction of what it costs between steps. With ``trace_csv`` every number is also
+    written as text, which costs about as much as a training step: a child process does that
+    while the loop trains (:class:`~bnrepro.trace.process.BackgroundTraceWriter`)."""
     header = trace_header(net, config)
     if config.trace_csv:
         return BackgroundTraceWriter(directory, header, csv=True)

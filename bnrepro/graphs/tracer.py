@@ -10,13 +10,14 @@ ones the update used, fetched in the same run, and what the run returns to the p
 what it would have returned.
 
 After a run that can change the averages (it runs an assignment or an optimizer), the tracked
-variables are read (:class:`bnrepro.graphs.state_reader.StateReader`), unless the graph has reads
-of them that the run orders after all of its updates (``tf.control_dependencies([train_op])``,
-:func:`bnrepro.graphs.run_plan.state_after_run`): those are fetched with the run instead. A run is a step of the trace
-when a tracked variable changed or when it trained (an optimizer's ``Apply*`` kernel ran), so that
-statistics that never move while the weights do show. Each step records the statistics after it
-(the previous step's are the ones before), the consumed values, the layer inputs (at the steps
-:func:`default_inputs_at` or the caller names), and what the run fetched and whether it trained.
+variables are read (:class:`bnrepro.graphs.state_reader.StateReader`), unless the graph has reads of
+them that the run orders after all of its updates (``tf.control_dependencies([train_op])``,
+:func:`bnrepro.graphs.run_plan.state_after_run`): those are fetched with the run instead. A run is a
+step of the trace when a tracked variable changed or when it trained (an optimizer's ``Apply*``
+kernel ran), so that statistics that never move while the weights do show. Each step records the
+statistics after it (the previous step's are the ones before), the consumed values, the layer inputs
+(at the steps :func:`default_inputs_at` or the caller names), and what the run fetched and whether
+it trained.
 
 The ways in, all through this tracer, are in :mod:`bnrepro.graphs.tracing`: ``bnrepro trace --out
 DIR SCRIPT [ARGS...]``, ``with bnrepro.tracing("DIR"):`` and ``bnrepro.TraceHook("DIR")`` for
