@@ -183,21 +183,10 @@ def _may_be_dead(read):
 
 
 def _follows(read, writers, executed, fed):
-    """Whether every operation ``read`` needs (inputs and control inputs, not past a fed tensor)
-    is executed by the run, and every one of ``writers`` is among them."""
-    stack, seen, missing = list(read.control_inputs), set(), set(writers)
-    stack += [tensor.op for tensor in read.inputs if tensor.name not in fed]
-    while stack:
-        operation = stack.pop()
-        if operation.name in seen:
-            continue
-        if operation.name not in executed:
-            return False
-        seen.add(operation.name)
-        missing.discard(operation.name)
-        stack += [tensor.op for tensor in operation.inputs if tensor.name not in fed]
-        stack += operation.control_inputs
-    return not missing
+    """Whether every operation ``read`` needs (:func:`_executed` of it) is executed by the run,
+    and every one of ``writers`` is among them."""
+    needed = _executed(read.graph, [read.name], fed) - {read.name}
+    return needed <= executed and writers <= needed
 
 
 # --- which operations a run executes --------------------------------------------------------------
