@@ -433,7 +433,7 @@ def test_a_read_in_a_tf1_cond_branch_is_not_fetched():
     the update and needs nothing the run does not execute, but it is not used as the state after
     the run: the tracer reads the state instead."""
     from tensorflow.python.ops import control_flow_util
-    from bnrepro.graphs import run_plan
+    from bnrepro.graphs import liveness, run_plan
     from bnrepro.graphs.tfv1 import tf, tf1
 
     v2_control_flow = control_flow_util.ENABLE_CONTROL_FLOW_V2
@@ -467,5 +467,6 @@ def test_a_read_in_a_tf1_cond_branch_is_not_fetched():
     read = branch_reads[0].op
     assert writers and read.name not in executed
     assert run_plan._follows(read, writers, executed, fed)  # noqa: SLF001  ordered, executable
-    assert run_plan._may_be_dead(read)  # noqa: SLF001
+    # alive only when the fed flag is true: not a read every run computes
+    assert liveness.Liveness(fed).alive_when(read.outputs[0]) == {(training.name, True)}
     assert run_plan.state_after_run({("running_mean", "value"): running}, executed, fed) is None

@@ -89,6 +89,14 @@ class Average:
     def zero_debias(self):
         return self.local_step is not None
 
+    @property
+    def training_momentum(self):
+        """The update's momentum, or where that is computed at run time as ``tf.cond(training, m,
+        1.0)``, the constant ``m`` of the training branch (:func:`_momentum_when_true`)."""
+        if self.update.momentum is not None:
+            return self.update.momentum
+        return _momentum_when_true(self.update.weight_tensor)
+
 
 @dataclass
 class Layer:
@@ -116,12 +124,10 @@ class Layer:
 
     @property
     def training_momentum(self):
-        """The momentum the update applies when it runs: :attr:`momentum`, or where that is computed
-        at run time as ``tf.cond(training, m, 1.0)`` (tf_keras' fused layer with a ``training``
-        tensor), the constant ``m`` of the ``If``'s true branch; ``None`` otherwise."""
-        if self.momentum is not None:
-            return self.momentum
-        return _momentum_when_true(self.mean.update.weight_tensor)
+        """The momentum the mean's update applies when it runs (:attr:`Average.training_momentum`;
+        tf_keras' fused layer with a ``training`` tensor computes it as ``tf.cond(training, m,
+        1.0)``)."""
+        return self.mean.training_momentum
 
 
 @dataclass
@@ -235,9 +241,10 @@ def _moments_source(tensor, depth=0):
             if found is not None:
                 return found
         return _fused_in_true_branch(operation, tensor.value_index)
-    if operation.type.startswith("FusedBatchNorm") and tensor.value_index in (1, 2):
+    if (operation.type.startswith("FusedBatchNorm") and tensor.value_index in (1, 2)
+            and operation.get_attr("is_training")):  # in inference, outputs 1, 2 are its inputs
         return _Statistic("mean" if tensor.value_index == 1 else "variance", operation.name,
-                          operation.inputs[0], fused=True,
+                          _outside(operation.inputs[0]), fused=True,
                           fused_epsilon=operation.get_attr("epsilon"))
     if operation.type == "Mean":
         source = operation.inputs[0]
@@ -251,6 +258,13 @@ def _moments_source(tensor, depth=0):
             return ghost
         return _Statistic("mean", operation.name, source, tensor=tensor)
     return None
+
+
+def _outside(tensor):
+    """``tensor``, or where it is a ``tf.cond`` branch's ``Switch`` of a tensor of the graph (TF1
+    control flow), that tensor: computed whenever the cond runs."""
+    outside = GraphValue(tensor).outer()
+    return tensor if outside is None else outside
 
 
 def _ghost_mean(operation, source, depth):
@@ -319,8 +333,9 @@ def _fused_in_true_branch(operation, index):
 
 
 def _momentum_when_true(weight_tensor):
-    """For a weight ``1 - m`` with ``m = If(predicate, constant, ...)``: the constant ``m`` takes when
-    the predicate holds (the training branch), as the shortest decimal; else ``None``."""
+    """For a weight ``1 - m`` with ``m = tf.cond(predicate, constant, ...)`` (an ``If`` op, or TF1's
+    ``Merge``): the constant ``m`` takes when the predicate holds (the training branch), as the
+    shortest decimal; else ``None``."""
     if weight_tensor is None or weight_tensor.op.type != "Sub":
         return None
     one, momentum = weight_tensor.op.inputs
@@ -328,6 +343,13 @@ def _momentum_when_true(weight_tensor):
         return None
     while momentum.op.type in PASS_THROUGH:
         momentum = momentum.op.inputs[0]
+    if momentum.op.type in ("Merge", "RefMerge"):  # TF1 cond: the input from the true branch
+        for branch in momentum.op.inputs:
+            context = getattr(branch.op, "_control_flow_context", None)
+            if getattr(context, "branch", None) == 1:
+                value = scalar_constant(GraphValue(branch))
+                return None if value is None else shortest_float32(value)
+        return None
     if momentum.op.type not in ("If", "StatelessIf"):
         return None
     body = _then_body(momentum.op)

@@ -11,10 +11,12 @@ import collections.abc
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
 from tensorflow.python.framework import composite_tensor
 
 from bnrepro.graphs import discover as discovery
+from bnrepro.graphs import liveness
 
 
 @dataclass
@@ -34,11 +36,42 @@ class RunPlan:
     # the tracked state after the run without reading it again (:func:`state_after_run`): tracked
     # key -> key of ``extra`` holding its value, or None (the run cannot change it); None: read it
     after: Optional[dict] = None
+    # TF1 control flow (:mod:`bnrepro.graphs.liveness`): key of ``extra`` -> the conditions on fed
+    # predicates under which the run computes it (those always computed are not here)
+    conditional: dict = field(default_factory=dict)
+    # key -> why it is not fetched: the run may not compute it (a predicate known only in the run)
+    unfetchable: dict = field(default_factory=dict)
+    fed: frozenset = frozenset()
+    _variants: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def predicates(self):
+        """The fed tensors (names) whose values decide which of the extra tensors a run computes."""
+        return sorted({name for conditions in self.conditional.values() for name, _ in conditions})
+
+    def given(self, fed_values):
+        """The plan of a run whose fed predicates have ``fed_values`` (name -> value): the extra
+        tensors the run computes, the others left out (one plan per combination, made once)."""
+        if not self.conditional:
+            return self
+        taken = tuple(bool(np.asarray(fed_values[name]).reshape(-1)[0]) for name in self.predicates)
+        variant = self._variants.get(taken)
+        if variant is None:
+            values = dict(zip(self.predicates, taken))
+            dropped = {key for key, conditions in self.conditional.items()
+                       if not liveness.holds(conditions, values)}
+            variant = RunPlan({key: tensor for key, tensor in self.extra.items()
+                               if key not in dropped}, self.averages, self.layers, self.trained,
+                              self.may_change, self.fetched, keys=self.keys, after=self.after,
+                              unfetchable=self.unfetchable).arrange(self.fed)
+            self._variants[taken] = variant
+        return variant
 
     def arrange(self, fed):
         """Fill ``keys``' dependants: which extra tensors the run is fed (``fed``: fed tensor
         names) and which it computes; and ``lean``, the plan of a step whose record keeps no
         layer input, so that a run does not fetch an input it would throw away."""
+        self.fed = frozenset(fed)
         self.fed_extra = tuple(key for key, tensor in self.extra.items() if tensor.name in fed)
         computed = [(key, tensor) for key, tensor in self.extra.items()
                     if key not in self.fed_extra]
@@ -50,7 +83,10 @@ class RunPlan:
             return self
         self.lean = RunPlan({key: tensor for key, tensor in self.extra.items()
                              if key not in inputs}, self.averages, [], self.trained,
-                            self.may_change, self.fetched, keys=self.keys, after=self.after)
+                            self.may_change, self.fetched, keys=self.keys, after=self.after,
+                            conditional={key: conditions for key, conditions
+                                         in self.conditional.items() if key not in inputs},
+                            unfetchable=self.unfetchable)
         self.lean.arrange(fed)
         return self
 
@@ -90,6 +126,19 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
                   for name in executed)
     assigns = any(graph.get_operation_by_name(name).type in discovery.ASSIGN | discovery.ASSIGN_SUB
                   | {"If", "StatelessIf", "NoOp"} for name in executed)
+    alive = liveness.Liveness(fed)
+    conditional, unfetchable = {}, {}
+    for key, tensor in list(extra.items()):
+        conditions = alive.alive_when(tensor)
+        if conditions == liveness.ALWAYS:
+            continue
+        if conditions is None:
+            unfetchable[str(key)] = (f"{tensor.name} is not fetched: the run may not compute it "
+                                     "(inside a tf.cond whose predicate the run computes itself)")
+        if conditions is None or conditions == liveness.NEVER:
+            del extra[key]
+        else:
+            conditional[str(key)] = conditions
     after = state_after_run(variables or {}, executed, fed)
     if after is not None:
         for key, tensor in after.items():
@@ -99,7 +148,8 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
                  for key, tensor in after.items()}
     plan = RunPlan({str(key): tensor for key, tensor in extra.items()}, averages, layers,
                    trained, bool(averages) or trained or assigns, list(fetches)[:20],
-                   keys=dict(zip((str(key) for key in extra), extra)), after=after).arrange(fed)
+                   keys=dict(zip((str(key) for key in extra), extra)), after=after,
+                   conditional=conditional, unfetchable=unfetchable).arrange(fed)
     return plan
 
 
@@ -122,7 +172,7 @@ def state_after_run(variables, executed, fed):
     through ``Identity``, other than a read (an assignment, an optimizer's ``ResourceApply*``, a
     ``tf.cond``'s ``If`` that may assign in a branch). A resource variable's read is a snapshot:
     a later update copies a buffer that is still read, so the value fetched is the one read."""
-    sources = {}
+    sources, alive = {}, liveness.Liveness(fed)
     for key, variable in variables.items():
         handle = getattr(variable, "handle", None)
         if handle is None or handle.dtype != tf.resource:
@@ -136,8 +186,8 @@ def state_after_run(variables, executed, fed):
         reads = [operation for operation in users if operation.type == "ReadVariableOp"
                  and operation.name not in executed][:MAX_READS_TRIED]
         source = next((read.outputs[0] for read in reads
-                       if _follows(read, writers, executed, fed) and not _may_be_dead(read)),
-                      None)
+                       if _follows(read, writers, executed, fed)
+                       and alive.alive_when(read.outputs[0]) == liveness.ALWAYS), None)
         if source is None:
             return None
         sources[key] = source
@@ -157,29 +207,6 @@ def _handle_users(handle):
             if consumer.type == "Identity":
                 stack.append(consumer.outputs[0])
     return users
-
-
-# TF1 control flow: a tensor downstream of a Switch (or inside a while loop) is dead when its branch
-# is not taken, and fetching a dead tensor fails the run; a Merge or an Exit is alive again
-MAY_BE_DEAD = frozenset({"Switch", "RefSwitch", "Enter", "RefEnter", "NextIteration",
-                         "RefNextIteration"})
-ALIVE_AGAIN = frozenset({"Merge", "RefMerge", "Exit", "RefExit"})
-
-
-def _may_be_dead(read):
-    """Whether ``read`` may be dead in a run: a ``Switch`` or a loop's ``Enter`` reaches it
-    (through inputs or control inputs) without a ``Merge`` or ``Exit`` in between."""
-    stack, seen = [read], set()
-    while stack:
-        operation = stack.pop()
-        if operation.name in seen or operation.type in ALIVE_AGAIN:
-            continue
-        if operation.type in MAY_BE_DEAD:
-            return True
-        seen.add(operation.name)
-        stack += [tensor.op for tensor in operation.inputs]
-        stack += operation.control_inputs
-    return False
 
 
 def _follows(read, writers, executed, fed):
@@ -265,6 +292,19 @@ def feed_names(graph, feed_dict):
         if isinstance(element, tf.Tensor):
             names.append(element.name)
     return names
+
+
+def fed_values(graph, feed_dict, names):
+    """The values ``feed_dict`` feeds to the tensors named in ``names``: name -> value."""
+    wanted, values = set(names), {}
+    for key, value in (feed_dict or {}).items():
+        element = key if isinstance(key, str) else _graph_element(graph, key)
+        name = element if isinstance(element, str) else getattr(element, "name", None)
+        if isinstance(element, str) and ":" not in element:
+            name = element + ":0"
+        if name in wanted:
+            values[name] = value
+    return values
 
 
 def _executed(graph, fetches, fed):

@@ -36,7 +36,8 @@ import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would chan
 from tensorflow.python.client import session as session_module
 
 from bnrepro.graphs import discover as discovery
-from bnrepro.graphs.run_plan import build_plan, feed_names, fetch_names, identity_key
+from bnrepro.graphs.run_plan import (build_plan, feed_names, fed_values, fetch_names,
+                                     identity_key)
 from bnrepro.graphs.state_reader import StateReader
 from bnrepro.trace import FORMAT_2, TraceWriter, make_header
 
@@ -100,6 +101,8 @@ class Tracer:
         self.moved_runs = 0
         self.trained_runs = 0
         self._originals = None
+        self.untraced = set()  # ids of the graphs the tracer failed on (:meth:`_failed`)
+        self.notes = []  # what the tracer could not do, for the trace header and the summary
         # per thread, the run in progress whose _do_run is to fetch a plan's extra tensors
         self._pending = threading.local()
 
@@ -150,12 +153,9 @@ class Tracer:
     # --- one run ----------------------------------------------------------------------------------
 
     def _traced_run(self, original_run, session, fetches, feed_dict, options, run_metadata):
-        graph = session.graph
-        state = self._graph_state(graph)
-        if state is None:
+        state, plan = self.before_run(session, fetches, feed_dict)
+        if plan is None:
             return original_run(session, fetches, feed_dict, options, run_metadata)
-        plan = self._run_plan(state, graph, fetches, feed_dict)
-        self.before_change(session, state, plan)
         if not self.inputs_at(len(self.records)):  # the record this run may make keeps no input
             plan = plan.lean
         pending = self._pending  # for _traced_do_run
@@ -196,12 +196,16 @@ class Tracer:
         return results[:count]
 
     def _traced_callable(self, original_callable, session, callable_options):
-        state = self._graph_state(session.graph)
-        if state is None:
+        try:
+            state = self._graph_state(session.graph)
+            full = None if state is None else self._plan(
+                state, session.graph, list(callable_options.fetch) + list(callable_options.target),
+                list(callable_options.feed))
+        except Exception as error:  # noqa: BLE001
+            self._failed(session.graph, "preparing a callable", error)
+            full = None
+        if full is None:
             return original_callable(session, callable_options)
-        full = self._plan(state, session.graph,
-                          list(callable_options.fetch) + list(callable_options.target),
-                          list(callable_options.feed))
         feeds = list(callable_options.feed)
         count = len(callable_options.fetch)
 
@@ -215,15 +219,41 @@ class Tracer:
             options.fetch.extend(plan.extra[key].name for key in keys)
             return plan, original_callable(session, options), keys, fed
 
-        # as Session.run's plans: a call whose record keeps no layer input does not fetch it
-        calls = {True: extended(full)}
-        calls[False] = calls[True] if full.lean is full else extended(full.lean)
+        # as Session.run's plans: a call whose record keeps no layer input does not fetch it; in TF1
+        # control flow, one callable per combination of the fed predicates (made on first use)
+        calls = {}
+        predicates = [feeds.index(name) for name in full.predicates]
         tracer = self
 
+        def call_for(plan, keep_inputs):
+            chosen = plan if keep_inputs else plan.lean  # plans live in ``full``: ids stay theirs
+            if id(chosen) not in calls:
+                calls[id(chosen)] = extended(chosen)
+            return calls[id(chosen)]
+
+        def prepared(arguments):
+            """``call_for``'s tuple for a call with ``arguments``, or ``None`` (untraced)."""
+            if id(session.graph) in tracer.untraced:
+                return None
+            try:
+                plan = full.given({name: arguments[index] for name, index
+                                   in zip(full.predicates, predicates)}) if predicates else full
+                if state.last is None:
+                    tracer.before_change(session, state, plan)
+                return call_for(plan, bool(tracer.inputs_at(len(tracer.records))))
+            except Exception as error:  # noqa: BLE001
+                tracer._failed(session.graph, "preparing a callable's call", error)
+                return None
+
+        plain = []  # the program's own callable, made when first needed
+
         def traced(*arguments, **keywords):
-            if state.last is None:
-                tracer.before_change(session, state, full)
-            plan, call, keys, fed = calls[bool(tracer.inputs_at(len(tracer.records)))]
+            chosen = prepared(arguments)
+            if chosen is None:
+                if not plain:
+                    plain.append(original_callable(session, callable_options))
+                return plain[0](*arguments, **keywords)
+            plan, call, keys, fed = chosen
             values = call(*arguments, **keywords)
             extra = dict(zip(keys, values[count:]))
             if fed:  # the program's own arrays
@@ -235,13 +265,30 @@ class Tracer:
         return traced
 
     def before_run(self, session, fetches, feed_dict):
-        """For :class:`~bnrepro.graphs.tracing.TraceHook`: ``(graph state, plan)`` of a run about to happen."""
-        state = self._graph_state(session.graph)
-        if state is None:
+        """``(graph state, plan)`` of a run about to happen, its initial state read if need be;
+        ``(None, None)`` when the run is not traced (its graph has no moving average, or the
+        tracer failed on it: :meth:`_failed`)."""
+        graph = session.graph
+        try:
+            state = self._graph_state(graph)
+            if state is None:
+                return None, None
+            plan = self._run_plan(state, graph, fetches, feed_dict)
+            if plan.conditional:  # TF1 control flow: what the fed predicates let the run compute
+                plan = plan.given(fed_values(graph, feed_dict, plan.predicates))
+            self.before_change(session, state, plan)
+            return state, plan
+        except Exception as error:  # noqa: BLE001  the program's run goes on untraced
+            self._failed(graph, "preparing a run", error)
             return None, None
-        plan = self._run_plan(state, session.graph, fetches, feed_dict)
-        self.before_change(session, state, plan)
-        return state, plan
+
+    def _failed(self, graph, doing, error):
+        """The tracer itself failed on ``graph``: say so in the trace and the summary, and leave the
+        graph's runs untraced from now on (the program's runs are never the tracer's to break)."""
+        self.untraced.add(id(graph))
+        self.graphs.pop(id(graph), None)
+        self.notes.append(f"the tracer failed while {doing} ({type(error).__name__}: {error}); "
+                          "that graph's later runs are not traced")
 
     def before_change(self, session, state, plan):
         """Before the first run that may change the averages, read their initial state (step 0),
@@ -254,6 +301,13 @@ class Tracer:
                 self._record_initial(state, initial)
 
     def after_run(self, session, state, plan, extra, call, fresh=False):
+        """:meth:`_after_run`, the tracer's failure noted (:meth:`_failed`), never raised."""
+        try:
+            self._after_run(session, state, plan, extra, call, fresh)
+        except Exception as error:  # noqa: BLE001
+            self._failed(state.discovery.graph, "recording a run", error)
+
+    def _after_run(self, session, state, plan, extra, call, fresh=False):
         """Read the state after a run that may have changed it; record the run as a step when a
         tracked statistic moved or it trained. ``fresh``: the ``extra`` values are arrays that
         nothing changes (``session.run``'s own outputs; a callable's, fed values copied, in a
@@ -294,6 +348,8 @@ class Tracer:
         """The graph's :class:`_GraphState`, discovered on first sight and again when it grew;
         ``None`` when it has no moving average. ``graph.version`` (it increases as operations
         are added) tells a grown graph at no cost; counting its operations costs O(ops) a run."""
+        if id(graph) in self.untraced:
+            return None
         state = self.graphs.get(id(graph))
         if state is None or state.version != graph.version:
             version = graph.version
@@ -417,6 +473,8 @@ class Tracer:
         record = {"step": len(self.records), "run": {
             "call": call, "index": self.runs, "trained": plan.trained, "moved": moved,
             "fetched": plan.fetched}, "bn": {}, "averages": {}}
+        if plan.unfetchable:  # values the run may not compute: not fetched, and why
+            record["run"]["not_fetched"] = sorted(plan.unfetchable.values())
         self._fill_state(record, after)
         for text_key, value in extra.items():
             name, role, *after_the_run = plan.keys[text_key]
@@ -458,6 +516,12 @@ class Tracer:
         header = make_header(scenario, config or {"program": self.program}, self.layers)
         header["format"] = FORMAT_2
         header["averages"] = self.averages
+        header["graphs_searched"] = [
+            {"graph": state.prefix.rstrip(":") or "graph1",
+             "operations": state.discovery.operations, "layers": len(state.discovery.layers),
+             "averages": len(state.discovery.averages)} for state in self.graphs.values()]
+        if self.notes:
+            header["tracer_notes"] = list(self.notes)
         return header
 
     def write(self, directory, *, status="complete", reason=None, scenario="trace"):
@@ -478,7 +542,10 @@ class Tracer:
             lines.append(f"  average {name}: {entry['kind']}, momentum "
                          f"{_number(entry['momentum'])}, {entry['convention']}")
         if not lines:
-            lines.append("  no moving average found in any graph the program ran")
+            searched = len(self.graphs)
+            lines.append(f"  no moving average found in the {searched} graph"
+                         f"{'s' if searched != 1 else ''} the program ran")
+        lines += [f"  note: {note}" for note in self.notes]
         steps = max(len(self.records) - 1, 0)
         lines.append(f"  {self.runs} runs: {self.moved_runs} moved the statistics, "
                      f"{self.trained_runs} trained; {steps} recorded as steps")
@@ -500,15 +567,15 @@ def _layer_header(layer):
              "variables": {"moving_mean": layer.mean.variable.name,
                            "moving_variance": layer.variance.variable.name},
              **layer.mode.header_entry()}  # ghost batches, renorm
-    if layer.variance.update.momentum != layer.momentum:
-        entry["momentum_variance"] = layer.variance.update.momentum
+    if layer.variance.training_momentum != layer.training_momentum:
+        entry["momentum_variance"] = layer.variance.training_momentum
     return entry
 
 
 def _average_header(average):
     kind = {"assign_sub": "moving average (assign_moving_average / ExponentialMovingAverage)",
             "weighted_sum": "moving average (tf.assign of a weighted sum)"}[average.update.shape]
-    return {"momentum": average.update.momentum, "kind": kind,
+    return {"momentum": average.training_momentum, "kind": kind,
             "convention": "zero-debiased" if average.zero_debias else "standard",
             "zero_debias": average.zero_debias, "variable": average.variable.name,
             "consumed": average.update.consumed.name}
