@@ -110,7 +110,7 @@ class Layer:
     fused: bool = False
     gamma: Optional[object] = None
     beta: Optional[object] = None
-    kind: str = "tf.nn.moments"
+    kind: str = "tf.nn.moments"  # what keeps the statistics (:func:`_kind`)
     mode: LayerMode = field(default_factory=LayerMode)  # ghost batches, renorm (standard: neither)
     moving_stddev: Optional[object] = None  # renorm: the tf.Variable the variance update averages
 
@@ -186,21 +186,54 @@ def discover(graph):
                 and not variables[update.variable].trainable):
             updates.setdefault(update.variable, update)
     averages = {}
+    debiased = _zero_debiased(sites, variables)
     for name, update in updates.items():
-        if name.endswith("/biased") and f"{name[:-len('/biased')]}/local_step" in variables:
-            owner = name[:-len("/biased")]
-            if owner in variables:
-                update.zero_debias = True
-                update.variable = owner
-                averages[owner] = Average(owner, variables[owner], update,
-                                          biased=variables[name],
-                                          local_step=variables[f"{owner}/local_step"])
+        if name in debiased:
+            owner, local_step = debiased[name]
+            update.zero_debias = True
+            update.variable = owner
+            averages[owner] = Average(owner, variables[owner], update, biased=variables[name],
+                                      local_step=variables[local_step])
             continue
         averages.setdefault(name, Average(name, variables[name], update))
     renorm_variances = _renorm_variance_averages(sites, variables)
     layers, paired = _pair_into_layers(graph, averages, renorm_variances, variables)
     unpaired = [average for name, average in averages.items() if name not in paired]
     return Discovery(graph, len(graph.get_operations()), layers, unpaired)
+
+
+def _zero_debiased(sites, variables):
+    """``biased -> (V, local_step)`` (variable op names) for each assignment
+    ``V = biased / (1 - m^local_step)``: ``assign_moving_average``'s zero-debias, which keeps the
+    average on ``biased`` and ``local_step`` counts its updates (found by this structure, whatever
+    the variables' names and scopes)."""
+    found = {}
+    for assignment, _ in sites:
+        if assignment.op_type not in ASSIGN:
+            continue
+        target, value = assignment.inputs()[:2]
+        owner = variable_name(target)
+        if owner not in variables or value.op_type != "RealDiv":
+            continue
+        numerator, denominator = value.inputs()
+        biased = _updated_variable(numerator)
+        if biased not in variables or denominator.op_type != "Sub":
+            continue
+        one, power = denominator.inputs()
+        if scalar_constant(one) != 1.0 or power.op_type != "Pow":
+            continue
+        local_step = _updated_variable(power.inputs()[1])
+        if local_step in variables:
+            found.setdefault(biased, (owner, local_step))
+    return found
+
+
+def _updated_variable(value):
+    """The variable ``value`` reads: :func:`variable_name`, or through a ref variable's assignment,
+    whose output is the variable after it (TF1: ``AssignSub:0``, ``AssignAdd:0``)."""
+    if value.op_type in ("Assign", "AssignSub", "AssignAdd"):
+        value = value.inputs()[0]
+    return variable_name(value)
 
 
 @dataclass
@@ -396,7 +429,7 @@ def _renorm_variance_averages(sites, variables):
         square, epsilon = value.inputs()
         if square.op_type != "Mul" or scalar_constant(epsilon) is None:
             continue
-        factors = {variable_name(factor) for factor in square.inputs()}
+        factors = {_updated_variable(factor) for factor in square.inputs()}
         if len(factors) != 1 or None in factors:
             continue
         (stddev,) = factors
@@ -449,8 +482,7 @@ def _pair_into_layers(graph, averages, renorm_variances, variables):
         beta = variables.get(f"{scope}/beta") if scope else None
         layer = Layer(name=scope or key.rsplit("/", 1)[0], mean=mean, variance=variance, inputs=x,
                       fused=mean_found.fused, gamma=gamma, beta=beta,
-                      kind="batch norm (tf_keras)" if mean.name.endswith("/moving_mean")
-                      else "tf.nn.moments")
+                      kind=_kind(mean, variance, mean_found.fused))
         layer.epsilon = _epsilon(graph, layer, mean_found.fused_epsilon,
                                  [found.tensor.op.name for found in (mean_found, variance_found)
                                   if (renorm or mean_found.ghost) and found.tensor is not None])
@@ -468,6 +500,28 @@ def _pair_into_layers(graph, averages, renorm_variances, variables):
         layer.mode = LayerMode(virtual_batch_size=virtual_batch_size, ghost_layout=STRIDED,
                                **options)
     return layers, paired
+
+
+KERAS_KIND = "batch norm (tf.layers / tf_keras BatchNormalization"
+
+
+def _kind(mean, variance, fused):
+    """What keeps a layer's statistics, from what the graph and its variables are: tf_keras (and
+    ``tf.compat.v1.layers``, which is tf_keras) makes its moving statistics ``ON_READ`` variables
+    aggregated by ``MEAN``; otherwise the update's own shape says how it was written."""
+    kernel = "fused kernel" if fused else "tf.nn.moments"
+    if all(_keras_statistic(average.variable) for average in (mean, variance)):
+        return f"{KERAS_KIND}, {'fused kernel' if fused else 'not fused'})"
+    if mean.zero_debias:
+        return f"{kernel} + assign_moving_average (zero-debiased)"
+    if mean.update.shape == "weighted_sum":
+        return f"{kernel} + tf.assign of a weighted sum (written by hand)"
+    return f"{kernel} + assign_sub moving averages (assign_moving_average or by hand)"
+
+
+def _keras_statistic(variable):
+    return (getattr(variable, "synchronization", None) == tf.VariableSynchronization.ON_READ
+            and getattr(variable, "aggregation", None) == tf.VariableAggregation.MEAN)
 
 
 def _renorm_clipping(graph, scope):
@@ -524,7 +578,7 @@ def _epsilon(graph, layer, fused_epsilon=None, statistics=()):
     per-ghost-batch moments). ``None`` when the graph has neither."""
     if fused_epsilon is not None:
         return shortest_float32(fused_epsilon)
-    scope = layer.name + "/" if layer.kind.startswith("batch norm") else ""
+    scope = layer.name + "/" if layer.kind.startswith(KERAS_KIND) else ""
     names = {layer.variance.name, layer.variance.update.consumed.op.name, *statistics}
     for operation in graph.get_operations():
         if operation.type not in ("Rsqrt",) or not operation.name.startswith(scope):

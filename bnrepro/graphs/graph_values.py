@@ -52,13 +52,15 @@ class GraphValue(Value):
         return tf.get_static_value(self.tensor)
 
     def outer(self):
-        """Through ``Switch``/``Identity`` inside a TF1 cond context to the tensor outside it."""
+        """Through ``Switch``/``Identity`` inside a TF1 cond context to the tensor outside it, which
+        the cond's both branches see; else the tensor itself (computed in a branch: a run computes
+        it when it takes that branch, :mod:`bnrepro.graphs.liveness`)."""
         tensor = self.tensor
         while _in_cond_context(tensor.op) and tensor.op.type in PASS_THROUGH | {"Merge"}:
             if tensor.op.type == "Merge":
                 return tensor  # computed whenever the cond runs
             tensor = tensor.op.inputs[0]
-        return None if _in_cond_context(tensor.op) else tensor
+        return self.tensor if _in_cond_context(tensor.op) else tensor
 
 
 def _in_cond_context(operation):

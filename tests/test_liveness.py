@@ -1,0 +1,77 @@
+"""When a run computes a tensor under TF1 control flow (:mod:`bnrepro.graphs.liveness`): a
+``tf.cond`` built as ``Switch``/``Merge`` in a graph of its own (TF1 control flow switched on for
+the build only), its predicate fed, a constant, or computed by the run."""
+import pytest
+
+from bnrepro.graphs import liveness
+from bnrepro.graphs.tfv1 import tf, tf1
+
+
+def _tf1_cond_graph(predicate):
+    """``out = cond(predicate(...), train, infer)`` with a tensor in each branch:
+    ``(graph, tensors by name)``."""
+    from tensorflow.python.ops import control_flow_util
+
+    v2_control_flow = control_flow_util.ENABLE_CONTROL_FLOW_V2
+    tf1.disable_control_flow_v2()
+    try:
+        graph = tf.Graph()
+        with graph.as_default():
+            x = tf1.placeholder(tf.float32, (None, 3))
+            flag = tf1.placeholder(tf.bool, ())
+            inside = {}
+
+            def train():
+                inside["batch_mean"] = tf.reduce_mean(x, 0)
+                return inside["batch_mean"]
+
+            def infer():
+                inside["constant_mean"] = tf.zeros([3]) + 1.0
+                return inside["constant_mean"]
+
+            pred = predicate(flag)
+            out = tf1.cond(pred, train, infer)
+    finally:
+        if v2_control_flow:
+            tf1.enable_control_flow_v2()
+    assert {op.type for op in graph.get_operations()} >= {"Switch", "Merge"}
+    return graph, dict(x=x, flag=flag, out=out, **inside)
+
+
+def test_a_fed_predicate_decides_each_branch():
+    graph, t = _tf1_cond_graph(lambda flag: flag)
+    alive = liveness.Liveness({t["x"].name, t["flag"].name})
+    flag = t["flag"].name
+    assert alive.alive_when(t["batch_mean"]) == {(flag, True)}
+    assert alive.alive_when(t["constant_mean"]) == {(flag, False)}
+    assert alive.alive_when(t["out"]) == liveness.ALWAYS  # the Merge of both branches
+    assert alive.alive_when(t["x"]) == liveness.ALWAYS
+    assert liveness.holds({(flag, True)}, {flag: True})
+    assert not liveness.holds({(flag, True)}, {flag: False})
+
+
+def test_a_negated_fed_predicate_flips_the_branches():
+    graph, t = _tf1_cond_graph(tf.logical_not)
+    alive = liveness.Liveness({t["x"].name, t["flag"].name})
+    assert alive.alive_when(t["batch_mean"]) == {(t["flag"].name, False)}
+
+
+@pytest.mark.parametrize("value, alive_branch", [(True, "batch_mean"), (False, "constant_mean")])
+def test_a_constant_predicate_keeps_one_branch(value, alive_branch):
+    """A ``placeholder_with_default`` the run does not feed is its default: a constant."""
+    graph, t = _tf1_cond_graph(lambda flag: tf1.placeholder_with_default(value, ()))
+    alive = liveness.Liveness({t["x"].name})
+    dead_branch = {"batch_mean": "constant_mean", "constant_mean": "batch_mean"}[alive_branch]
+    assert alive.alive_when(t[alive_branch]) == liveness.ALWAYS
+    assert alive.alive_when(t[dead_branch]) == liveness.NEVER
+
+
+def test_a_predicate_the_run_computes_is_not_known_before_it():
+    graph, t = _tf1_cond_graph(lambda flag: tf.reduce_sum(t_x(flag)) > 0)
+    alive = liveness.Liveness({t["x"].name, t["flag"].name})
+    assert alive.alive_when(t["batch_mean"]) is None
+    assert alive.alive_when(t["out"]) is None  # conservatively: neither branch is known to run
+
+
+def t_x(flag):
+    return tf.cast(flag, tf.float32) - 0.5
