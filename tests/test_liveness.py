@@ -75,3 +75,35 @@ def test_a_predicate_the_run_computes_is_not_known_before_it():
 
 def t_x(flag):
     return tf.cast(flag, tf.float32) - 0.5
+
+
+# --- reads a run does not order against its updates (run_plan.unordered_reads) ----------------------
+
+def _evaluation_graph(ordered):
+    """An update of ``population_mean`` and, in the same run, a use of its value: ordered after
+    the update (``tf.control_dependencies``) or not."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, (None, 3))
+        population_mean = tf1.get_variable("population_mean", initializer=tf.zeros([3]),
+                                           trainable=False, use_resource=True)
+        update = population_mean.assign(population_mean * 0.9 + tf.reduce_mean(x, 0) * 0.1)
+        dependencies = [update] if ordered else []
+        with tf.control_dependencies(dependencies):
+            output = x - population_mean.read_value()
+        fetches = [output, update]
+    return graph, population_mean, fetches, {x.name}
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_read_unordered_against_the_update_is_named(ordered):
+    from bnrepro.graphs import run_plan
+
+    graph, variable, fetches, fed = _evaluation_graph(ordered)
+    executed = run_plan._executed(graph, [t.name for t in fetches], fed)  # noqa: SLF001
+    sentences = run_plan.unordered_reads([variable], executed, liveness.Liveness(fed))
+    if ordered:
+        assert sentences == []
+    else:
+        assert len(sentences) == 1 and "population_mean" in sentences[0]
+        assert "no fixed order" in sentences[0]

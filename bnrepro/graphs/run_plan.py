@@ -42,6 +42,7 @@ class RunPlan:
     # key -> why it is not fetched: the run may not compute it (a predicate known only in the run)
     unfetchable: dict = field(default_factory=dict)
     fed: frozenset = frozenset()
+    races: list = field(default_factory=list)  # :func:`unordered_reads` of the run
     _variants: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -150,7 +151,93 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
                    trained, bool(averages) or trained or assigns, list(fetches)[:20],
                    keys=dict(zip((str(key) for key in extra), extra)), after=after,
                    conditional=conditional, unfetchable=unfetchable).arrange(fed)
+    plan.races = unordered_reads([average.variable for average in averages], executed, alive)
     return plan
+
+
+# --- reads a run does not order against its updates ------------------------------------------------
+
+def unordered_reads(variables, executed, alive):
+    """For each ``variables`` (tf.Variable) the run both updates and reads elsewhere, a sentence
+    naming an operation that uses its value in no fixed order against the update: neither needs
+    the other. Its result then depends on the executor's thread schedule (a ref variable's update
+    even changes in place the buffer a pending reader will use), so the program's own numbers can
+    differ from run to run, traced or not: an evaluation that reads the moving statistics while
+    the same run updates them (``tf.cond`` branches built outside the cond)."""
+    sentences = []
+    for variable in variables:
+        writers, readers = _writers_and_readers(variable, executed)
+        for writer in writers:
+            before, after = _needed(writer, executed), _needing(writer, executed)
+            loose = sorted(reader.name for reader in readers
+                           if reader.name not in before and reader.name not in after
+                           and _together(alive, reader, writer))
+            if loose:
+                sentences.append(
+                    f"{loose[0]} uses {variable.op.name} while {writer.name} updates it in the same "
+                    "run, in no fixed order: that run's results depend on thread scheduling")
+                break
+    return sentences
+
+
+def _writers_and_readers(variable, executed):
+    """The executed operations that assign ``variable`` and those that use its value (through
+    ``Identity``: a ref variable's read forwards its buffer, a resource handle's is the handle)."""
+    source = getattr(variable, "handle", None)
+    source = variable.op.outputs[0] if source is None or source.dtype != tf.resource else source
+    writers, readers, stack, seen = [], [], [source], set()
+    while stack:
+        tensor = stack.pop()
+        for consumer in tensor.consumers():
+            if consumer.name in seen or consumer.name not in executed:
+                continue
+            seen.add(consumer.name)
+            if consumer.type in WRITES:
+                writers.append(consumer)
+            elif consumer.type in ("Identity", "RefIdentity"):
+                stack.append(consumer.outputs[0])
+            else:
+                readers.append(consumer)
+    return writers, readers
+
+
+WRITES = discovery.ASSIGN | discovery.ASSIGN_SUB | {"AssignAdd", "AssignAddVariableOp"}
+
+
+def _together(alive, first, second):
+    """Whether one run may execute both operations (:mod:`bnrepro.graphs.liveness`: not the two
+    branches of one ``tf.cond``)."""
+    conditions = [alive.alive_when(operation.outputs[0]) if operation.outputs
+                  else alive._operation(operation) for operation in (first, second)]  # noqa: SLF001
+    if liveness.NEVER in conditions:
+        return False
+    known = [c for c in conditions if c is not None]
+    return not known or liveness._joined(known) != liveness.NEVER  # noqa: SLF001
+
+
+def _needed(operation, executed):
+    """The executed operations ``operation`` needs (inputs and control inputs, transitively)."""
+    stack, seen = [operation], set()
+    while stack:
+        current = stack.pop()
+        if current.name in seen or current.name not in executed:
+            continue
+        seen.add(current.name)
+        stack += [tensor.op for tensor in current.inputs] + list(current.control_inputs)
+    return seen
+
+
+def _needing(operation, executed):
+    """The executed operations that need ``operation`` (its consumers, transitively)."""
+    stack, seen = [operation], set()
+    while stack:
+        current = stack.pop()
+        if current.name in seen or current.name not in executed:
+            continue
+        seen.add(current.name)
+        stack += [consumer for tensor in current.outputs for consumer in tensor.consumers()]
+        stack += current._control_outputs  # noqa: SLF001
+    return seen
 
 
 # --- the state after a run, from the run itself ------------------------------------------------

@@ -418,6 +418,7 @@ class Tracer:
         if plan is None:
             plan = state.plans[signature] = build_plan(state.discovery, state.prefix, graph,
                                                        fetches, feeds, state.variables)
+            self.notes += [sentence for sentence in plan.races if sentence not in self.notes]
         return plan
 
     # --- state and records ------------------------------------------------------------------------
