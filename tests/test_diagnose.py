@@ -272,3 +272,38 @@ def test_variances_as_small_as_the_tolerance_are_told_apart(scenario_trace):
                                          epsilon=1e-7))
     assert report.variance_used == {FUSED: formulas.UNBIASED,
                                     "non_fused/batch_normalization": formulas.BIASED}
+
+
+def _zero_start_trace(momentum, kind):
+    """``bnrepro-trace/2``, one layer started from moving (0, 0) (zero initialisers), one update on
+    x = 0, 4 (mean 2, variance 4). By hand: momentum 0 gives (2, 4), the start leaves no trace;
+    momentum 0.5 gives (1, 2), where the usual start (0, 1) would give a variance of 2.5."""
+    from bnrepro.trace import end_record
+
+    mean, variance = (1 - momentum) * 2.0, (1 - momentum) * 4.0
+    state = {"moving_mean": np.array([0.0]), "moving_variance": np.array([0.0])}
+    steps = [{"step": 0, "bn": {"bn": state}, "averages": {}},
+             {"step": 1, "run": {"call": "Session.run", "index": 1, "trained": True, "moved": True,
+                                 "fetched": []}, "averages": {},
+              "bn": {"bn": {"moving_mean": np.array([mean]), "moving_variance": np.array([variance]),
+                            "batch_mean": np.array([2.0]), "batch_variance": np.array([4.0]),
+                            "batch_input": np.array([[0.0], [4.0]])}}}]
+    header = {"format": "bnrepro-trace/2", "layers": {"bn": {
+        "momentum": momentum, "epsilon": 0.001, "kind": kind, "fused": False,
+        "zero_debias": False}}, "averages": {}}
+    return Trace(path="hand-made", header=header, steps=steps,
+                 end=end_record("complete", 1, 2)["end"])
+
+
+@pytest.mark.parametrize("kind", ["batch norm (tf_keras)", "tf.nn.moments"])
+def test_a_zero_start_is_named_only_when_the_numbers_show_it(kind):
+    report = verify_trace(_zero_start_trace(0.0, kind))
+    assert report.passed and report.diagnosis == [], report.format()
+    report = verify_trace(_zero_start_trace(0.5, kind))
+    assert report.passed
+    assert conventions_followed(report.diagnosis) == {("bn", "initial value"): "from zero"}
+    cause = "zero initialisers" if kind.startswith("batch norm") else \
+        "an ExponentialMovingAverage of tensors: its shadows start at zero"
+    assert report.diagnosis[0].message == (
+        f"moving_mean and moving_variance started from 0 ({cause}, without debiasing); after its "
+        "1 updates the initial 0 still weighs 0.5")

@@ -3,6 +3,7 @@ non-finite values; its bounds follow the size of the numbers; a diagnosis names 
 when the numbers tell it apart from the declared one."""
 import copy
 import dataclasses
+import json
 import os
 import shutil
 
@@ -134,3 +135,68 @@ def test_the_bounds_follow_the_size_of_the_numbers(default_compare):
     assert not report.passed
     failed = next(check for check in report.checks if not check.passed)
     assert failed.name == "moving_variance update" and failed.first_failure.startswith("step 5")
+
+
+def test_the_flush_slack_is_the_smallest_normal_per_value_and_weight():
+    """float32's smallest normal is 2^-126 = 1.1754944e-38 (IEEE 754 binary32: exponent -126,
+    significand 1); the slack is count * gain of it."""
+    from bnrepro.check import tolerances
+
+    assert tolerances.SMALLEST_NORMAL == 2.0 ** -126
+    assert np.float32(tolerances.SMALLEST_NORMAL) == np.float32(1.1754944e-38)
+    assert tolerances.flush_slack() == 2.0 ** -126
+    assert tolerances.flush_slack(5, 3.0) == 15 * 2.0 ** -126
+    # every bound allows for it: an exact prediction (bound 0) of 1e-39 against TensorFlow's 0
+    check = tolerances.Check("any")
+    check.compare("here", [0.0], [1e-39], 0.0)
+    assert check.passed
+
+
+def _header_and_end(tmp_path, header, end):
+    lines = [json.dumps(header), json.dumps({"end": end})]
+    return _write(tmp_path / "nothing", [line + "\n" for line in lines])
+
+
+GENERIC_HEADER = {"format": "bnrepro-trace/2", "scenario": "trace", "layers": {}, "averages": {},
+                  "graphs_searched": [{"graph": "graph1", "operations": 44, "layers": 0,
+                                       "averages": 0}]}
+
+
+def test_a_trace_in_which_nothing_was_found_says_so_and_does_not_pass(tmp_path, capsys):
+    """What ``bnrepro trace`` writes for a program without a moving average: a header listing no
+    layer or average, and a complete end line counting 0 records."""
+    path = _header_and_end(tmp_path, GENERIC_HEADER,
+                           {"status": "complete", "last_step": 0, "records": 0})
+    report = verify_trace(read_trace(path))
+    assert not report.passed
+    assert main(["verify", path]) == 1
+    printed = capsys.readouterr().out
+    assert "truncated" not in printed
+    lines = printed.rstrip().splitlines()
+    assert lines[-1] == ("NOTHING TO CHECK: no moving average was found in the graphs the "
+                         "program ran; a trace with nothing in it is not a PASS")
+    assert "graphs searched: graph1: 44 operations" in lines
+    assert "  assign_sub(V, (V - x) * (1 - momentum))      as tf.layers and tf_keras batch norm, " \
+        "assign_moving_average and ExponentialMovingAverage build it" in lines
+    assert "  assign(V, V * momentum + x * (1 - momentum))  a tf.assign of the weighted sum" in lines
+    assert "UPDATE_OPS" in printed
+
+
+@pytest.mark.parametrize("header, end, verdict", [
+    (dict(GENERIC_HEADER, layers={"bn": {"momentum": 0.9, "epsilon": 0.001}}),
+     {"status": "complete", "last_step": 0, "records": 0},
+     "NOTHING TO CHECK: the header lists 1 moving averages (bn) but no run recorded their state"),
+    (GENERIC_HEADER, {"status": "stopped", "last_step": 0, "records": 0,
+                      "reason": "the script raised ValueError: bad"},
+     "NOTHING TO CHECK: the run stopped (the script raised ValueError: bad) before any step was "
+     "recorded"),
+], ids=["found-but-never-read", "stopped"])
+def test_a_trace_without_steps_says_why(tmp_path, capsys, header, end, verdict):
+    assert main(["verify", _header_and_end(tmp_path, header, end)]) == 1
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith(verdict)
+
+
+def test_a_header_alone_may_have_been_cut_short(tmp_path, capsys):
+    path = _write(tmp_path / "cut", [json.dumps(GENERIC_HEADER) + "\n"])
+    assert main(["verify", path]) == 2
+    assert "has a header but no steps and no end line (cut short?)" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """verify passes on real traces and each of its checks fails when its value is perturbed."""
 import copy
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -331,3 +332,233 @@ def test_hand_made_renorm_trace_undeclared_fails_with_the_diagnosis():
         assert [c.name for c in report.checks if not c.passed] == ["moving_variance update"]
         assert "expected 1.375, got 0.88390625" in report.format()  # 0.875 * 1 + 0.125 * 4
         assert conventions_followed(report.diagnosis) == {("bn", "moving_variance"): "renorm"}
+
+
+# --- issue 18: what real programs' traces hold --------------------------------------------------
+
+def _generic_trace(entry, updates, *, initial=(0.0, 1.0), extra=None):
+    """A ``bnrepro-trace/2`` trace of one layer ``bn`` (header ``entry``), from moving (``initial``),
+    one step per item of ``updates``: ``(moving_mean, moving_variance, {what the update consumed and
+    the step's own keys})``, each a training run."""
+    state = {"moving_mean": np.array([initial[0]]), "moving_variance": np.array([initial[1]]),
+             "gamma": np.array([1.0]), "beta": np.array([0.0])}
+    steps = [{"step": 0, "bn": {"bn": state}, "averages": {}}]
+    for step, (mean, variance, consumed) in enumerate(updates, start=1):
+        steps.append({"step": step, "run": {"call": "Session.run", "index": step, "trained": True,
+                                            "moved": True, "fetched": []},
+                      "bn": {"bn": dict(state, moving_mean=np.array([mean]),
+                                        moving_variance=np.array([variance]), **consumed)},
+                      "averages": {}, **(extra or {}).get(step, {})})
+    header = {"format": "bnrepro-trace/2", "layers": {"bn": {
+        "momentum": 0.75, "epsilon": 0.001, "fused": False, "zero_debias": False, **entry}},
+        "averages": {}}
+    return _hand_made("hand-made", header, steps)
+
+
+def _consumed(x, *, ddof=0):
+    """What an update of x (one channel) consumed: its mean, variance (/N, or /(N-1) with
+    ``ddof=1``) as written by hand by the callers, and the input itself."""
+    x = np.array(x, dtype=np.float64).reshape(-1, 1)
+    return {"batch_mean": x.mean(axis=0), "batch_variance": x.var(axis=0, ddof=ddof),
+            "batch_input": x}
+
+
+def test_an_unknown_epsilon_checks_the_rest_and_says_what_it_did_not():
+    """epsilon null (not found in the graph). One step on x = 0, 4, momentum 0.75, from (0, 1):
+    moving_mean 0.25 * 2 = 0.5, moving_variance 0.75 + 0.25 * 4 = 1.75, checked; the inference
+    pair (input 2, output 1) needs epsilon: not checked, and said so (it crashed: TypeError)."""
+    trace = _generic_trace({"epsilon": None}, [(0.5, 1.75, _consumed([0.0, 4.0]))],
+                           extra={1: {"inference": {"bn": {"input": np.array([[2.0]]),
+                                                           "output": np.array([[1.0]])}}}})
+    report = verify_trace(trace)
+    compared = {check.name: check.compared for check in report.checks}
+    assert compared["moving_mean update"] == compared["moving_variance update"] == 1
+    assert compared["batch_mean from inputs"] == compared["batch_variance from inputs"] == 1
+    assert compared["inference formula"] == 0
+    assert report.passed and report.diagnosis == [], report.format()
+    text = report.format()
+    assert "inference formula                        0            0            0         0  " \
+        "not checked" in text
+    assert ("not checked for bn: the inference formula (1 steps) and which epsilon it follows "
+            "(the diagnosis' epsilons): its epsilon is unknown") in text
+
+
+def test_an_unknown_epsilon_in_a_wrong_trace_still_fails_and_diagnoses():
+    """The same step with momentum and 1 - momentum swapped (moving_mean 0.75 * 2 = 1.5,
+    moving_variance 0.25 + 0.75 * 4 = 3.25): the checks that need no epsilon fail, the diagnosis
+    names the convention without the candidates that need epsilon (Keras 2.2's, renorm)."""
+    from bnrepro.check.diagnose import conventions_followed
+
+    report = verify_trace(_generic_trace({"epsilon": None}, [(1.5, 3.25, _consumed([0.0, 4.0]))]))
+    assert not report.passed
+    assert "expected 0.5, got 1.5" in report.format()
+    assert conventions_followed(report.diagnosis) == {("bn", "moving_mean"): "swapped",
+                                                      ("bn", "moving_variance"): "swapped"}
+
+
+@pytest.mark.parametrize("where", ["header", "step"])
+def test_the_variance_average_takes_its_own_momentum(where):
+    """Mean averaged with 0.75, variance with 0.5 (x = 0, 4, from (0, 1)): moving_mean 0.25 * 2 =
+    0.5, moving_variance 0.5 * 1 + 0.5 * 4 = 2.5 (the mean's momentum would give 1.75). Step 2,
+    x = 1, 3 (mean 2, variance 1): moving_mean 0.75 * 0.5 + 0.25 * 2 = 0.875, moving_variance
+    0.5 * 2.5 + 0.5 * 1 = 1.75. The header's momentum_variance, or one recorded per step (a
+    momentum computed at run time, header null)."""
+    from bnrepro.check.explain import explain_step
+
+    updates = [(0.5, 2.5, _consumed([0.0, 4.0])), (0.875, 1.75, _consumed([1.0, 3.0]))]
+    if where == "header":
+        trace = _generic_trace({"momentum_variance": 0.5}, updates)
+    else:
+        for _, _, consumed in updates:
+            consumed.update(momentum=np.float64(0.75), momentum_variance=np.float64(0.5))
+        trace = _generic_trace({"momentum": None, "momentum_variance": None}, updates)
+    report = verify_trace(trace)
+    assert report.passed and report.diagnosis == [], report.format()
+    lines = explain_step(trace, 2, "bn").splitlines()
+    assert "    = 0.5 * 2.5 + (1 - 0.5) * 1 = 1.75    TensorFlow: 1.75    difference 0" in lines
+    assert "    = 0.75 * 0.5 + (1 - 0.75) * 2 = 0.875    TensorFlow: 0.875    difference 0" in lines
+
+
+def test_a_wrong_variance_momentum_fails():
+    """The header says 0.9 for the variance; the trace follows 0.5 (2.5, test above): with 0.9,
+    0.9 * 1 + 0.1 * 4 = 1.3 is expected."""
+    trace = _generic_trace({"momentum_variance": 0.9}, [(0.5, 2.5, _consumed([0.0, 4.0]))])
+    report = verify_trace(trace)
+    assert not report.passed
+    assert "moving_variance update: step 1, layer bn, element (0,): expected 1.29999" in \
+        report.format()
+
+
+def test_a_fused_layer_without_its_input_is_checked_with_the_unbiased_variance_it_consumed():
+    """The header declares the fused kernel; the input was not recorded, the consumed variance is
+    the unbiased one: x = 0, 4 has var /(N-1) = 8, so moving_variance 0.75 * 1 + 0.25 * 8 = 2.75.
+    The update passes, nothing contradicts the header (no "standard update" finding), and the
+    report says the batch statistics were not checked against the inputs, and why."""
+    consumed = _consumed([0.0, 4.0], ddof=1)
+    del consumed["batch_input"]
+    report = verify_trace(_generic_trace({"fused": True}, [(0.5, 2.75, consumed)]))
+    assert report.passed and report.diagnosis == [], report.format()
+    assert ("not checked for bn: batch_mean and batch_variance from the layer's inputs: the "
+            "layer's input was not recorded; the moving-average updates were checked with the "
+            "batch statistics they consumed (the fused kernel's unbiased (N-1) variance, as the "
+            "header declares)") in report.format()
+
+
+def test_a_layer_declared_fused_that_averages_the_biased_variance_is_named_from_the_numbers():
+    """With the input (x = 0, 4) the numbers tell /N (4) from /(N-1) (8): a trace that averaged 4
+    (moving_variance 1.75) is named biased, against the header's fused."""
+    from bnrepro.check.diagnose import conventions_followed
+
+    report = verify_trace(_generic_trace({"fused": True}, [(0.5, 1.75, _consumed([0.0, 4.0]))]))
+    assert report.variance_used == {"bn": formulas.BIASED}
+    assert conventions_followed(report.diagnosis) == {("bn", "moving_variance"): "standard",
+                                                      ("bn", "batch statistics"): "standard"}
+    assert "not the unbiased (N-1) variance of the fused kernel the header declares" in \
+        report.format()
+
+
+def test_values_tensorflow_flushed_to_zero_are_within_their_bounds():
+    """TensorFlow on CPU flushes float32 subnormals (below 2^-126 = 1.1754944e-38) to zero. One
+    step, momentum 0.5, from (0, 1), on x = 1.5e-38, 2.5e-38 (normal): batch_mean 2e-38, so
+    moving_mean = 0.5 * 0 + 0.5 * 2e-38 = 1e-38, subnormal: TensorFlow stores 0. The batch
+    variance, 2.5e-77 in float64, is 0 in float32 too; moving_variance = 0.5 * 1 + 0.5 * 0 = 0.5."""
+    x = np.array([[1.5e-38], [2.5e-38]], dtype=np.float32).astype(np.float64)
+    consumed = {"batch_mean": np.array([2e-38], dtype=np.float32).astype(np.float64),
+                "batch_variance": np.array([0.0]), "batch_input": x}
+    report = verify_trace(_generic_trace({"momentum": 0.5}, [(0.0, 0.5, consumed)]))
+    assert report.passed and report.diagnosis == [], report.format()
+
+
+def test_a_difference_far_above_the_subnormals_still_fails():
+    """The same step on x = 1.5e-36, 2.5e-36: moving_mean 1e-36 (normal, 85 times the smallest
+    normal), stored as 0, is a failure."""
+    x = np.array([[1.5e-36], [2.5e-36]], dtype=np.float32).astype(np.float64)
+    consumed = {"batch_mean": np.array([2e-36], dtype=np.float32).astype(np.float64),
+                "batch_variance": np.array([0.0]), "batch_input": x}
+    report = verify_trace(_generic_trace({"momentum": 0.5}, [(0.0, 0.5, consumed)]))
+    assert not report.passed
+    assert "FAIL: moving_mean update: step 1, layer bn, element (0,): expected 1.00000003" in \
+        report.format()
+
+
+def _two_updates(order=(0, 1), swapped=False):
+    """One run that updated the layer twice (momentum 0.75, from (0, 1)): first x = 0, 4 (mean 2,
+    variance 4), then x = 2, 4 (mean 3, variance 1). By hand::
+
+        moving_mean     0.75 * 0 + 0.25 * 2 = 0.5,     0.75 * 0.5 + 0.25 * 3 = 1.125
+        moving_variance 0.75 * 1 + 0.25 * 4 = 1.75,    0.75 * 1.75 + 0.25 * 1 = 1.5625
+
+    (in the other order: 0.75 then 0.75 * 0.75 + 0.25 * 2 = 1.0625; only the second update:
+    0.75). ``swapped`` (0.25 weighs the old): 0.25 * 0 + 0.75 * 2 = 1.5, 0.25 * 1.5 + 0.75 * 3 =
+    2.625; variance 0.25 + 3 = 3.25, 0.8125 + 0.75 = 1.5625."""
+    updates = [_consumed([0.0, 4.0]), _consumed([2.0, 4.0])]
+    state = (2.625, 1.5625) if swapped else (1.125, 1.5625)
+    return _generic_trace({}, [(*state, {"updates": [updates[i] for i in order]})])
+
+
+def test_a_layer_updated_twice_in_one_run_is_checked_through_both_updates():
+    from bnrepro.check.explain import explain_step
+
+    trace = _two_updates()
+    report = verify_trace(trace)
+    assert report.passed and report.diagnosis == [], report.format()
+    compared = {check.name: check.compared for check in report.checks}
+    assert compared["moving_mean update"] == 1 and compared["batch_mean from inputs"] == 2
+    lines = explain_step(trace, 1, "bn").splitlines()
+    assert "the run updated the layer 2 times; each update in the order it ran, from the state " \
+        "before the run:" in lines
+    assert "    = 0.75 * 0 + (1 - 0.75) * 2 = 0.5    (TensorFlow's not recorded: the next update " \
+        "starts from it)" in lines
+    assert "    = 0.75 * 0.5 + (1 - 0.75) * 3 = 1.125    TensorFlow: 1.125    difference 0" in lines
+    assert "    = 0.75 * 1.75 + (1 - 0.75) * 1 = 1.5625    TensorFlow: 1.5625    difference 0" \
+        in lines
+
+
+def test_updates_in_the_wrong_order_fail():
+    report = verify_trace(_two_updates(order=(1, 0)))
+    assert not report.passed
+    assert "FAIL: moving_mean update: step 1, layer bn, element (0,): expected 1.0625, got 1.125" \
+        in report.format()
+
+
+def test_a_chain_of_updates_is_diagnosed_through_every_update():
+    from bnrepro.check.diagnose import conventions_followed
+
+    report = verify_trace(_two_updates(swapped=True))
+    assert not report.passed
+    assert conventions_followed(report.diagnosis) == {("bn", "moving_mean"): "swapped"}
+
+
+def test_a_trace_with_several_updates_is_written_and_read_back(tmp_path):
+    """Through the writer (CSV and the .npz for inputs of 100 values) and the reader: 50 zeros and
+    50 fours (mean 2, variance 4), then 50 twos and 50 fours (mean 3, variance 1), the numbers of
+    :func:`_two_updates`; every line validates against the schema."""
+    import json
+
+    import jsonschema
+
+    from bnrepro.trace import TraceWriter, read_trace
+
+    trace = _two_updates()
+    for update, (low, high) in zip(trace.steps[1]["bn"]["bn"]["updates"], [(0.0, 4.0), (2.0, 4.0)]):
+        update["batch_input"] = np.repeat([low, high], 50).reshape(100, 1)
+    with TraceWriter(str(tmp_path), trace.header) as writer:
+        for record in trace.steps:
+            writer.write_step(record)
+        writer.finish()
+    read = read_trace(str(tmp_path))
+    updates = read.steps[1]["bn"]["bn"]["updates"]
+    assert [float(u["batch_mean"][0]) for u in updates] == [2.0, 3.0]
+    assert updates[1]["batch_input"].shape == (100, 1)
+    report = verify_trace(read)
+    assert report.passed, report.format()
+    with open(tmp_path / "trace.csv", encoding="utf-8") as handle:
+        assert "1,bn,bn,updates.2.batch_variance,0,1.0\n" in handle.read()
+    with open(tmp_path / "trace.jsonl", encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    assert lines[2]["bn"]["bn"]["updates"][0]["batch_input"]["array"] == "trace_arrays.npz"
+    import bnrepro
+    with open(os.path.join(os.path.dirname(bnrepro.__file__), "trace", "schema.json"),
+              encoding="utf-8") as handle:
+        validator = jsonschema.Draft202012Validator(json.load(handle))
+    assert all(validator.is_valid(line) for line in lines)

@@ -36,12 +36,13 @@ Nothing here uses TensorFlow.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from bnrepro.check import formulas, layer_modes, tolerances
+from bnrepro.check import formulas, layer_modes, records, tolerances
 from bnrepro.check.conventions import KNOWN_EPSILONS
 from bnrepro.check.layer_modes import LayerMode
 
@@ -81,16 +82,21 @@ class Candidate:
 
 @dataclass
 class _Step:
-    """What one traced step offers the candidates."""
+    """What one traced step offers the candidates: one update, or (``links``) the run's several
+    updates of the layer in the order they ran (:mod:`bnrepro.check.records`)."""
 
     old: dict  # the layer's state after the previous step
     new: dict  # ... after this step, with the batch statistics this step's update consumed
     previous: dict  # the previous step's record
     inference: Optional[dict]
     layer: str
-    momentum: float
-    epsilon: float
+    momenta: dict  # statistic -> its average's momentum in this update (None: unknown)
+    epsilon: Optional[float]  # None: unknown
     updates: int = 1  # how many updates this one is, counting from the first (1)
+    declared_variance: str = formulas.BIASED  # the variance the header says is averaged
+    links: tuple = ()  # the run's updates, when it updated the layer more than once
+    in_chain: bool = False  # one of those updates (its old state is computed, with old_error)
+    old_error: dict = dataclasses.field(default_factory=dict)  # statistic -> bound of old's
 
     @property
     def inputs(self):
@@ -106,10 +112,12 @@ class _Step:
 
     def variance(self, convention=formulas.BIASED):
         """The batch variance as a :class:`Prediction`, or ``None`` (the unbiased one of a single
-        value per channel, or of a trace without ``batch_input``)."""
+        value per channel). Without ``batch_input`` the recorded one is what the update consumed,
+        whichever it is: it stands for the variance the header declares (the fused kernel's
+        unbiased one, else the biased one), and the other is ``None``."""
         if self.inputs is None:
             recorded = self.new.get("batch_variance")
-            if convention != formulas.BIASED or recorded is None:
+            if convention != self.declared_variance or recorded is None:
                 return None
             return Prediction(recorded, 0.0)
         if convention == formulas.UNBIASED and formulas.values_per_channel(self.inputs) < 2:
@@ -120,37 +128,42 @@ class _Step:
 
 
 def _averaged(step, statistic, prediction, momentum):
-    """``momentum * old + (1 - momentum) * prediction`` with its bound."""
-    if prediction is None:
+    """``momentum * old + (1 - momentum) * prediction`` with its bound (carrying the old value's,
+    ``step.old_error``, in a run that updated the layer several times)."""
+    if prediction is None or momentum is None:
         return None
     old = step.old[statistic]
     value = formulas.moving_average(old, prediction.value, momentum)
     return Prediction(value, tolerances.moving_average_bound(
-        old, prediction.value, momentum, value, statistic_error=prediction.bound))
+        old, prediction.value, momentum, value, statistic_error=prediction.bound,
+        old_error=step.old_error.get(statistic, 0.0)))
 
 
 def _tf(step, prediction, statistic):
-    """``momentum * old + (1 - momentum) * value`` (TF's direction)."""
-    return _averaged(step, statistic, prediction, step.momentum)
+    """``momentum * old + (1 - momentum) * value`` (TF's direction), with ``statistic``'s own
+    momentum."""
+    return _averaged(step, statistic, prediction, step.momenta[statistic])
 
 
 def _swapped(step, prediction, statistic):
     """``(1 - momentum) * old + momentum * value`` (PyTorch's direction)."""
-    return _averaged(step, statistic, prediction, 1.0 - step.momentum)
+    momentum = step.momenta[statistic]
+    return _averaged(step, statistic, prediction, None if momentum is None else 1.0 - momentum)
 
 
 def _unchanged(step, statistic):
-    """The old value, exactly (the update did not run)."""
-    return Prediction(step.old[statistic], 0.0)
+    """The old value (the update did not run): exactly, or within ``step.old_error``."""
+    return Prediction(step.old[statistic], step.old_error.get(statistic, 0.0))
 
 
 def _zero_debiased(step, prediction, statistic):
     """The zero-debiased average after ``step.updates`` updates
     (:func:`bnrepro.check.formulas.zero_debiased_average`): ``local_step`` as recorded, else the count
     of updates."""
-    if prediction is None:
+    momentum = step.momenta[statistic]
+    if prediction is None or momentum is None or step.in_chain:
         return None
-    old, momentum = step.old[statistic], step.momentum
+    old = step.old[statistic]
     steps = (float(np.ravel(step.old["local_step"])[0]), float(np.ravel(step.new["local_step"])[0])) \
         if "local_step" in step.new and "local_step" in step.old else (step.updates - 1, step.updates)
     biased_old, biased_new, value = formulas.zero_debiased_average(old, prediction.value, momentum,
@@ -169,7 +182,7 @@ ZERO_DEBIASED_MESSAGE = ("{} follows a zero-debiased average (moving_averages.as
 def _keras_2_2_variance(step):
     """Keras 2.2's moving variance: the batch variance times ``N / (N - 1 - epsilon)``."""
     variance = step.variance()
-    if step.inputs is None or variance is None:
+    if step.inputs is None or variance is None or step.epsilon is None:
         return None
     count = formulas.values_per_channel(step.inputs)
     if count - 1.0 - step.epsilon <= 0:
@@ -219,12 +232,15 @@ def _moving_variance_under(step, mode):
     variance = moments[1]
     if not mode.renorm:
         return _tf(step, variance, "moving_variance")
+    momentum = step.momenta["moving_variance"]
+    if step.epsilon is None or momentum is None or step.in_chain:
+        return None
     old_stddev, old_error = layer_modes.moving_stddev_with_bound(step.previous, step.layer,
                                                                  step.epsilon)
     moving_stddev = formulas.moving_average(old_stddev, np.sqrt(np.asarray(variance.value)
-                                                                + step.epsilon), step.momentum)
-    value = mode.moving_variance(None, old_stddev, variance.value, step.momentum, step.epsilon)
-    bound = tolerances.renorm_bounds(old_stddev, variance.value, step.momentum, step.epsilon,
+                                                                + step.epsilon), momentum)
+    value = mode.moving_variance(None, old_stddev, variance.value, momentum, step.epsilon)
+    bound = tolerances.renorm_bounds(old_stddev, variance.value, momentum, step.epsilon,
                                      moving_stddev, value, old_stddev_error=old_error,
                                      variance_error=variance.bound)[2]
     return Prediction(value, bound)
@@ -293,22 +309,31 @@ VARIANCE_CANDIDATES = (
 ) + _ghost_candidates("moving_variance")
 
 
-def _recorded(step):
-    return np.concatenate([np.ravel(step.new["batch_mean"]), np.ravel(step.new["batch_variance"])])
-
-
-def _stacked(mean, variance):
-    """The mean and variance :class:`Prediction` s as one, flattened."""
-    if mean is None or variance is None:
+def _recorded_batch_statistics(step):
+    """The batch statistics each update consumed, flattened side by side, when every update of the
+    step has its ``batch_input`` (to recompute them from); else ``None``."""
+    updates = [new for new, _ in step.links] if step.links else [step.new]
+    if not all("batch_input" in new and "batch_mean" in new for new in updates):
         return None
-    value = np.concatenate([np.ravel(mean.value), np.ravel(variance.value)])
-    bound = np.concatenate([np.ravel(np.broadcast_to(mean.bound, np.shape(mean.value))),
-                            np.ravel(np.broadcast_to(variance.bound, np.shape(variance.value)))])
+    return np.concatenate([np.ravel(new[name]) for new in updates
+                           for name in ("batch_mean", "batch_variance")])
+
+
+def _stacked(*predictions):
+    """The :class:`Prediction` s as one, flattened side by side (``None`` if one is)."""
+    if any(prediction is None for prediction in predictions):
+        return None
+    value = np.concatenate([np.ravel(p.value) for p in predictions])
+    bound = np.concatenate([np.ravel(np.broadcast_to(p.bound, np.shape(p.value)))
+                            for p in predictions])
     return Prediction(value, bound)
 
 
 def _old_statistics(step):
-    """The old moving statistics, exactly: what an update in inference mode consumes."""
+    """The old moving statistics, exactly: what an update in inference mode consumes (not known
+    exactly for the later updates of a run that updated the layer several times: ``None``)."""
+    if step.in_chain:
+        return None
     return _stacked(_unchanged(step, "moving_mean"), _unchanged(step, "moving_variance"))
 
 
@@ -327,7 +352,7 @@ BATCH_CANDIDATES = (
 
 def _normalized(step, epsilon):
     """The inference output with ``epsilon`` and the old moving statistics, with its bound."""
-    if step.inference is None:
+    if step.inference is None or epsilon is None:
         return None
     old, x = step.old, step.inference["input"]
     value = formulas.normalize(x, old["moving_mean"], old["moving_variance"], old["gamma"],
@@ -352,15 +377,19 @@ INFERENCE_CANDIDATES = (
 QUANTITIES = (
     ("moving_mean", MEAN_CANDIDATES, lambda s: s.new["moving_mean"]),
     ("moving_variance", VARIANCE_CANDIDATES, lambda s: s.new["moving_variance"]),
-    ("batch statistics", BATCH_CANDIDATES,
-     lambda s: _recorded(s) if s.inputs is not None and "batch_mean" in s.new else None),
+    ("batch statistics", BATCH_CANDIDATES, _recorded_batch_statistics),
     ("inference output", INFERENCE_CANDIDATES,
      lambda s: None if s.inference is None else s.inference["output"]),
 )
 
 
+CONSUMED = ("batch_mean", "batch_variance", "batch_input", records.UPDATES)
+STATISTICS = ("moving_mean", "moving_variance")
+
+
 def _steps(trace, layer):
     settings = trace.layers[layer]
+    declared = formulas.UNBIASED if settings.get("fused") else formulas.BIASED
     updates = 0
     for record in trace.steps:
         if layer not in record["bn"]:
@@ -369,14 +398,43 @@ def _steps(trace, layer):
         if previous is None:
             continue
         state = record["bn"][layer]
-        updates += "batch_mean" in state or "batch_input" in state
+        links = records.updates(state)
+        updates += len(links) or "batch_input" in state
+
+        def momenta(update):
+            return {statistic: records.momentum_of(settings, state, statistic, update)
+                    for statistic in STATISTICS}
+        after = {name: value for name, value in state.items() if name not in CONSUMED}
+        chain = tuple(({**after, **link}, momenta(link)) for link in links) \
+            if len(links) > 1 else ()
         yield _Step(old=previous["bn"][layer], new=state, previous=previous,
                     inference=record.get("inference", {}).get(layer), layer=layer,
-                    momentum=state.get("momentum", settings["momentum"]),
-                    epsilon=settings["epsilon"], updates=max(updates, 1))
+                    momenta=momenta(links[0] if links else None), epsilon=settings["epsilon"],
+                    updates=max(updates, 1), declared_variance=declared, links=chain)
 
 
-def _fitting(steps, candidates, observed):
+def _expected(candidate, step, quantity):
+    """``candidate``'s :class:`Prediction` of ``quantity`` at ``step``. For a run that updated the
+    layer several times (``step.links``): a moving statistic through every update in the order
+    they ran, each from the one before with its bound carried (``old_error``), the state after
+    the last compared; the batch statistics of every update side by side. ``None``: not
+    applicable."""
+    if not step.links or quantity not in STATISTICS + ("batch statistics",):
+        return candidate.expected(step)
+    old, error, parts = step.old, 0.0, []
+    for new, momenta in step.links:
+        prediction = candidate.expected(dataclasses.replace(
+            step, old=old, new=new, momenta=momenta, links=(), in_chain=True,
+            old_error={quantity: error} if quantity in STATISTICS else {}))
+        if prediction is None:
+            return None
+        if quantity in STATISTICS:
+            old, error = {**old, quantity: prediction.value}, prediction.bound
+        parts.append(prediction)
+    return parts[-1] if quantity in STATISTICS else _stacked(*parts)
+
+
+def _fitting(steps, candidates, observed, quantity):
     """``(the candidates whose predictions hold every observed value within its bound, how many
     steps were compared)``; a candidate not applicable at some step does not fit."""
 
@@ -386,7 +444,7 @@ def _fitting(steps, candidates, observed):
     for candidate in candidates:
         check = tolerances.Check(candidate.key)
         for step, value in pairs:
-            prediction = candidate.expected(step)
+            prediction = _expected(candidate, step, quantity)
             if prediction is None:
                 check.fail("", "not applicable")
                 break
@@ -415,7 +473,9 @@ def diagnose_trace(trace):
                 expected_key = ZERO_DEBIASED
             if settings.get("fused") and quantity in ("moving_variance", "batch statistics"):
                 expected_key = "unbiased"  # the header says the graph uses the fused kernel
-            fitting, compared = _fitting(steps, candidates, observed)
+            if quantity == "inference output" and settings["epsilon"] is None:
+                continue  # verify says it was not checked: the epsilon is unknown
+            fitting, compared = _fitting(steps, candidates, observed, quantity)
             if not compared or any(c.key == expected_key for c in fitting):
                 continue
             alternatives = list({c.key: c for c in fitting}.values())
@@ -424,6 +484,9 @@ def diagnose_trace(trace):
                 message = candidate.message
                 if declared is not None and candidate.key == STANDARD:
                     message += f", not {mode.describe()} as the header declares"
+                elif expected_key == "unbiased" and candidate.key == STANDARD:
+                    message += (", not the unbiased (N-1) variance of the fused kernel the header "
+                                "declares")
                 findings.append(Finding(layer, quantity, candidate.key, message))
                 continue
             if alternatives:
@@ -457,19 +520,35 @@ def _run_findings(trace, layer):
 
 def _from_zero_findings(trace, layer):
     """Averages that started from zero without debiasing (``ExponentialMovingAverage`` of a
-    tensor): for the first updates they are pulled towards 0, not towards the batches."""
+    tensor, or zero initialisers): for the first updates they are pulled towards 0, not towards
+    the batches. Named only when the numbers tell the start apart from the usual one (moving
+    variance 1): the first update's moving variance from 0 and from 1 differs by the variance's
+    momentum ``m_v`` (``m_v * 1 + (1 - m_v) * v`` against ``(1 - m_v) * v``), which must exceed
+    that update's bound; with momentum 0 the start leaves no trace in any value."""
     settings, first = trace.layers[layer], trace.steps[0]["bn"].get(layer)
     if first is None or settings.get("zero_debias") or not trace.generic:
         return []
-    if not all(np.all(np.asarray(first[name]) == 0) for name in ("moving_mean", "moving_variance")):
+    if not all(np.all(np.asarray(first[name]) == 0) for name in STATISTICS):
         return []
-    momentum = settings["momentum"]
-    updates = sum("batch_mean" in record["bn"].get(layer, {}) for record in trace.steps)
-    weight = f"; after its {updates} updates the initial 0 still weighs {momentum ** updates:.3g}" \
-        if momentum is not None and updates else ""
+    step = next((step for step in _steps(trace, layer)
+                 if records.updates(step.new) and step.old is first), None)
+    if step is None:
+        return []  # no update from the initial state: nothing tells where it started
+    update = records.updates(step.new)[0]
+    momentum = records.momentum_of(settings, step.new, "moving_variance", update)
+    if momentum is None:
+        return []
+    from_one = formulas.moving_average(1.0, update["batch_variance"], momentum)
+    if not np.any(momentum > tolerances.moving_average_bound(1.0, update["batch_variance"],
+                                                             momentum, from_one)):
+        return []
+    updates = sum(len(records.updates(record["bn"].get(layer, {}))) for record in trace.steps)
+    weight = f"; after its {updates} updates the initial 0 still weighs {momentum ** updates:.3g}"
+    cause = "zero initialisers" if str(settings.get("kind", "")).startswith("batch norm") else \
+        "an ExponentialMovingAverage of tensors: its shadows start at zero"
     return [Finding(layer, "initial value", "from zero",
-                    "moving_mean and moving_variance started from 0 (an ExponentialMovingAverage "
-                    "of tensors: its shadows start at zero, without debiasing)" + weight)]
+                    f"moving_mean and moving_variance started from 0 ({cause}, without "
+                    "debiasing)" + weight)]
 
 
 def _fit_epsilon(steps):

@@ -15,6 +15,10 @@ evaluation orders are in use (tf_keras' ``assign_sub`` form and the fused kernel
 a moving average; the two-pass and the one-pass variance) a bound covers all of them. Terms of order
 ``u^2`` are absorbed by rounding the small integer factors up.
 
+TensorFlow on CPU also flushes float32 subnormals to zero (:func:`flush_slack`): every bound below
+adds that absolute slack for the values its formula may flush, so a result TensorFlow flushed to 0
+where NumPy has 8.3e-41 is within its bound.
+
 Every function takes and returns float64 NumPy arrays (broadcast like the formula's operands).
 ``*_error`` arguments carry the bound of an operand that is itself computed (a statistic the checks
 recompute from the layer's input rather than read from the trace); recorded float32 values are
@@ -35,6 +39,25 @@ import numpy as np
 from bnrepro.errors import UserError
 
 UNIT_ROUNDOFF = 2.0 ** -24  # u: float32's relative rounding error, half its machine epsilon
+SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)  # 2^-126 = 1.1754944e-38
+
+
+def flush_slack(count=1, gain=1.0):
+    """The absolute slack for float32 subnormals that TensorFlow flushes to zero::
+
+        count * gain * SMALLEST_NORMAL        (SMALLEST_NORMAL = 2^-126 = 1.1754944e-38)
+
+    TensorFlow's CPU kernels run with flush-to-zero and denormals-are-zero set (Eigen sets both
+    for its thread pools): any result or operand whose magnitude is below float32's smallest
+    normal, 1.1754944e-38, may be flushed to 0, an absolute error below ``SMALLEST_NORMAL`` in
+    that value, outside the relative model ``(1 + d)`` the rounding bounds use. It reaches the
+    formula's result through the result's slope with respect to that value, at most ``gain``; a
+    formula with at most ``count`` values that may be flushed is off by at most ``count * gain *
+    SMALLEST_NORMAL`` beyond its rounding bound. Each bound below says its ``count`` and
+    ``gain``; :meth:`Check.compare` adds ``flush_slack()`` to every bound, for the compared value
+    itself (a prediction exact up to rounding, bound 0, may still be written as 0).
+    """
+    return count * np.asarray(gain, dtype=np.float64) * SMALLEST_NORMAL
 
 
 def gamma(count):
@@ -63,13 +86,17 @@ def moving_average_bound(old, statistic, momentum, new, *, statistic_error=0.0, 
     ``2u (m |old| + (1 - m) |s|)`` and the sum ``u |new|``. Both are below::
 
         4u (|old| + (1 - m) |statistic| + |new|)  +  (1 - m) statistic_error  +  m old_error
+    + flush_slack(5)
 
-    (the last two: errors of computed operands, carried through the average's weights).
+    (the middle two: errors of computed operands, carried through the average's weights; the
+    last: the two operands and three results of either form, each reaching ``new`` with a weight
+    of at most 1, may be flushed).
     """
     momentum = float(momentum)
     old, statistic, new = np.abs(_f64(old)), np.abs(_f64(statistic)), np.abs(_f64(new))
     rounding = 4.0 * UNIT_ROUNDOFF * (old + (1.0 - momentum) * statistic + new)
-    return rounding + (1.0 - momentum) * _f64(statistic_error) + momentum * _f64(old_error)
+    return (rounding + (1.0 - momentum) * _f64(statistic_error) + momentum * _f64(old_error)
+            + flush_slack(5))
 
 
 def zero_debiased_bound(old, statistic, momentum, old_step, step, biased_old, biased_new, value,
@@ -92,13 +119,16 @@ def zero_debiased_bound(old, statistic, momentum, old_step, step, biased_old, bi
 def mean_bound(x, axes):
     """Bound of ``mean = sum(x) / N`` over ``axes``::
 
-        |fl(mean) - mean| <= (gamma(N) + 2u) * mean(|x|)
+        |fl(mean) - mean| <= (gamma(N) + 2u) * mean(|x|)  +  flush_slack(2N + 1)
 
-    (the sum's ``gamma(N - 1) sum |x|``, divided by ``N``, and the division's own rounding).
+    (the sum's ``gamma(N - 1) sum |x|``, divided by ``N``, and the division's own rounding; then
+    the values that may be flushed: summed first, the ``N`` operands and ``N - 1`` partial sums
+    reach the mean with weight ``1/N`` and the quotient with 1; scaled first (``sum(x / N)``), the
+    ``N`` quotients and ``N - 1`` partial sums with weight 1: at most ``2N + 1`` either way).
     """
     magnitude = np.mean(np.abs(_f64(x)), axis=axes)
     count = np.size(x) // max(np.size(magnitude), 1)
-    return (gamma(count) + 2.0 * UNIT_ROUNDOFF) * magnitude
+    return (gamma(count) + 2.0 * UNIT_ROUNDOFF) * magnitude + flush_slack(2 * count + 1)
 
 
 def variance_bound(x, axes, ddof=0):
@@ -115,6 +145,12 @@ def variance_bound(x, axes, ddof=0):
     is at least the variance and the squared mean; 9u leaves room for the ghost batches' extra
     average). The bound grows with ``mean^2 / var``: a variance much smaller than the squared
     mean is computed with few correct digits, and no tolerance can do better than that.
+
+    Flushed subnormals add ``flush_slack(4N + 4) * N / (N - ddof)``: the mean's own ``2N + 1``
+    (:func:`mean_bound`; it moves the two-pass variance by its square only, the one-pass one by
+    ``2 |mean|`` times it, below the rounding term unless everything is subnormal), and the
+    ``N`` squares, ``N - 1`` partial sums and the quotient, each reaching the sum divided by
+    ``N - ddof`` with weight at most 1.
     """
     x = _f64(x)
     second_moment = np.mean(x * x, axis=axes)
@@ -122,7 +158,7 @@ def variance_bound(x, axes, ddof=0):
     if count - ddof <= 0:
         return np.full(np.shape(second_moment), np.inf)
     return ((3.0 * gamma(count) + 9.0 * UNIT_ROUNDOFF) * second_moment
-            * count / (count - ddof))
+            + flush_slack(4 * count + 4)) * count / (count - ddof)
 
 
 def normalize_bound(x, mean, variance, gamma_, beta, epsilon, output, *, mean_error=0.0,
@@ -140,6 +176,12 @@ def normalize_bound(x, mean, variance, gamma_, beta, epsilon, output, *, mean_er
     ``|gamma| / sqrt(variance + epsilon) * mean_error`` and, for the variance, the change of
     ``1 / sqrt(variance + epsilon)`` over ``variance_error`` (exact, not linearised: a variance
     known to few digits moves the output a lot).
+
+    Flushed subnormals: the variance (one value, carried with ``variance_error``) and
+    ``flush_slack(8, gain)`` for ``x``, ``mean``, ``gamma``, ``beta`` and the intermediate results
+    of either form, with ``gain = 1 + |gamma| inv + |x - mean| (inv + 1)`` (``inv = 1 /
+    sqrt(variance + epsilon)``; the slopes of the output with respect to ``x``, ``mean`` and
+    ``x - mean``, to ``gamma``, and to ``gamma * inv``).
     """
     x, mean, variance = _f64(x), _f64(mean), _f64(variance)
     scale = np.abs(_f64(gamma_))
@@ -147,7 +189,9 @@ def normalize_bound(x, mean, variance, gamma_, beta, epsilon, output, *, mean_er
     inverse = 1.0 / np.sqrt(spread)
     rounding = 10.0 * UNIT_ROUNDOFF * (scale * (np.abs(x) + np.abs(mean)) * inverse
                                        + np.abs(_f64(beta)) + np.abs(_f64(output)))
-    variance_error = _f64(variance_error)
+    rounding = rounding + flush_slack(8, 1.0 + scale * inverse
+                                      + np.abs(x - mean) * (inverse + 1.0))
+    variance_error = _f64(variance_error) + flush_slack()
     smallest = np.maximum(spread - variance_error, 0.0)
     with np.errstate(divide="ignore"):
         inverse_at_worst = np.where(smallest > 0, 1.0 / np.sqrt(smallest), np.inf)
@@ -158,24 +202,28 @@ def normalize_bound(x, mean, variance, gamma_, beta, epsilon, output, *, mean_er
 
 def sqrt_bound(value, result, *, value_error=0.0):
     """Bound of ``result = sqrt(value)``: ``2u |result|`` for the rounding, and the exact change of
-    the square root over ``value_error``: ``sqrt(v) - sqrt(max(v - e, 0))``."""
-    value, error = _f64(value), _f64(value_error)
+    the square root over ``value_error`` and a flushed ``value`` (``e = value_error +
+    flush_slack()``): ``sqrt(v) - sqrt(max(v - e, 0))``, then ``flush_slack()`` for the result."""
+    value, error = _f64(value), _f64(value_error) + flush_slack()
     moved = np.sqrt(np.maximum(value, 0.0)) - np.sqrt(np.maximum(value - error, 0.0))
-    return 2.0 * UNIT_ROUNDOFF * np.abs(_f64(result)) + moved
+    return 2.0 * UNIT_ROUNDOFF * np.abs(_f64(result)) + moved + flush_slack()
 
 
 def quotient_bound(numerator, denominator, result, *, numerator_error=0.0, denominator_error=0.0):
     """Bound of ``result = numerator / denominator``::
 
         (numerator_error + |result| denominator_error) / (|denominator| - denominator_error)
-        + u |result|
+        + u |result|  +  flush_slack(2, max(1, 1 / (|denominator| - denominator_error)))
+
+    (flushed: the numerator, through ``1 / denominator``, and the quotient).
     """
     result = np.abs(_f64(result))
     room = np.abs(_f64(denominator)) - _f64(denominator_error)
     with np.errstate(divide="ignore", invalid="ignore"):
         carried = np.where(room > 0, (_f64(numerator_error) + result * _f64(denominator_error))
                            / np.where(room > 0, room, 1.0), np.inf)
-    return carried + UNIT_ROUNDOFF * result
+        gain = np.where(room > 0, np.maximum(1.0, 1.0 / np.where(room > 0, room, 1.0)), np.inf)
+    return carried + UNIT_ROUNDOFF * result + flush_slack(2, gain)
 
 
 # --- the posts' printed numbers ---------------------------------------------------------------------
@@ -320,13 +368,15 @@ class Check:
         return self.first_failure is None
 
     def compare(self, where, got, expected, bound):
-        """Compare arrays element-wise against ``bound`` (broadcast); remember the largest errors
-        and the first failure. A non-finite value on either side fails."""
+        """Compare arrays element-wise against ``bound + flush_slack()`` (broadcast: the compared
+        value itself may have been flushed, :func:`flush_slack`); remember the largest errors and
+        the first failure. A non-finite value on either side fails."""
         got = np.asarray(got, dtype=np.float64)
         expected = np.asarray(expected, dtype=np.float64)
         if got.shape != expected.shape and got.size == expected.size:
             got = got.reshape(expected.shape)  # e.g. a ghost-batch layer's (1, 1, C) against (C,)
-        bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), expected.shape)
+        bound = np.broadcast_to(np.asarray(bound, dtype=np.float64) + flush_slack(),
+                                expected.shape)
         with np.errstate(invalid="ignore"):
             error = np.abs(got - expected)
         self.compared += error.size

@@ -58,7 +58,7 @@ from typing import Optional
 
 import numpy as np
 
-from bnrepro.check import formulas, tolerances
+from bnrepro.check import formulas, records, tolerances
 from bnrepro.check.diagnose import diagnose_trace
 from bnrepro.check.layer_modes import LayerMode, moving_stddev_with_bound, renorm_variable
 from bnrepro.check.tolerances import Check
@@ -76,10 +76,12 @@ class Report:
     checks: list
     variance_used: dict = field(default_factory=dict)  # layer -> BIASED / UNBIASED / AMBIGUOUS / None
     modes: dict = field(default_factory=dict)  # layer -> LayerMode.describe(), declared modes only
-    skipped: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # "not checked for LAYER: what: why" lines
+    not_checked: set = field(default_factory=set)  # checks left out for a reason (skipped says it)
     diagnosis: list = field(default_factory=list)  # bnrepro.check.diagnose.Finding: other conventions
     ending: Optional[str] = None  # why the trace is not a whole, finished run (None: it is)
     diverged: bool = False  # the run ended with non-finite values
+    nothing: Optional[str] = None  # why a whole trace holds no step (NOTHING TO CHECK)
 
     @property
     def formulas_hold(self):
@@ -93,13 +95,15 @@ class Report:
 
     def format(self):
         """The table a user reads, then the variance convention, then the verdict."""
+        if self.nothing is not None:
+            return "\n".join([f"verify {self.path}", *self.skipped, self.verdict()])
         lines = [f"verify {self.path}",
                  f"{'check':<34} {'values':>7} {'max abs err':>12} {'max rel err':>12} "
                  f"{'of bound':>9}  result"]
         for check in self.checks:
             result = "ok" if check.passed else "FAIL"
             if not check.compared:
-                result = "not recorded"
+                result = "not checked" if check.name in self.not_checked else "not recorded"
             lines.append(f"{check.name:<34} {check.compared:>7} {check.max_abs_error:>12.3g} "
                          f"{check.max_rel_error:>12.3g} {check.max_bound_fraction:>9.2g}  {result}")
         for layer, mode in self.modes.items():
@@ -116,7 +120,9 @@ class Report:
         return "\n".join(lines)
 
     def verdict(self):
-        """The last line: PASS, FAIL, DIVERGED or INCOMPLETE, and why."""
+        """The last line: PASS, FAIL, DIVERGED, INCOMPLETE or NOTHING TO CHECK, and why."""
+        if self.nothing is not None:
+            return f"NOTHING TO CHECK: {self.nothing}; a trace with nothing in it is not a PASS"
         failures = [check for check in self.checks if not check.passed]
         if failures:
             prefix = f"DIVERGED ({self.ending}); " if self.diverged else ""
@@ -143,7 +149,8 @@ AVERAGE_CHECK = "moving average update"
 
 def verify_trace(trace):
     """Run every check over a :class:`bnrepro.trace.Trace`; return a :class:`Report`."""
-
+    if not trace.steps:
+        return _nothing_to_check(trace)
     modes = {layer: LayerMode.from_header(settings, layer) for layer, settings in trace.layers.items()}
     names = CHECK_NAMES + (RENORM_CHECK_NAMES if any(m.renorm for m in modes.values()) else ())
     if trace.generic:
@@ -162,6 +169,49 @@ def verify_trace(trace):
     if report.diverged and report.ending is None:
         report.ending = f"non-finite values: {checks[FINITE_CHECK].first_failure}"
     report.diagnosis = diagnose_trace(trace)
+    return report
+
+
+UPDATE_SHAPES = (
+    "  assign_sub(V, (V - x) * (1 - momentum))      as tf.layers and tf_keras batch norm, "
+    "assign_moving_average and ExponentialMovingAverage build it",
+    "  assign(V, V * momentum + x * (1 - momentum))  a tf.assign of the weighted sum",
+)
+
+
+def _nothing_to_check(trace):
+    """The report of a whole trace without a step (``bnrepro trace`` of a program in whose graphs
+    nothing was found, or whose runs never read the state): verdict ``NOTHING TO CHECK``, not a
+    pass, with what was searched, what is found and what to check."""
+    report = Report(path=trace.path, checks=[])
+    end = trace.end
+    names = list(trace.layers) + list(trace.averages)
+    searched = trace.header.get("graphs_searched") or []
+    graphs = "; ".join(f"{graph.get('graph', '?')}: {graph.get('operations', '?')} operations"
+                       for graph in searched)
+    if end["status"] != "complete":
+        reason = f" ({end['reason']})" if end.get("reason") else ""
+        report.nothing = f"the run {end['status']}{reason} before any step was recorded"
+    elif names:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        report.nothing = (f"the header lists {len(names)} moving averages ({shown}) but no run "
+                          "recorded their state")
+        report.skipped = ["the tracer records a graph's state at its first run after the "
+                          "variables are initialised, then every run that moves a statistic or "
+                          "trains: the program ran none (did it run its training after "
+                          "initialising, in that graph, while traced?)"]
+    else:
+        report.nothing = "no moving average was found in the graphs the program ran"
+        report.skipped = [
+            f"graphs searched: {graphs or 'none (the program ran no session run while traced)'}",
+            "bnrepro trace finds, by the graph's structure, an assignment that mixes a "
+            "non-trainable variable's old value V with a tensor x the run computes, in either "
+            "shape:", *UPDATE_SHAPES,
+            "what to check: are the moving averages built in a TF1 graph that session.run (or "
+            "Keras' graph-mode fit) runs, not eagerly or in a tf.function? do the training runs "
+            "run the updates (tf.GraphKeys.UPDATE_OPS as a control dependency of the train op, or "
+            "the layer's updates)? did the runs happen while traced (bnrepro trace SCRIPT, or "
+            "inside bnrepro.tracing)?"]
     return report
 
 
@@ -205,6 +255,11 @@ def _numbers(record):
     for section in ("bn", "inference", "averages"):
         for layer, quantities in record.get(section, {}).items():
             for quantity, value in quantities.items():
+                if quantity == records.UPDATES:
+                    for number, update in enumerate(value, start=1):
+                        for name, item in update.items():
+                            yield f"{section} {layer} update {number} {name}", item
+                    continue
                 yield f"{section} {layer} {quantity}", value
     for section in ("variables", "metrics", "after"):
         for name, value in record.get(section, {}).items():
@@ -215,38 +270,25 @@ def _numbers(record):
 
 
 def _verify_layer(trace, layer, mode, checks, report):
-    """One layer's comparisons, under its declared ``mode``, into ``checks``."""
+    """One layer's comparisons, under its declared ``mode``, into ``checks``; what cannot be
+    checked (an unknown epsilon or momentum, inputs not recorded) into ``report.skipped``."""
     settings = trace.layers[layer]
     epsilon = settings["epsilon"]
     variance_checks = {convention: Check("batch_variance from inputs")
                        for convention in formulas.VARIANCE_CONVENTIONS}
+    unchecked = {}  # what was not checked -> why, in the order met
+    ran = inputs = inference = 0  # steps whose update ran; updates with inputs; inference pairs
     for record in trace.steps:
         if layer not in record["bn"]:
             continue
         previous = trace.before(record, layer)
         state = record["bn"][layer]
-        momentum = state.get("momentum", settings["momentum"])
+        links = records.updates(state)
         where = f"step {record['step']}, layer {layer}"
-        if previous is not None and "batch_mean" in state:
-            old = previous["bn"][layer]
-            if settings.get("zero_debias"):
-                _verify_zero_debiased(checks, where, old, state, momentum)
-            elif mode.renorm:
-                old_stddev, old_stddev_error = moving_stddev_with_bound(previous, layer, epsilon)
-                expected = formulas.moving_average(old["moving_mean"], state["batch_mean"],
-                                                   momentum)
-                checks["moving_mean update"].compare(
-                    where, state["moving_mean"], expected, tolerances.moving_average_bound(
-                        old["moving_mean"], state["batch_mean"], momentum, expected))
-                _verify_renorm(checks, where, mode, record, previous, layer, momentum, epsilon,
-                               old_stddev, old_stddev_error)
-            else:
-                for statistic, consumed in (("moving_mean", "batch_mean"),
-                                            ("moving_variance", "batch_variance")):
-                    expected = formulas.moving_average(old[statistic], state[consumed], momentum)
-                    checks[f"{statistic} update"].compare(
-                        where, state[statistic], expected, tolerances.moving_average_bound(
-                            old[statistic], state[consumed], momentum, expected))
+        ran += bool(links)
+        if previous is not None and links:
+            _verify_updates(checks, where, settings, mode, previous, record, layer, links,
+                            unchecked)
         if previous is not None and record.get("run", {}).get("trained"):
             old = previous["bn"][layer]
             still = all(np.array_equal(state[name], old[name])
@@ -256,37 +298,33 @@ def _verify_layer(trace, layer, mode, checks, report):
                 checks[MOVES_CHECK].first_failure = (
                     f"{where}: the run trained (an optimizer ran) but the moving statistics did not "
                     "move: their update is not part of the training run")
-        if "batch_input" in state:
-            x = state["batch_input"]
-            try:
-                moments = {convention: mode.moments(x, convention)
-                           for convention in formulas.VARIANCE_CONVENTIONS}
-            except ValueError as error:  # the declared ghost batches do not split the batch
-                checks["batch_mean from inputs"].fail(where, str(error))
-                moments = {}
-            axes = formulas.reduction_axes(x)
-            if "batch_mean" not in state:  # the update did not run: nothing it consumed
-                moments = {}
-            if moments:
-                checks["batch_mean from inputs"].compare(
-                    where, state["batch_mean"], moments[formulas.BIASED][0],
-                    tolerances.mean_bound(x, axes))
-            for convention, pair in moments.items():
-                if pair is not None:  # None: N - 1 = 0, the unbiased variance does not exist
-                    ddof = 1 if convention == formulas.UNBIASED else 0
-                    variance_checks[convention].compare(
-                        where, state["batch_variance"], pair[1],
-                        tolerances.variance_bound(x, axes, ddof))
+        for number, link in enumerate(links, start=1):
+            if "batch_input" in link:
+                inputs += 1
+                _verify_from_inputs(checks, variance_checks, _update_place(where, number, links),
+                                    mode, link)
         if previous is not None and layer in record.get("inference", {}):
-            old = previous["bn"][layer]
-            pair = record["inference"][layer]
-            expected = formulas.normalize(pair["input"], old["moving_mean"],
-                                          old["moving_variance"], old["gamma"], old["beta"],
-                                          epsilon)
-            checks["inference formula"].compare(
-                where, pair["output"], expected, tolerances.normalize_bound(
-                    pair["input"], old["moving_mean"], old["moving_variance"], old["gamma"],
-                    old["beta"], epsilon, expected))
+            inference += 1
+            if epsilon is not None:
+                _verify_inference(checks["inference formula"], where, previous["bn"][layer],
+                                  record["inference"][layer], epsilon)
+    if epsilon is None:
+        what = "which epsilon the inference output follows (the diagnosis' epsilons)"
+        if inference:
+            what = (f"the inference formula ({inference} steps) and which epsilon it follows (the "
+                    "diagnosis' epsilons)")
+            report.not_checked.add("inference formula")
+        unchecked[what] = ("its epsilon is unknown: null in the header, not found in the graph "
+                           "(bnrepro trace reads it from the fused kernel's attribute or the "
+                           "constant tf.nn.batch_normalization adds)")
+    if ran and not inputs:
+        consumed = ("the fused kernel's unbiased (N-1) variance, as the header declares"
+                    if settings.get("fused") else "as recorded")
+        unchecked["batch_mean and batch_variance from the layer's inputs"] = (
+            "the layer's input was not recorded; the moving-average updates were checked with "
+            f"the batch statistics they consumed ({consumed})")
+    report.skipped.extend(f"not checked for {layer}: {what}: {why}" for what, why in
+                          unchecked.items())
     if variance_checks[formulas.BIASED].compared:
         followed = _variance_followed(variance_checks)
         report.variance_used[layer] = followed
@@ -294,14 +332,105 @@ def _verify_layer(trace, layer, mode, checks, report):
         _merge(checks["batch_variance from inputs"], variance_checks[merged])
 
 
-def _verify_zero_debiased(checks, where, old, state, momentum):
+def _update_place(where, number, links):
+    """``where``, with ``update i of k`` when the run updated the layer ``k > 1`` times."""
+    return where if len(links) == 1 else f"{where}, update {number} of {len(links)}"
+
+
+def _verify_updates(checks, where, settings, mode, previous, record, layer, links, unchecked):
+    """A step's moving-average updates: ``moving_mean`` and ``moving_variance`` from the state
+    before the run through each update in the order they ran (:func:`_verify_chain`); a
+    zero-debiased or renorm layer with its own formulas (one update per run)."""
+    old, state = previous["bn"][layer], record["bn"][layer]
+    momenta = {statistic: [records.momentum_of(settings, state, statistic, link) for link in links]
+               for statistic in ("moving_mean", "moving_variance")}
+    unknown = [statistic for statistic, values in momenta.items() if None in values]
+    if unknown:
+        unchecked[f"the {' and '.join(unknown)} updates"] = (
+            "the momentum is computed at run time and was not recorded at some steps")
+    several = len(links) > 1
+    if several and (settings.get("zero_debias") or mode.renorm):
+        unchecked["the updates of runs that updated the layer several times"] = (
+            "a zero-debiased or renorm layer is checked one update per run")
+        return
+    if settings.get("zero_debias"):
+        if not unknown:
+            _verify_zero_debiased(checks, where, old, state,
+                                  {name: values[0] for name, values in momenta.items()})
+        return
+    pairs = (("moving_mean", "batch_mean"), ("moving_variance", "batch_variance"))
+    if mode.renorm:
+        pairs = pairs[:1]
+        epsilon = settings["epsilon"]
+        if epsilon is None:
+            unchecked["the moving_variance update (renorm)"] = (
+                "renorm averages sqrt(batch_variance + epsilon), and epsilon is unknown")
+        elif "moving_variance" not in unknown:
+            old_stddev, old_stddev_error = moving_stddev_with_bound(previous, layer, epsilon)
+            _verify_renorm(checks, where, mode, record, previous, layer,
+                           momenta["moving_variance"][0], epsilon, old_stddev, old_stddev_error)
+    for statistic, consumed in pairs:
+        if statistic not in unknown:
+            _verify_chain(checks[f"{statistic} update"], where, old[statistic],
+                          [link[consumed] for link in links], momenta[statistic], state[statistic])
+
+
+def _verify_chain(check, where, old, consumed, momenta, recorded):
+    """The moving average from ``old`` through each consumed value in order, against ``recorded``::
+
+        v_0 = old,   v_i = m_i * v_(i-1) + (1 - m_i) * consumed_i,   recorded = v_k
+
+    with the bound carried along: ``e_i = moving_average_bound(v_(i-1), consumed_i, m_i, v_i,
+    old_error=e_(i-1))`` (:func:`bnrepro.check.tolerances.moving_average_bound`), ``e_0 = 0``. One
+    update (``k = 1``) is the standard check."""
+    value, bound = np.asarray(old, dtype=np.float64), 0.0
+    for statistic, momentum in zip(consumed, momenta):
+        new = formulas.moving_average(value, statistic, momentum)
+        bound = tolerances.moving_average_bound(value, statistic, momentum, new, old_error=bound)
+        value = new
+    check.compare(where, recorded, value, bound)
+
+
+def _verify_from_inputs(checks, variance_checks, where, mode, update):
+    """An update's consumed ``batch_mean`` and ``batch_variance`` against the moments of its
+    ``batch_input`` (under ``mode``: ghost batches), the variance both biased and unbiased."""
+    x = update["batch_input"]
+    try:
+        moments = {convention: mode.moments(x, convention)
+                   for convention in formulas.VARIANCE_CONVENTIONS}
+    except ValueError as error:  # the declared ghost batches do not split the batch
+        checks["batch_mean from inputs"].fail(where, str(error))
+        return
+    axes = formulas.reduction_axes(x)
+    checks["batch_mean from inputs"].compare(
+        where, update["batch_mean"], moments[formulas.BIASED][0], tolerances.mean_bound(x, axes))
+    for convention, pair in moments.items():
+        if pair is not None:  # None: N - 1 = 0, the unbiased variance does not exist
+            ddof = 1 if convention == formulas.UNBIASED else 0
+            variance_checks[convention].compare(where, update["batch_variance"], pair[1],
+                                                tolerances.variance_bound(x, axes, ddof))
+
+
+def _verify_inference(check, where, old, pair, epsilon):
+    """``output = gamma_old * (input - moving_mean_old) / sqrt(moving_variance_old + epsilon) +
+    beta_old``."""
+    expected = formulas.normalize(pair["input"], old["moving_mean"], old["moving_variance"],
+                                  old["gamma"], old["beta"], epsilon)
+    check.compare(where, pair["output"], expected, tolerances.normalize_bound(
+        pair["input"], old["moving_mean"], old["moving_variance"], old["gamma"], old["beta"],
+        epsilon, expected))
+
+
+def _verify_zero_debiased(checks, where, old, state, momenta):
     """A zero-debiased layer's moving mean and variance
-    (:func:`bnrepro.check.formulas.zero_debiased_average`), with the ``local_step`` before and after."""
+    (:func:`bnrepro.check.formulas.zero_debiased_average`), with the ``local_step`` before and after
+    and each average's momentum (``momenta[statistic]``)."""
     if "local_step" not in state or "local_step" not in old:
         checks["moving_mean update"].fail(where, "a zero-debiased average without its local_step")
         return
     steps = float(np.ravel(old["local_step"])[0]), float(np.ravel(state["local_step"])[0])
     for statistic, consumed in (("moving_mean", "batch_mean"), ("moving_variance", "batch_variance")):
+        momentum = momenta[statistic]
         biased_old, biased_new, expected = formulas.zero_debiased_average(
             old[statistic], state[consumed], momentum, *steps)
         checks[f"{statistic} update"].compare(

@@ -23,9 +23,13 @@ the initial state). From the tracer:
   layer has them, ``gamma``, ``beta`` after the step; for steps >= 1 ``batch_mean`` and
   ``batch_variance`` as the step's update consumed them (when it ran) and ``batch_input`` (the
   layer's input in that run, on the steps that keep it); ``local_step`` (zero-debiased averages)
-  and ``momentum`` (computed at run time) where they apply. The state before a step is the one of
-  the last earlier step holding the layer (none when step numbers are missing in between: a trace
-  that keeps some steps only);
+  and ``momentum`` / ``momentum_variance`` (computed at run time) where they apply. A layer the
+  run updated several times (one layer applied to two inputs in one run: a GAN's discriminator on
+  real and generated data) holds ``"updates": [{"batch_mean", "batch_variance"[, "batch_input",
+  "momentum", "momentum_variance"]}, ...]``, what each update consumed in the order they ran,
+  with the state after the last. The state before a step is the one of the last earlier step
+  holding the layer (none when step numbers are missing in between: a trace that keeps some
+  steps only);
 * ``"averages"``: ``{name: {"value", "consumed"[, "local_step", "momentum"]}}`` of the averages
   that pair with no other (the header's ``"averages"``).
 
@@ -70,6 +74,7 @@ BINARY_MIN_VALUES = 100  # an array this large goes to ARRAYS_FILE; smaller ones
 ARRAY_SECTIONS = ("bn", "inference", "averages", "variables", "batch", "metrics", "after")
 LAYER_STATE = ("moving_mean", "moving_variance", "gamma", "beta")
 BATCH_STATISTICS = ("batch_mean", "batch_variance")
+UPDATES = "updates"  # a layer updated several times in one run: what each update consumed, in order
 
 
 def library_versions():

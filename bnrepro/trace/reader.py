@@ -11,7 +11,7 @@ import numpy as np
 
 from bnrepro.errors import UserError
 from bnrepro.trace.format import (ARRAY_SECTIONS, ARRAYS_FILE, BATCH_STATISTICS, END_STATUSES,
-                                  FORMAT_2, FORMATS, LAYER_STATE, TRACE_FILE)
+                                  FORMAT_2, FORMATS, LAYER_STATE, TRACE_FILE, UPDATES)
 
 
 @dataclass
@@ -72,7 +72,9 @@ def read_trace(path):
     """Read and check a trace file (or a directory holding ``trace.jsonl``); return a :class:`Trace`.
 
     Raises :class:`UserError` naming the file, the line and the problem for a missing file, a line
-    that is not JSON (a truncated write), another format version, or tensors whose shapes disagree.
+    that is not JSON (a truncated write), another format version, tensors whose shapes disagree,
+    or a header with neither steps nor an end line. A header and an end line without steps is a
+    whole trace of a program in which nothing was recorded (``bnrepro verify``: NOTHING TO CHECK).
     """
     if os.path.isdir(path):
         path = os.path.join(path, TRACE_FILE)
@@ -109,8 +111,8 @@ def read_trace(path):
     generic = header["format"] == FORMAT_2
     steps = [_check_step(path, number, record, header["layers"], generic)
              for number, record in enumerate(objects[1:], start=2)]
-    if not steps:
-        raise UserError(f"{path} has a header but no steps (truncated?)")
+    if not steps and end is None:
+        raise UserError(f"{path} has a header but no steps and no end line (cut short?)")
     return Trace(path=path, header=header, steps=steps, end=end)
 
 
@@ -158,6 +160,11 @@ def _resolved(record, arrays, where):
 
 
 def _value(value, arrays, where):
+    """A value with its array references replaced by the arrays: one reference, or the
+    references in a layer's ``updates`` (a list of ``{quantity: value}``)."""
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return [{quantity: _value(item, arrays, where) for quantity, item in update.items()}
+                for update in value]
     return arrays.row(where, value) if isinstance(value, dict) and "array" in value else value
 
 
@@ -195,18 +202,14 @@ def _check_step(path, line, record, layers, generic=False):
             for name, quantities in (record.get("averages") or {}).items()}
     for layer, quantities in batch_norm.items():
         arrays = {name: _parameter_shape(name, _array(where, f"bn {layer} {name}", value))
-                  for name, value in quantities.items()}
+                  for name, value in quantities.items() if name != UPDATES}
         missing = [name for name in required if name not in arrays]
         if missing:
             raise UserError(f"{where}: layer {layer} lacks {', '.join(missing)}")
         channels = arrays["moving_mean"].shape
-        for name in LAYER_STATE + BATCH_STATISTICS:
-            if name in arrays and arrays[name].shape != channels:
-                raise UserError(f"{where}: layer {layer} {name} has shape {arrays[name].shape}, "
-                                f"moving_mean has {channels}")
-        if "batch_input" in arrays and arrays["batch_input"].shape[-1:] != channels:
-            raise UserError(f"{where}: layer {layer} batch_input's last axis "
-                            f"{arrays['batch_input'].shape[-1:]} does not match {channels}")
+        _check_consumed(where, f"layer {layer}", arrays, channels)
+        if UPDATES in quantities:
+            arrays[UPDATES] = _updates(where, layer, quantities[UPDATES], channels)
         converted["bn"][layer] = arrays
     if "inference" in record:
         converted["inference"] = {}
@@ -222,6 +225,37 @@ def _check_step(path, line, record, layers, generic=False):
                                 f"{outputs.shape} must match each other and {channels} channels")
             converted["inference"][layer] = {"input": inputs, "output": outputs}
     return converted
+
+
+def _check_consumed(where, what, arrays, channels):
+    """Per-channel quantities of shape ``channels``, and ``batch_input``'s last axis."""
+    for name in LAYER_STATE + BATCH_STATISTICS:
+        if name in arrays and arrays[name].shape != channels:
+            raise UserError(f"{where}: {what} {name} has shape {arrays[name].shape}, "
+                            f"moving_mean has {channels}")
+    if "batch_input" in arrays and arrays["batch_input"].shape[-1:] != channels:
+        raise UserError(f"{where}: {what} batch_input's last axis "
+                        f"{arrays['batch_input'].shape[-1:]} does not match {channels}")
+
+
+def _updates(where, layer, value, channels):
+    """A layer's ``updates`` (:mod:`bnrepro.trace.format`): a list of ``{"batch_mean",
+    "batch_variance"[, "batch_input", "momentum", "momentum_variance"]}``, each checked like the
+    layer's own consumed values."""
+    if not isinstance(value, list) or not value or not all(isinstance(u, dict) for u in value):
+        raise UserError(f"{where}: layer {layer} updates must be a list of objects, one per "
+                        "update in the order they ran")
+    updates = []
+    for number, update in enumerate(value, start=1):
+        what = f"layer {layer} update {number}"
+        arrays = {name: _parameter_shape(name, _array(where, f"bn {what} {name}", item))
+                  for name, item in update.items()}
+        missing = [name for name in BATCH_STATISTICS if name not in arrays]
+        if missing:
+            raise UserError(f"{where}: {what} lacks {', '.join(missing)}")
+        _check_consumed(where, what, arrays, channels)
+        updates.append(arrays)
+    return updates
 
 
 def _parameter_shape(name, array):

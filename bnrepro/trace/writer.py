@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from bnrepro.trace.format import (ARRAY_SECTIONS, ARRAYS_FILE, BINARY_MIN_VALUES, CSV_FILE,
-                                  TRACE_FILE, end_record, to_json_value)
+                                  TRACE_FILE, UPDATES, end_record, to_json_value)
 
 CSV_LINE_END = "\r\n"  # the csv module's default (excel) line terminator
 
@@ -119,7 +119,11 @@ class TraceWriter:
             for name, value in entries.items():
                 if isinstance(value, dict):  # {layer: {quantity: value}}
                     written[section][name] = {
-                        quantity: self._stored(section, name, quantity, item)
+                        quantity: (self._stored(section, name, quantity, item)
+                                   if quantity != UPDATES else
+                                   [{consumed: self._stored(section, name, f"{UPDATES}|{consumed}",
+                                                            array)
+                                     for consumed, array in update.items()} for update in item])
                         for quantity, item in value.items()}
                 else:
                     written[section][name] = self._stored(section, name, "", value)
@@ -214,6 +218,11 @@ def _flatten_step(step):
     for section in ("bn", "inference", "averages"):
         for layer, quantities in step.get(section, {}).items():
             for quantity, value in quantities.items():
+                if quantity == UPDATES:  # updates.1.batch_mean, ... in the order they ran
+                    for number, update in enumerate(value, start=1):
+                        for consumed, item in update.items():
+                            yield section, layer, f"{UPDATES}.{number}.{consumed}", item
+                    continue
                 yield section, layer, quantity, value
     for name, value in step.get("variables", {}).items():
         yield "variables", name, "value", value
