@@ -60,7 +60,7 @@ among :attr:`Discovery.averages`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
@@ -84,6 +84,15 @@ class Average:
     update: Update
     biased: Optional[object] = None  # zero-debias: the variables V/biased and V/local_step
     local_step: Optional[object] = None
+    others: list = field(default_factory=list)  # further updates of the variable (a shared layer)
+
+    @property
+    def every_update(self):
+        return [self.update, *self.others]
+
+    def applied(self, update):
+        """This average as seen by one of its updates."""
+        return replace(self, update=update, others=[])
 
     @property
     def zero_debias(self):
@@ -113,6 +122,9 @@ class Layer:
     kind: str = "tf.nn.moments"  # what keeps the statistics (:func:`_kind`)
     mode: LayerMode = field(default_factory=LayerMode)  # ghost batches, renorm (standard: neither)
     moving_stddev: Optional[object] = None  # renorm: the tf.Variable the variance update averages
+    # the layer's applications, itself first: more than one when it normalises several inputs,
+    # each application then updating the moving statistics once (its own consumed values, input)
+    applications: list = field(default_factory=list)
 
     @property
     def averages(self):
@@ -179,23 +191,24 @@ def discover(graph):
         for variable in tf.compat.v1.global_variables():
             variables[variable.op.name] = variable
     sites = list(_assignment_sites(graph))
-    updates = {}
+    updates = {}  # variable name -> every update of it (a layer applied twice updates it twice)
     for assignment, site in sites:
         update = update_of(assignment, site)
         if (update is not None and update.variable in variables
                 and not variables[update.variable].trainable):
-            updates.setdefault(update.variable, update)
+            updates.setdefault(update.variable, []).append(update)
     averages = {}
     debiased = _zero_debiased(sites, variables)
-    for name, update in updates.items():
+    for name, found in updates.items():
+        update, *others = found
         if name in debiased:
             owner, local_step = debiased[name]
-            update.zero_debias = True
-            update.variable = owner
+            for each in found:
+                each.zero_debias, each.variable = True, owner
             averages[owner] = Average(owner, variables[owner], update, biased=variables[name],
-                                      local_step=variables[local_step])
+                                      local_step=variables[local_step], others=others)
             continue
-        averages.setdefault(name, Average(name, variables[name], update))
+        averages.setdefault(name, Average(name, variables[name], update, others=others))
     renorm_variances = _renorm_variance_averages(sites, variables)
     layers, paired = _pair_into_layers(graph, averages, renorm_variances, variables)
     unpaired = [average for name, average in averages.items() if name not in paired]
@@ -461,10 +474,13 @@ def _pair_into_layers(graph, averages, renorm_variances, variables):
     ``(layers, names of the averages paired into layers)``; a ghost-batch or renorm layer has its
     mode set (:attr:`Layer.mode`)."""
     by_key = {}
-    for name, average in list(averages.items()) + list(renorm_variances.items()):
-        found = _moments_source(average.update.consumed)
-        if found is not None:
-            by_key.setdefault(found.key, {}).setdefault(found.statistic, []).append((average, found))
+    for name, whole in list(averages.items()) + list(renorm_variances.items()):
+        for update in whole.every_update:
+            average = whole.applied(update) if whole.others else whole
+            found = _moments_source(update.consumed)
+            if found is not None:
+                by_key.setdefault(found.key, {}).setdefault(found.statistic, []).append(
+                    (average, found))
     layers, paired = [], set()
     for key, statistics in by_key.items():
         if set(statistics) != {"mean", "variance"}:
@@ -499,7 +515,22 @@ def _pair_into_layers(graph, averages, renorm_variances, variables):
             options.update(renorm=True, **_renorm_clipping(graph, layer.name))
         layer.mode = LayerMode(virtual_batch_size=virtual_batch_size, ghost_layout=STRIDED,
                                **options)
-    return layers, paired
+    return _shared(layers), paired
+
+
+def _shared(layers):
+    """One layer per pair of moving variables: a layer applied to several inputs (``reuse``: a GAN
+    discriminator on real and fake, siamese towers) is paired once per application; the first
+    stands for the layer, with every application in :attr:`Layer.applications`."""
+    by_variables = {}
+    for layer in layers:
+        key = (layer.mean.name, layer.variance.name)
+        if key in by_variables:
+            by_variables[key].applications.append(layer)
+        else:
+            layer.applications = [layer]
+            by_variables[key] = layer
+    return list(by_variables.values())
 
 
 KERAS_KIND = "batch norm (tf.layers / tf_keras BatchNormalization"

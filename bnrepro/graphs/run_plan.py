@@ -43,6 +43,8 @@ class RunPlan:
     unfetchable: dict = field(default_factory=dict)
     fed: frozenset = frozenset()
     races: list = field(default_factory=list)  # :func:`unordered_reads` of the run
+    # a shared layer's trace name -> whether the run orders its updates (:func:`_in_order`)
+    ordered: dict = field(default_factory=dict)
     _variants: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -64,7 +66,7 @@ class RunPlan:
             variant = RunPlan({key: tensor for key, tensor in self.extra.items()
                                if key not in dropped}, self.averages, self.layers, self.trained,
                               self.may_change, self.fetched, keys=self.keys, after=self.after,
-                              unfetchable=self.unfetchable).arrange(self.fed)
+                              unfetchable=self.unfetchable, ordered=self.ordered).arrange(self.fed)
             self._variants[taken] = variant
         return variant
 
@@ -78,7 +80,7 @@ class RunPlan:
                     if key not in self.fed_extra]
         self.computed_extra = (tuple(key for key, _ in computed),
                                tuple(tensor for _, tensor in computed))
-        inputs = {key for key in self.extra if self.keys[key][1] == "batch_input"}
+        inputs = {key for key in self.extra if base_role(self.keys[key][1]) == "batch_input"}
         if not inputs:
             self.lean = self
             return self
@@ -87,9 +89,14 @@ class RunPlan:
                             self.may_change, self.fetched, keys=self.keys, after=self.after,
                             conditional={key: conditions for key, conditions
                                          in self.conditional.items() if key not in inputs},
-                            unfetchable=self.unfetchable)
+                            unfetchable=self.unfetchable, ordered=self.ordered)
         self.lean.arrange(fed)
         return self
+
+
+def base_role(role):
+    """A record role without a shared layer's ``updates.<index>.``: ``batch_input``, ..."""
+    return role.rsplit(".", 1)[-1]
 
 
 def build_plan(found, prefix, graph, fetches, feeds, variables=None):
@@ -104,19 +111,26 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
     def computed(tensor):  # by the run itself, or fed to it
         return tensor.op.name in executed or tensor.name in fed
 
-    extra, averages, layers = {}, [], []
+    extra, averages, layers, ordered = {}, [], [], {}
     for layer in found.layers:
         name = prefix + layer.name
-        runs = [a for a in layer.averages if a.update.site.name in executed]
-        for role, average in zip(("batch_mean", "batch_variance"), layer.averages):
-            if average in runs and computed(average.update.consumed):
-                extra[(name, role)] = average.update.consumed
-                if average.update.weight_tensor is not None:
-                    extra[(name, role + " weight")] = average.update.weight_tensor
-        averages += runs
-        if layer.inputs is not None and computed(layer.inputs):
-            layers.append(layer)
-            extra[(name, "batch_input")] = layer.inputs
+        applications = layer.applications or [layer]
+        if len(applications) > 1:  # a shared layer: its updates in the order they run
+            applications, ordered[name] = _in_order(
+                [a for a in applications if a.mean.update.site.name in executed], executed)
+        for index, application in enumerate(applications):
+            # a shared layer's roles are "updates.<index>.<role>" (bnrepro.trace: record["bn"])
+            within = f"updates.{index}." if name in ordered else ""
+            runs = [a for a in application.averages if a.update.site.name in executed]
+            for role, average in zip(("batch_mean", "batch_variance"), application.averages):
+                if average in runs and computed(average.update.consumed):
+                    extra[(name, within + role)] = average.update.consumed
+                    if average.update.weight_tensor is not None:
+                        extra[(name, within + role + " weight")] = average.update.weight_tensor
+            averages += runs
+            if application.inputs is not None and computed(application.inputs):
+                layers.append(application)
+                extra[(name, within + "batch_input")] = application.inputs
     for average in found.averages:
         if average.update.site.name in executed:
             averages.append(average)
@@ -150,12 +164,23 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
     plan = RunPlan({str(key): tensor for key, tensor in extra.items()}, averages, layers,
                    trained, bool(averages) or trained or assigns, list(fetches)[:20],
                    keys=dict(zip((str(key) for key in extra), extra)), after=after,
-                   conditional=conditional, unfetchable=unfetchable).arrange(fed)
+                   conditional=conditional, unfetchable=unfetchable, ordered=ordered).arrange(fed)
     plan.races = unordered_reads([average.variable for average in averages], executed, alive)
     return plan
 
 
 # --- reads a run does not order against its updates ------------------------------------------------
+
+def _in_order(applications, executed):
+    """A shared layer's applications that run, in the order their updates run: ``(sorted, True)``
+    when each one's update needs the one before (through inputs or control inputs), else ``(as
+    found, False)``: the run orders them no way, and the thread schedule decides."""
+    needs = {id(a): _needed(a.mean.update.site, executed) for a in applications}
+    ranked = sorted(applications, key=lambda a: len(needs[id(a)]))
+    chained = all(earlier.mean.update.site.name in needs[id(later)]
+                  for earlier, later in zip(ranked, ranked[1:]))
+    return (ranked, True) if chained else (applications, False)
+
 
 def unordered_reads(variables, executed, alive):
     """For each ``variables`` (tf.Variable) the run both updates and reads elsewhere, a sentence
@@ -165,7 +190,7 @@ def unordered_reads(variables, executed, alive):
     differ from run to run, traced or not: an evaluation that reads the moving statistics while
     the same run updates them (``tf.cond`` branches built outside the cond)."""
     sentences = []
-    for variable in variables:
+    for variable in {id(variable): variable for variable in variables}.values():
         writers, readers = _writers_and_readers(variable, executed)
         for writer in writers:
             before, after = _needed(writer, executed), _needing(writer, executed)

@@ -36,8 +36,8 @@ import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would chan
 from tensorflow.python.client import session as session_module
 
 from bnrepro.graphs import discover as discovery
-from bnrepro.graphs.run_plan import (build_plan, feed_names, fed_values, fetch_names,
-                                     identity_key)
+from bnrepro.graphs.run_plan import (base_role, build_plan, feed_names, fed_values,
+                                     fetch_names, identity_key)
 from bnrepro.graphs.state_reader import StateReader
 from bnrepro.trace import FORMAT_2, TraceWriter, make_header
 
@@ -481,20 +481,29 @@ class Tracer:
             name, role, *after_the_run = plan.keys[text_key]
             if after_the_run:  # the state, in ``after``
                 continue
-            if role == "batch_input" and (np.size(value) > MAX_INPUT_VALUES
-                                          or not self.inputs_at(len(self.records))):
+            if base_role(role) == "batch_input" and (np.size(value) > MAX_INPUT_VALUES
+                                                     or not self.inputs_at(len(self.records))):
                 continue
             value = np.asarray(value) if fresh else np.array(value, copy=True)
+            if name not in self.layers:
+                target = record["averages"][name]
+                role = "consumed" if role == "consumed" else role
+            else:
+                target = record["bn"][name]
+                if role.startswith("updates."):  # a shared layer: "updates.<index>.<role>"
+                    _, index, role = role.split(".", 2)
+                    target = target.setdefault("updates", {}).setdefault(int(index), {})
             if role.endswith("weight"):
                 statistic = role[:-len(" weight")] or "value"
-                target = record["bn"][name] if name in self.layers else record["averages"][name]
                 target["momentum" if statistic in ("value", "batch_mean") else
                        "momentum_variance"] = 1.0 - np.float64(value)
-                continue
-            if name in self.layers:
-                record["bn"][name][role] = value
             else:
-                record["averages"][name]["consumed"] = value
+                target[role] = value
+        for name, ordered in plan.ordered.items():  # a shared layer's updates, in run order
+            entry = record["bn"].get(name, {})
+            if "updates" in entry:
+                entry["updates"] = [entry["updates"][index] for index in sorted(entry["updates"])]
+                entry["updates_ordered"] = ordered
         return record
 
     # --- for a program that writes its own trace ----------------------------------------------------
