@@ -537,6 +537,7 @@ def test_a_trace_with_several_updates_is_written_and_read_back(tmp_path):
 
     import jsonschema
 
+    import bnrepro
     from bnrepro.trace import TraceWriter, read_trace
 
     trace = _two_updates()
@@ -552,13 +553,23 @@ def test_a_trace_with_several_updates_is_written_and_read_back(tmp_path):
     assert updates[1]["batch_input"].shape == (100, 1)
     report = verify_trace(read)
     assert report.passed, report.format()
+    loaded = bnrepro.load_trace(str(tmp_path)).layers["bn"]
+    assert [float(u["batch_variance"][0]) for u in loaded["updates"][1]] == [4.0, 1.0]
+    assert loaded["moving_mean"].tolist() == [[0.0], [1.125]]
     with open(tmp_path / "trace.csv", encoding="utf-8") as handle:
         assert "1,bn,bn,updates.2.batch_variance,0,1.0\n" in handle.read()
     with open(tmp_path / "trace.jsonl", encoding="utf-8") as handle:
         lines = [json.loads(line) for line in handle]
     assert lines[2]["bn"]["bn"]["updates"][0]["batch_input"]["array"] == "trace_arrays.npz"
-    import bnrepro
     with open(os.path.join(os.path.dirname(bnrepro.__file__), "trace", "schema.json"),
               encoding="utf-8") as handle:
         validator = jsonschema.Draft202012Validator(json.load(handle))
     assert all(validator.is_valid(line) for line in lines)
+
+
+def test_the_tracers_notes_are_shown():
+    """A note the tracer left in the header (a run it left untraced, and why) is printed."""
+    trace = _two_updates()
+    trace.header["tracer_notes"] = ["run 3 was not traced: the tracer failed while planning it"]
+    text = verify_trace(trace).format()
+    assert "\ntracer note: run 3 was not traced: the tracer failed while planning it\n" in text

@@ -82,6 +82,7 @@ class Report:
     ending: Optional[str] = None  # why the trace is not a whole, finished run (None: it is)
     diverged: bool = False  # the run ended with non-finite values
     nothing: Optional[str] = None  # why a whole trace holds no step (NOTHING TO CHECK)
+    notes: list = field(default_factory=list)  # the tracer's notes (header "tracer_notes")
 
     @property
     def formulas_hold(self):
@@ -95,8 +96,9 @@ class Report:
 
     def format(self):
         """The table a user reads, then the variance convention, then the verdict."""
+        notes = [f"tracer note: {note}" for note in self.notes]
         if self.nothing is not None:
-            return "\n".join([f"verify {self.path}", *self.skipped, self.verdict()])
+            return "\n".join([f"verify {self.path}", *notes, *self.skipped, self.verdict()])
         lines = [f"verify {self.path}",
                  f"{'check':<34} {'values':>7} {'max abs err':>12} {'max rel err':>12} "
                  f"{'of bound':>9}  result"]
@@ -114,6 +116,7 @@ class Report:
                 label = ("biased or unbiased: both within their bounds, the numbers do not tell "
                          "them apart")
             lines.append(f"batch_variance of {layer}: {label}")
+        lines.extend(notes)
         lines.extend(self.skipped)
         lines.extend(finding.format() for finding in self.diagnosis)
         lines.append(self.verdict())
@@ -150,14 +153,17 @@ AVERAGE_CHECK = "moving average update"
 def verify_trace(trace):
     """Run every check over a :class:`bnrepro.trace.Trace`; return a :class:`Report`."""
     if not trace.steps:
-        return _nothing_to_check(trace)
+        report = _nothing_to_check(trace)
+        report.notes = list(trace.header.get("tracer_notes", []))
+        return report
     modes = {layer: LayerMode.from_header(settings, layer) for layer, settings in trace.layers.items()}
     names = CHECK_NAMES + (RENORM_CHECK_NAMES if any(m.renorm for m in modes.values()) else ())
     if trace.generic:
         names += (MOVES_CHECK,) + ((AVERAGE_CHECK,) if trace.averages else ())
     checks = {name: Check(name) for name in (FINITE_CHECK,) + names}
     report = Report(path=trace.path, checks=list(checks.values()),
-                    modes={layer: m.describe() for layer, m in modes.items() if not m.standard})
+                    modes={layer: m.describe() for layer, m in modes.items() if not m.standard},
+                    notes=list(trace.header.get("tracer_notes", [])))
     _verify_finite(trace, checks[FINITE_CHECK])
     for layer, mode in modes.items():
         _verify_layer(trace, layer, mode, checks, report)

@@ -12,8 +12,9 @@ It reads either form of a trace (every number in ``trace.jsonl``, or the large a
 ``trace_arrays.npz``) and either version (:func:`bnrepro.trace.read_trace`). A per-channel quantity
 (one value per unit at each step) becomes one ``(steps, units)`` array, NaN at the steps that do not
 have it (step 0 has no batch statistics); a quantity whose shape changes from step to step (a
-layer's input, recorded every N steps) stays a dict ``{step: array}``. Only NumPy here (pandas for
-:meth:`TraceArrays.frame`).
+layer's input, recorded every N steps) stays a dict ``{step: array}``, and a layer's ``updates`` (a
+run that updated it several times) ``{step: [{quantity: array}, ...]}``, in the order they ran. Only
+NumPy here (pandas for :meth:`TraceArrays.frame`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bnrepro.trace import read_trace
+from bnrepro.trace.format import UPDATES
 
 
 @dataclass
@@ -74,11 +76,13 @@ def load_trace(path):
 def _stacked(records, section, name):
     """``{quantity: (S, ...) array, NaN where missing}``, or ``{quantity: {step: array}}`` for a
     quantity whose shape varies."""
-    by_quantity = {}
+    by_quantity, stacked = {}, {}
     for index, record in enumerate(records):
         for quantity, value in record.get(section, {}).get(name, {}).items():
+            if quantity == UPDATES:  # a list per step, of what each update consumed
+                stacked.setdefault(UPDATES, {})[int(record["step"])] = value
+                continue
             by_quantity.setdefault(quantity, {})[index] = np.asarray(value, dtype=np.float64)
-    stacked = {}
     for quantity, values in by_quantity.items():
         shapes = {value.shape for value in values.values()}
         if len(shapes) != 1 or (quantity == "batch_input" and len(values) != len(records)):
