@@ -573,3 +573,20 @@ def test_the_tracers_notes_are_shown():
     trace.header["tracer_notes"] = ["run 3 was not traced: the tracer failed while planning it"]
     text = verify_trace(trace).format()
     assert "\ntracer note: run 3 was not traced: the tracer failed while planning it\n" in text
+
+
+@pytest.mark.parametrize("zero_debias", [False, True], ids=["standard", "zero-debiased"])
+def test_an_updates_list_of_one_is_the_one_update(zero_debias):
+    """``updates`` holding a single update is read as the step's one update. x = 0, 4 (mean 2,
+    variance 4), momentum 0.75: standard from (0, 1): 0.5, 1.75; zero-debiased with local_step
+    0 -> 1: (0.75 * v * (1 - 0.75^0) + 0.25 * 2) / (1 - 0.75) = 2, and 4 for the variance."""
+    state = {"updates": [_consumed([0.0, 4.0])]}
+    if zero_debias:
+        state["local_step"] = np.array(1.0)
+    trace = _generic_trace({"zero_debias": zero_debias},
+                           [(2.0, 4.0, state) if zero_debias else (0.5, 1.75, state)])
+    if zero_debias:
+        trace.steps[0]["bn"]["bn"]["local_step"] = np.array(0.0)
+    report = verify_trace(trace)
+    assert report.passed and report.diagnosis == [], report.format()
+    assert {c.name: c.compared for c in report.checks}["moving_variance update"] == 1

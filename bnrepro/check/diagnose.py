@@ -407,7 +407,7 @@ def _steps(trace, layer):
         after = {name: value for name, value in state.items() if name not in CONSUMED}
         chain = tuple(({**after, **link}, momenta(link)) for link in links) \
             if len(links) > 1 else ()
-        yield _Step(old=previous["bn"][layer], new=state, previous=previous,
+        yield _Step(old=previous["bn"][layer], new=records.flattened(state), previous=previous,
                     inference=record.get("inference", {}).get(layer), layer=layer,
                     momenta=momenta(links[0] if links else None), epsilon=settings["epsilon"],
                     updates=max(updates, 1), declared_variance=declared, links=chain)

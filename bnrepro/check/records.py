@@ -35,6 +35,16 @@ def updates(state):
     return [state] if "batch_mean" in state else []
 
 
+def flattened(state):
+    """The state with what its one update consumed at its top level, as a state of one update
+    holds it: a state whose ``updates`` lists a single update, merged with it; any other state as
+    it is."""
+    if UPDATES in state and len(state[UPDATES]) == 1:
+        merged = {name: value for name, value in state.items() if name != UPDATES}
+        return {**merged, **state[UPDATES][0]}
+    return state
+
+
 def momentum_key(statistic):
     """``"momentum_variance"`` for the variance's average (``moving_variance``, ``batch_variance``),
     ``"momentum"`` for the mean's (and any other)."""

@@ -347,7 +347,7 @@ def _verify_updates(checks, where, settings, mode, previous, record, layer, link
     """A step's moving-average updates: ``moving_mean`` and ``moving_variance`` from the state
     before the run through each update in the order they ran (:func:`_verify_chain`); a
     zero-debiased or renorm layer with its own formulas (one update per run)."""
-    old, state = previous["bn"][layer], record["bn"][layer]
+    old, state = previous["bn"][layer], records.flattened(record["bn"][layer])
     momenta = {statistic: [records.momentum_of(settings, state, statistic, link) for link in links]
                for statistic in ("moving_mean", "moving_variance")}
     unknown = [statistic for statistic, values in momenta.items() if None in values]
@@ -373,7 +373,7 @@ def _verify_updates(checks, where, settings, mode, previous, record, layer, link
                 "renorm averages sqrt(batch_variance + epsilon), and epsilon is unknown")
         elif "moving_variance" not in unknown:
             old_stddev, old_stddev_error = moving_stddev_with_bound(previous, layer, epsilon)
-            _verify_renorm(checks, where, mode, record, previous, layer,
+            _verify_renorm(checks, where, mode, record, state, previous, layer,
                            momenta["moving_variance"][0], epsilon, old_stddev, old_stddev_error)
     for statistic, consumed in pairs:
         if statistic not in unknown:
@@ -471,8 +471,8 @@ def _verify_averages(trace, checks):
             checks[AVERAGE_CHECK].compare(where, state["value"], expected, bound)
 
 
-def _verify_renorm(checks, where, mode, record, previous, layer, momentum, epsilon, old_stddev,
-                   old_stddev_error):
+def _verify_renorm(checks, where, mode, record, state, previous, layer, momentum, epsilon,
+                   old_stddev, old_stddev_error):
     """Renorm's moving variance, its own variables and corrections, with
     ``s = sqrt(batch_variance + epsilon)``::
 
@@ -486,7 +486,6 @@ def _verify_renorm(checks, where, mode, record, previous, layer, momentum, epsil
     each compared when the trace records it (``variables`` and ``metrics``), each against the bound
     the float32 roundings of its chain give (:mod:`bnrepro.check.tolerances`).
     """
-    state = record["bn"][layer]
     variance = np.asarray(state["batch_variance"], dtype=np.float64)
     stddev = np.sqrt(variance + epsilon)
     moving_stddev = formulas.moving_average(old_stddev, stddev, momentum)
