@@ -381,6 +381,10 @@ def test_an_unknown_epsilon_checks_the_rest_and_says_what_it_did_not():
         "not checked" in text
     assert ("not checked for bn: the inference formula (1 steps) and which epsilon it follows "
             "(the diagnosis' epsilons): its epsilon is unknown") in text
+    from bnrepro.check.explain import explain_step
+    lines = explain_step(trace, 1, "bn").splitlines()
+    assert lines[0] == "Step 1 of ?, layer bn (momentum 0.75, epsilon unknown), channel 0"
+    assert lines[-1] == "   not computed: epsilon is unknown (TensorFlow: 1)"
 
 
 def test_an_unknown_epsilon_in_a_wrong_trace_still_fails_and_diagnoses():
