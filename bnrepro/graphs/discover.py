@@ -29,7 +29,7 @@ Averages pair into a layer when their consumed values are the mean and the varia
 ``tf.nn.moments`` (or the batch mean and variance outputs of one ``FusedBatchNorm``): the layer's
 input is the tensor those moments reduce. A layer's epsilon is read from the ``FusedBatchNorm``
 op's attribute or from the constant ``tf.nn.batch_normalization`` adds to the variance; gamma and
-beta are the variables of that name beside the moving statistics (tf_keras), when they exist. An
+beta are the variables that scale and shift in the same kernel or formula, when it has them. An
 average that pairs with nothing is followed on its own. Momentum (or decay) comes from the graph's
 constants; where it is computed at run time (``ExponentialMovingAverage(num_updates=...)``), the
 tensor is fetched with the run.
@@ -263,6 +263,8 @@ class _Statistic:
     fused_epsilon: Optional[float] = None
     tensor: Optional[object] = None
     ghost: bool = False
+    scale: Optional[Value] = None  # a fused kernel's scale and offset inputs
+    offset: Optional[Value] = None
 
 
 def _moments_source(tensor, depth=0):
@@ -291,7 +293,9 @@ def _moments_source(tensor, depth=0):
             and operation.get_attr("is_training")):  # in inference, outputs 1, 2 are its inputs
         return _Statistic("mean" if tensor.value_index == 1 else "variance", operation.name,
                           _outside(operation.inputs[0]), fused=True,
-                          fused_epsilon=operation.get_attr("epsilon"))
+                          fused_epsilon=operation.get_attr("epsilon"),
+                          scale=GraphValue(operation.inputs[1]),
+                          offset=GraphValue(operation.inputs[2]))
     if operation.type == "Mean":
         source = operation.inputs[0]
         if source.op.type == "SquaredDifference":
@@ -374,8 +378,10 @@ def _fused_in_true_branch(operation, index):
     x = body.value(definition.input[0]).outer()
     if x is None:
         return None
+    scale, offset = (body.value(name) for name in definition.input[1:3])
     return _Statistic("mean" if output == "batch_mean" else "variance", f"{operation.name}/{node}",
-                      x, fused=True, fused_epsilon=definition.attr["epsilon"].f)
+                      x, fused=True, fused_epsilon=definition.attr["epsilon"].f, scale=scale,
+                      offset=offset)
 
 
 def _momentum_when_true(weight_tensor):
@@ -494,14 +500,12 @@ def _pair_into_layers(graph, averages, renorm_variances, variables):
         if mean_found.ghost:
             x, virtual_batch_size = _ghost_reshape(x)
         scope = _common_scope(mean.name, variance.name)
-        gamma = variables.get(f"{scope}/gamma") if scope else None
-        beta = variables.get(f"{scope}/beta") if scope else None
         layer = Layer(name=scope or key.rsplit("/", 1)[0], mean=mean, variance=variance, inputs=x,
-                      fused=mean_found.fused, gamma=gamma, beta=beta,
-                      kind=_kind(mean, variance, mean_found.fused))
-        layer.epsilon = _epsilon(graph, layer, mean_found.fused_epsilon,
-                                 [found.tensor.op.name for found in (mean_found, variance_found)
-                                  if (renorm or mean_found.ghost) and found.tensor is not None])
+                      fused=mean_found.fused, kind=_kind(mean, variance, mean_found.fused))
+        layer.epsilon, gamma, beta = _normalisation(
+            graph, layer, mean_found, [found.tensor.op.name for found in (mean_found, variance_found)
+                                       if (renorm or mean_found.ghost) and found.tensor is not None])
+        layer.gamma, layer.beta = variables.get(gamma), variables.get(beta)
         layers.append(layer)
         paired.update((mean.name, variance.name))
         if not (renorm or mean_found.ghost):
@@ -547,7 +551,8 @@ def _kind(mean, variance, fused):
         return f"{kernel} + assign_moving_average (zero-debiased)"
     if mean.update.shape == "weighted_sum":
         return f"{kernel} + tf.assign of a weighted sum (written by hand)"
-    return f"{kernel} + assign_sub moving averages (assign_moving_average or by hand)"
+    return (f"{kernel} + assign_sub moving averages (assign_moving_average, "
+            "ExponentialMovingAverage or by hand)")
 
 
 def _keras_statistic(variable):
@@ -602,17 +607,22 @@ def _common_scope(first, second):
     return "/".join(parts)
 
 
-def _epsilon(graph, layer, fused_epsilon=None, statistics=()):
-    """The layer's epsilon: the fused kernel's attribute, else the constant
-    ``tf.nn.batch_normalization`` adds to a variance read from the layer's moving variance (its
-    inference path) or, in training mode, to the batch variance (or to ``statistics``, the
-    per-ghost-batch moments). ``None`` when the graph has neither."""
-    if fused_epsilon is not None:
-        return shortest_float32(fused_epsilon)
-    scope = layer.name + "/" if layer.kind.startswith(KERAS_KIND) else ""
+def _normalisation(graph, layer, found, statistics=()):
+    """``(epsilon, gamma, beta)`` of the layer, the two variables as op names (or ``None``).
+
+    A fused kernel (``found``, its batch statistic): its ``epsilon`` attribute and its scale and
+    offset inputs. Else ``tf.nn.batch_normalization``'s ``inv = rsqrt(variance + epsilon) * gamma``,
+    ``output = x * inv + (beta - mean * inv)``: the ``Rsqrt`` whose radicand adds a constant to a
+    variance read from the layer's moving variance (its inference path) or, in training mode, to
+    the batch variance (or to ``statistics``, the per-ghost-batch moments); gamma the variable that
+    multiplies it, beta the one ``mean * inv`` is taken from. ``None`` for what the graph has not."""
+    if found.fused_epsilon is not None:
+        return (shortest_float32(found.fused_epsilon),
+                *(None if value is None else _variable_in(value) for value in (found.scale,
+                                                                               found.offset)))
     names = {layer.variance.name, layer.variance.update.consumed.op.name, *statistics}
     for operation in graph.get_operations():
-        if operation.type not in ("Rsqrt",) or not operation.name.startswith(scope):
+        if operation.type != "Rsqrt":
             continue
         addition = operation.inputs[0].op
         if addition.type not in ADD:
@@ -620,8 +630,47 @@ def _epsilon(graph, layer, fused_epsilon=None, statistics=()):
         for value, constant in (addition.inputs, addition.inputs[::-1]):
             epsilon = scalar_constant(GraphValue(constant))
             if epsilon is not None and _depends_on(value, names):
-                return shortest_float32(epsilon)
-    return None
+                return (shortest_float32(epsilon), *_scale_and_offset(operation.outputs[0]))
+    return None, None, None
+
+
+def _scale_and_offset(rsqrt):
+    """``(gamma, beta)`` variable names around ``rsqrt`` in ``tf.nn.batch_normalization``'s graph
+    (see :func:`_normalisation`); ``None`` for one it does not have (``scale=None``, ``center``
+    off)."""
+    def variable_factor(multiplication, other_than):
+        for tensor in multiplication.inputs:
+            if tensor is not other_than:
+                name = _variable_in(GraphValue(tensor))
+                if name is not None:
+                    return name
+        return None
+
+    gamma, inv = None, rsqrt
+    for consumer in rsqrt.consumers():
+        if consumer.type == "Mul":
+            gamma = variable_factor(consumer, rsqrt)
+            if gamma is not None:
+                inv = consumer.outputs[0]
+                break
+    for consumer in inv.consumers():
+        if consumer.type != "Mul":
+            continue
+        for user in consumer.outputs[0].consumers():
+            if user.type == "Sub" and user.inputs[1] is consumer.outputs[0]:
+                beta = _variable_in(GraphValue(user.inputs[0]))
+                if beta is not None:
+                    return gamma, beta
+    return gamma, None
+
+
+def _variable_in(value):
+    """The variable ``value`` reads, or that one term or factor of it reads (renorm scales gamma by
+    ``r`` and shifts beta by ``gamma * d``): its op name, or ``None``."""
+    name = variable_name(value)
+    if name is not None or value.op_type not in ADD | {"Mul"}:
+        return name
+    return next((name for name in map(variable_name, value.inputs()) if name is not None), None)
 
 
 def _depends_on(tensor, names, depth=0):
