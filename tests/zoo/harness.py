@@ -112,7 +112,7 @@ def run_traced(path, trace_dir):
         except BaseException:  # noqa: BLE001  the tracer's own failure, outside the program
             status, error = -1, "trace_script raised:\n" + traceback.format_exc()
     if status and error is None:
-        error = err.getvalue()
+        error = err.getvalue() or f"exit status {status}"
     return {"status": status, "stdout": out.getvalue(),
             "error": None if error is None else _tail(error),
             "summary": "\n".join(summary),
