@@ -101,7 +101,8 @@ def test_a_read_unordered_against_the_update_is_named(ordered):
 
     graph, variable, fetches, fed = _evaluation_graph(ordered)
     executed = run_plan._executed(graph, [t.name for t in fetches], fed)  # noqa: SLF001
-    sentences = run_plan.unordered_reads([variable], executed, liveness.Liveness(fed))
+    sentences = [sentence for sentence, _ in run_plan.unordered_reads(
+        [variable], executed, liveness.Liveness(fed))]
     if ordered:
         assert sentences == []
     else:

@@ -211,7 +211,8 @@ def discover(graph):
         averages.setdefault(name, Average(name, variables[name], update, others=others))
     renorm_variances = _renorm_variance_averages(sites, variables)
     layers, paired = _pair_into_layers(graph, averages, renorm_variances, variables)
-    unpaired = [average for name, average in averages.items() if name not in paired]
+    unpaired = [average for name, average in averages.items()
+                if name not in paired and average.update.consumed is not None]
     return Discovery(graph, len(graph.get_operations()), layers, unpaired)
 
 
@@ -298,7 +299,10 @@ def _moments_source(tensor, depth=0):
                           offset=GraphValue(operation.inputs[2]))
     if operation.type == "Mean":
         source = operation.inputs[0]
-        if source.op.type == "SquaredDifference":
+        if source.op.type == "Square" and source.op.inputs[0].op.type == "Sub":
+            source = source.op.inputs[0]  # mean((x - mean)^2), written by hand
+        if source.op.type in ("SquaredDifference", "Sub") and source is not operation.inputs[0] \
+                or source.op.type == "SquaredDifference":
             x, mean = source.op.inputs
             mean_found = _moments_source(mean, depth + 1)
             key = mean_found.key if mean_found else operation.name
@@ -315,6 +319,30 @@ def _outside(tensor):
     control flow), that tensor: computed whenever the cond runs."""
     outside = GraphValue(tensor).outer()
     return tensor if outside is None else outside
+
+
+def _moments_in_branch(value, site, depth=0):
+    """What a consumed value computed inside a TF2 ``tf.cond`` branch is (``tf.nn.moments`` there:
+    ``Mean``, and ``Mean`` of ``SquaredDifference`` for the variance), when the tensor the moments
+    reduce comes into the branch from the graph (an argument of the ``If`` op ``site``): a
+    :class:`_Statistic` whose ``x`` is that graph tensor, else ``None``."""
+    if value is None or depth > 12:
+        return None
+    if value.op_type in PASS_THROUGH | {"Squeeze", "Reshape"}:
+        inputs = value.inputs()
+        return _moments_in_branch(inputs[0], site, depth + 1) if inputs else None
+    if value.op_type != "Mean":
+        return None
+    source = value.inputs()[0]
+    statistic, x = "mean", source
+    if source.op_type == "SquaredDifference":
+        statistic, x = "variance", source.inputs()[0]
+        mean = _moments_in_branch(source.inputs()[1], site, depth + 1)
+        key = mean.key if mean is not None else f"{site.name}/{value.op_name}"
+    else:
+        key = f"{site.name}/{value.op_name}"
+    outside = x.outer()
+    return None if outside is None else _Statistic(statistic, key, outside)
 
 
 def _ghost_mean(operation, source, depth):
@@ -342,8 +370,9 @@ def _ghost_reshape(x):
     shape = x.shape
     if shape.rank is None or source.shape.rank is None or shape.rank != source.shape.rank + 1:
         return None
-    if shape[1] != 1 and shape[0] is not None:
-        return source, int(shape[0])
+    ghosts, per_ghost = shape.as_list()[:2]  # plain ints or None in both TensorShape versions
+    if per_ghost != 1 and ghosts is not None:
+        return source, ghosts
     return source, None
 
 
@@ -483,7 +512,8 @@ def _pair_into_layers(graph, averages, renorm_variances, variables):
     for name, whole in list(averages.items()) + list(renorm_variances.items()):
         for update in whole.every_update:
             average = whole.applied(update) if whole.others else whole
-            found = _moments_source(update.consumed)
+            found = (_moments_source(update.consumed) if update.consumed is not None
+                     else _moments_in_branch(update.consumed_value, update.site))
             if found is not None:
                 by_key.setdefault(found.key, {}).setdefault(found.statistic, []).append(
                     (average, found))
@@ -620,18 +650,53 @@ def _normalisation(graph, layer, found, statistics=()):
         return (shortest_float32(found.fused_epsilon),
                 *(None if value is None else _variable_in(value) for value in (found.scale,
                                                                                found.offset)))
-    names = {layer.variance.name, layer.variance.update.consumed.op.name, *statistics}
-    for operation in graph.get_operations():
-        if operation.type != "Rsqrt":
-            continue
+    update = layer.variance.update
+    if update.consumed is None:  # computed in a TF2 cond branch: the normalisation is beside it,
+        epsilon = _epsilon_in_branch(update.consumed_value)  # or after the cond (its output)
+        if epsilon is not None:
+            return epsilon, None, None
+    consumed = update.consumed.op.name if update.consumed is not None else update.site.name
+    names = {layer.variance.name, consumed, *statistics}
+    roots = [op for op in graph.get_operations() if op.type == "Rsqrt"]
+    # then Sqrt: (x - mean) / sqrt(var + eps) written by hand
+    roots += [op for op in graph.get_operations() if op.type == "Sqrt"]
+    for operation in roots:
         addition = operation.inputs[0].op
         if addition.type not in ADD:
             continue
         for value, constant in (addition.inputs, addition.inputs[::-1]):
             epsilon = scalar_constant(GraphValue(constant))
             if epsilon is not None and _depends_on(value, names):
-                return (shortest_float32(epsilon), *_scale_and_offset(operation.outputs[0]))
+                return (shortest_float32(epsilon),
+                        *(_scale_and_offset(operation.outputs[0]) if operation.type == "Rsqrt"
+                          else (None, None)))
     return None, None, None
+
+
+def _epsilon_in_branch(variance):
+    """The constant added to ``variance`` (a value in a TF2 ``tf.cond`` branch's function) before
+    an ``Rsqrt`` or ``Sqrt`` of that function, or ``None``."""
+    body = getattr(variance, "body", None)
+    if body is None:
+        return None
+    for name, node in body.nodes.items():
+        if node.op not in ("Rsqrt", "Sqrt"):
+            continue
+        addition = body.value(name).inputs()[0]
+        if addition.op_type not in ADD:
+            continue
+        for value, constant in (addition.inputs(), addition.inputs()[::-1]):
+            epsilon = scalar_constant(constant)
+            if epsilon is not None and _value_depends_on(value, variance.op_name):
+                return shortest_float32(epsilon)
+    return None
+
+
+def _value_depends_on(value, name, depth=0):
+    """Whether ``value`` (in the graph or a function body) is computed from the node ``name``."""
+    if value.op_name == name:
+        return True
+    return depth < 4 and any(_value_depends_on(item, name, depth + 1) for item in value.inputs())
 
 
 def _scale_and_offset(rsqrt):

@@ -54,16 +54,16 @@ class Liveness:
         conditions = self._operation(operation)
         if operation.type not in SWITCH or conditions is None or conditions == NEVER:
             return conditions
-        known = self._predicate(operation.inputs[1])
+        known = self.predicate(operation.inputs[1])
         if known == NEVER or known is None:
             return known
         name, value = known
         taken = index == 1
         if name is None:  # a constant predicate
             return conditions if value == taken else NEVER
-        return _joined([conditions, frozenset({(name, value == taken)})])
+        return joined([conditions, frozenset({(name, value == taken)})])
 
-    def _predicate(self, tensor, negated=False, depth=0):
+    def predicate(self, tensor, negated=False, depth=0):
         """``(fed predicate name or None for a constant, value the switch sees when that name is
         true / the constant)``, or ``None`` when not known before the run."""
         if depth > 16:
@@ -72,13 +72,17 @@ class Liveness:
             return tensor.name, not negated
         operation = tensor.op
         if operation.type == "LogicalNot":
-            return self._predicate(operation.inputs[0], not negated, depth + 1)
+            return self.predicate(operation.inputs[0], not negated, depth + 1)
         if operation.type in PASS_THROUGH - SWITCH or operation.type == "PlaceholderWithDefault":
-            return self._predicate(operation.inputs[0], negated, depth + 1)
+            return self.predicate(operation.inputs[0], negated, depth + 1)
         constant = scalar_constant(GraphValue(tensor))
         if constant is None:
             return None
         return None, bool(constant) != negated
+
+    def runs_when(self, operation):
+        """The conditions under which a run executes ``operation`` (as :meth:`alive_when`)."""
+        return self._operation(operation)
 
     def _operation(self, root):
         """The conditions under which ``root`` runs, computed for it and everything it needs."""
@@ -121,10 +125,10 @@ class Liveness:
             return NEVER
         if any(part is None for part in parts):
             return None
-        return _joined(parts)
+        return joined(parts)
 
 
-def _joined(parts):
+def joined(parts):
     """All of ``parts`` must hold: their union, or ``NEVER`` when it asks a predicate to be both
     true and false."""
     union = frozenset().union(*parts)
@@ -150,7 +154,7 @@ def _merged(parts):
         opposite = {(name, not value) for name, value in first} & second
         if len(opposite) == 1:
             ((name, _),) = opposite
-            return _joined([{c for c in first if c[0] != name}, {c for c in second if c[0] != name}])
+            return joined([{c for c in first if c[0] != name}, {c for c in second if c[0] != name}])
     return None
 
 

@@ -42,20 +42,33 @@ class RunPlan:
     # key -> why it is not fetched: the run may not compute it (a predicate known only in the run)
     unfetchable: dict = field(default_factory=dict)
     fed: frozenset = frozenset()
-    races: list = field(default_factory=list)  # :func:`unordered_reads` of the run
+    # :func:`unordered_reads` of the run: (sentence, conditions on fed predicates or None)
+    race_conditions: list = field(default_factory=list)
     # a shared layer's trace name -> whether the run orders its updates (:func:`_in_order`)
     ordered: dict = field(default_factory=dict)
+    # keys of layer inputs kept at every step: the update's own values are not fetched
+    # (:func:`fusable`), the input is what checks it
+    required_inputs: frozenset = frozenset()
     _variants: dict = field(default_factory=dict, repr=False)
 
     @property
     def predicates(self):
         """The fed tensors (names) whose values decide which of the extra tensors a run computes."""
-        return sorted({name for conditions in self.conditional.values() for name, _ in conditions})
+        return sorted({name for conditions in [*self.conditional.values(),
+                                               *(c for _, c in self.race_conditions if c)]
+                       for name, _ in conditions})
+
+    @property
+    def races(self):
+        """The sentences of the runs this plan stands for: those :meth:`given` kept, or that
+        hold whatever is fed (conditions on predicates not known before the run included)."""
+        return [sentence for sentence, conditions in self.race_conditions
+                if conditions is None or not conditions]
 
     def given(self, fed_values):
         """The plan of a run whose fed predicates have ``fed_values`` (name -> value): the extra
         tensors the run computes, the others left out (one plan per combination, made once)."""
-        if not self.conditional:
+        if not self.predicates:
             return self
         taken = tuple(bool(np.asarray(fed_values[name]).reshape(-1)[0]) for name in self.predicates)
         variant = self._variants.get(taken)
@@ -66,7 +79,12 @@ class RunPlan:
             variant = RunPlan({key: tensor for key, tensor in self.extra.items()
                                if key not in dropped}, self.averages, self.layers, self.trained,
                               self.may_change, self.fetched, keys=self.keys, after=self.after,
-                              unfetchable=self.unfetchable, ordered=self.ordered).arrange(self.fed)
+                              unfetchable=self.unfetchable, ordered=self.ordered,
+                              required_inputs=self.required_inputs,
+                              race_conditions=[(sentence, liveness.ALWAYS) for sentence, conditions
+                                               in self.race_conditions if conditions is None
+                                               or liveness.holds(conditions, values)]
+                              ).arrange(self.fed)
             self._variants[taken] = variant
         return variant
 
@@ -80,7 +98,8 @@ class RunPlan:
                     if key not in self.fed_extra]
         self.computed_extra = (tuple(key for key, _ in computed),
                                tuple(tensor for _, tensor in computed))
-        inputs = {key for key in self.extra if base_role(self.keys[key][1]) == "batch_input"}
+        inputs = {key for key in self.extra if base_role(self.keys[key][1]) == "batch_input"
+                  and key not in self.required_inputs}
         if not inputs:
             self.lean = self
             return self
@@ -89,9 +108,30 @@ class RunPlan:
                             self.may_change, self.fetched, keys=self.keys, after=self.after,
                             conditional={key: conditions for key, conditions
                                          in self.conditional.items() if key not in inputs},
-                            unfetchable=self.unfetchable, ordered=self.ordered)
+                            unfetchable=self.unfetchable, ordered=self.ordered,
+                            required_inputs=self.required_inputs,
+                            race_conditions=self.race_conditions)
         self.lean.arrange(fed)
         return self
+
+
+IN_BRANCH_NOTE = ("batch statistics computed inside a TF2 tf.cond branch (an If op's function) "
+                  "cannot be fetched; the layer's input, kept at every step, checks the update "
+                  "instead")
+FUSABLE_NOTE = ("a fused kernel's batch statistics are not fetched: fetching them would keep "
+                "TensorFlow's graph rewrites (remapper, oneDNN) from fusing the kernel with the "
+                "activation after it, which changes the program's numbers; the layer's input, kept "
+                "at every step, checks the update instead")
+
+
+def fusable(tensor):
+    """Whether fetching ``tensor`` can change how TensorFlow computes the run: an output of a
+    training ``FusedBatchNorm`` kernel in the graph itself, which Grappler's remapper (and oneDNN)
+    fuse with a following ``Relu`` (or ``Add`` + ``Relu``) into one kernel, unless a fetch keeps
+    the kernel's node: the fused kernel rounds differently (measured: a DCGAN's moving means moved
+    by 4e-6, ``tests/zoo/programs/dcgan_alternating.py``). The layer's input, which the kernel
+    reads, is the output of a node that fusions keep (the last of a ``Conv2D`` + ``BiasAdd``)."""
+    return tensor.op.type.startswith("FusedBatchNorm")
 
 
 def base_role(role):
@@ -112,6 +152,7 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
         return tensor.op.name in executed or tensor.name in fed
 
     extra, averages, layers, ordered = {}, [], [], {}
+    unfetchable, required_inputs = {}, set()
     for layer in found.layers:
         name = prefix + layer.name
         applications = layer.applications or [layer]
@@ -123,7 +164,13 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
             within = f"updates.{index}." if name in ordered else ""
             runs = [a for a in application.averages if a.update.site.name in executed]
             for role, average in zip(("batch_mean", "batch_variance"), application.averages):
-                if average in runs and computed(average.update.consumed):
+                consumed = average.update.consumed
+                if average in runs and (consumed is None or computed(consumed)):
+                    if consumed is None or fusable(consumed):
+                        unfetchable[str((name, within + role))] = (
+                            FUSABLE_NOTE if consumed is not None else IN_BRANCH_NOTE)
+                        required_inputs.add(str((name, within + "batch_input")))
+                        continue
                     extra[(name, within + role)] = average.update.consumed
                     if average.update.weight_tensor is not None:
                         extra[(name, within + role + " weight")] = average.update.weight_tensor
@@ -142,7 +189,7 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
     assigns = any(graph.get_operation_by_name(name).type in discovery.ASSIGN | discovery.ASSIGN_SUB
                   | {"If", "StatelessIf", "NoOp"} for name in executed)
     alive = liveness.Liveness(fed)
-    conditional, unfetchable = {}, {}
+    conditional = {}
     for key, tensor in list(extra.items()):
         conditions = alive.alive_when(tensor)
         if conditions == liveness.ALWAYS:
@@ -164,8 +211,10 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
     plan = RunPlan({str(key): tensor for key, tensor in extra.items()}, averages, layers,
                    trained, bool(averages) or trained or assigns, list(fetches)[:20],
                    keys=dict(zip((str(key) for key in extra), extra)), after=after,
-                   conditional=conditional, unfetchable=unfetchable, ordered=ordered).arrange(fed)
-    plan.races = unordered_reads([average.variable for average in averages], executed, alive)
+                   conditional=conditional, unfetchable=unfetchable, ordered=ordered,
+                   required_inputs=frozenset(required_inputs) & set(map(str, extra))).arrange(fed)
+    plan.race_conditions = unordered_reads([average.variable for average in averages], executed,
+                                           alive)
     return plan
 
 
@@ -183,61 +232,126 @@ def _in_order(applications, executed):
 
 
 def unordered_reads(variables, executed, alive):
-    """For each ``variables`` (tf.Variable) the run both updates and reads elsewhere, a sentence
-    naming an operation that uses its value in no fixed order against the update: neither needs
-    the other. Its result then depends on the executor's thread schedule (a ref variable's update
-    even changes in place the buffer a pending reader will use), so the program's own numbers can
+    """For each of ``variables`` (tf.Variable) the run both updates and reads elsewhere, in no
+    fixed order against the update (neither needs the other): ``(sentence, conditions)``, the
+    sentence naming the reading operation, the conditions (:mod:`bnrepro.graphs.liveness`) those
+    under which the run executes both (``None``: not known before the run).
+
+    The result of such a read depends on the executor's thread schedule (a ref variable's update
+    even changes in place the buffer a pending reader uses), so the program's own numbers can
     differ from run to run, traced or not: an evaluation that reads the moving statistics while
     the same run updates them (``tf.cond`` branches built outside the cond)."""
-    sentences = []
+    found = []
     for variable in {id(variable): variable for variable in variables}.values():
-        writers, readers = _writers_and_readers(variable, executed)
+        writers, readers = _writers_and_readers(variable, executed, alive)
+        seen = set()
         for writer in writers:
             before, after = _needed(writer, executed), _needing(writer, executed)
-            loose = sorted(reader.name for reader in readers
-                           if reader.name not in before and reader.name not in after
-                           and _together(alive, reader, writer))
-            if loose:
-                sentences.append(
-                    f"{loose[0]} uses {variable.op.name} while {writer.name} updates it in the same "
-                    "run, in no fixed order: that run's results depend on thread scheduling")
-                break
-    return sentences
+            for reader, path in sorted(readers, key=lambda pair: pair[0].name):
+                if reader.name in before or reader.name in after:
+                    continue
+                conditions = _both(alive, reader, path, writer, variable)
+                if conditions == liveness.NEVER or conditions in seen:
+                    continue
+                seen.add(conditions)
+                found.append((f"{reader.name} uses {variable.op.name} while {writer.name} updates "
+                              "it in the same run, in no fixed order: unless the update leaves it "
+                              "unchanged, that run's results depend on thread scheduling",
+                              conditions))
+    return found
 
 
-def _writers_and_readers(variable, executed):
-    """The executed operations that assign ``variable`` and those that use its value (through
-    ``Identity``: a ref variable's read forwards its buffer, a resource handle's is the handle)."""
+def _writers_and_readers(variable, executed, alive):
+    """The executed operations that assign ``variable``, and ``(operation, path conditions)`` for
+    those that use its value: reached through ``Identity`` (a ref variable's read forwards its
+    buffer, a resource handle's is the handle) and TF1 ``Switch``/``Merge``, the value reaching
+    the operation only under the conditions of the ``Switch`` outputs on its way."""
     source = getattr(variable, "handle", None)
     source = variable.op.outputs[0] if source is None or source.dtype != tf.resource else source
-    writers, readers, stack, seen = [], [], [source], set()
+    writers, readers, stack, seen = [], [], [(source, liveness.ALWAYS)], set()
     while stack:
-        tensor = stack.pop()
+        tensor, path = stack.pop()
         for consumer in tensor.consumers():
             if consumer.name in seen or consumer.name not in executed:
                 continue
             seen.add(consumer.name)
             if consumer.type in WRITES:
                 writers.append(consumer)
-            elif consumer.type in ("Identity", "RefIdentity"):
-                stack.append(consumer.outputs[0])
+            elif consumer.type in ("Identity", "RefIdentity") or consumer.type in liveness.MERGE:
+                stack.append((consumer.outputs[0], path))
+            elif consumer.type in liveness.SWITCH:
+                stack += [(output, _and(path, alive.alive_when(output)))
+                          for output in consumer.outputs]
             else:
-                readers.append(consumer)
+                readers.append((consumer, path))
     return writers, readers
+
+
+def _and(*parts):
+    """Conditions that all hold: ``NEVER`` if one never does, ``None`` if one is unknown."""
+    if liveness.NEVER in parts:
+        return liveness.NEVER
+    if None in parts:
+        return None
+    return liveness.joined(parts)
 
 
 WRITES = discovery.ASSIGN | discovery.ASSIGN_SUB | {"AssignAdd", "AssignAddVariableOp"}
 
 
-def _together(alive, first, second):
-    """Whether one run may execute both operations (:mod:`bnrepro.graphs.liveness`: not the two
-    branches of one ``tf.cond``)."""
-    conditions = [alive.alive_when(operation.outputs[0]) if operation.outputs
-                  else alive._operation(operation) for operation in (first, second)]  # noqa: SLF001
-    if liveness.NEVER in conditions:
-        return False
-    known = [c for c in conditions if c is not None]
-    return not known or liveness._joined(known) != liveness.NEVER  # noqa: SLF001
+def _both(alive, reader, path, writer, variable):
+    """The conditions under which a run executes the writer and the reader reads the variable
+    (``path``: the conditions on the way from it; ``NEVER``: the two branches of one
+    ``tf.cond``; ``None``: not known before the run); a TF2 ``If`` reads it only in the branches
+    whose function uses it."""
+    return _and(path, _reads_when(alive, reader, variable), _runs_when(alive, writer))
+
+
+def _runs_when(alive, operation):
+    return alive.alive_when(operation.outputs[0]) if operation.outputs else alive.runs_when(
+        operation)
+
+
+def _reads_when(alive, reader, variable):
+    """When ``reader`` uses ``variable``: when it runs, or for an ``If`` op when it takes a branch
+    whose function uses the argument carrying the variable."""
+    runs = _runs_when(alive, reader)
+    if reader.type not in ("If", "StatelessIf") or runs in (None, liveness.NEVER):
+        return runs
+    handle = getattr(variable, "handle", None)
+    arguments = [index for index, tensor in enumerate(reader.inputs[1:])
+                 if handle is not None and _carries(tensor, handle)]
+    reading = [value for attribute, value in (("then_branch", True), ("else_branch", False))
+               if _body_uses(reader, attribute, arguments)]
+    if len(reading) != 1:
+        return runs if reading else liveness.NEVER
+    predicate = alive.predicate(reader.inputs[0])
+    if predicate is None:
+        return None
+    name, seen_value = predicate
+    if name is None:  # a constant predicate
+        return runs if seen_value == reading[0] else liveness.NEVER
+    return liveness.joined([runs, {(name, seen_value == reading[0])}])
+
+
+def _carries(tensor, handle):
+    """Whether ``tensor`` is ``handle`` itself or through ``Identity``."""
+    while tensor is not handle and tensor.op.type == "Identity" and tensor.op.inputs:
+        tensor = tensor.op.inputs[0]
+    return tensor is handle
+
+
+def _body_uses(operation, attribute, arguments):
+    """Whether the branch function ``attribute`` of an ``If`` op uses any of its ``arguments``
+    (indices among the op's inputs after the predicate)."""
+    function = operation.graph._get_function(operation.get_attr(attribute).name)  # noqa: SLF001
+    if function is None:
+        return True
+    definition = getattr(function, "definition", None) or function.cached_definition
+    names = {definition.signature.input_arg[index].name for index in arguments
+             if index < len(definition.signature.input_arg)}
+    return any(reference.split(":")[0] in names for node in definition.node_def
+               for reference in node.input)
 
 
 def _needed(operation, executed):

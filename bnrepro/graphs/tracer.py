@@ -238,6 +238,7 @@ class Tracer:
             try:
                 plan = full.given({name: arguments[index] for name, index
                                    in zip(full.predicates, predicates)}) if predicates else full
+                tracer._note(plan.races)
                 if state.last is None:
                     tracer.before_change(session, state, plan)
                 return call_for(plan, bool(tracer.inputs_at(len(tracer.records))))
@@ -274,21 +275,26 @@ class Tracer:
             if state is None:
                 return None, None
             plan = self._run_plan(state, graph, fetches, feed_dict)
-            if plan.conditional:  # TF1 control flow: what the fed predicates let the run compute
+            if plan.predicates:  # TF1 control flow: what the fed predicates let the run compute
                 plan = plan.given(fed_values(graph, feed_dict, plan.predicates))
+            self._note(plan.races)
             self.before_change(session, state, plan)
             return state, plan
         except Exception as error:  # noqa: BLE001  the program's run goes on untraced
             self._failed(graph, "preparing a run", error)
             return None, None
 
+    def _note(self, sentences):
+        """Keep each of ``sentences`` once among the trace's notes."""
+        self.notes += [sentence for sentence in sentences if sentence not in self.notes]
+
     def _failed(self, graph, doing, error):
         """The tracer itself failed on ``graph``: say so in the trace and the summary, and leave the
         graph's runs untraced from now on (the program's runs are never the tracer's to break)."""
         self.untraced.add(id(graph))
         self.graphs.pop(id(graph), None)
-        self.notes.append(f"the tracer failed while {doing} ({type(error).__name__}: {error}); "
-                          "that graph's later runs are not traced")
+        self._note([f"the tracer failed while {doing} ({type(error).__name__}: {error}); "
+                    "that graph's later runs are not traced"])
 
     def before_change(self, session, state, plan):
         """Before the first run that may change the averages, read their initial state (step 0),
@@ -418,7 +424,7 @@ class Tracer:
         if plan is None:
             plan = state.plans[signature] = build_plan(state.discovery, state.prefix, graph,
                                                        fetches, feeds, state.variables)
-            self.notes += [sentence for sentence in plan.races if sentence not in self.notes]
+
         return plan
 
     # --- state and records ------------------------------------------------------------------------
@@ -475,14 +481,15 @@ class Tracer:
             "call": call, "index": self.runs, "trained": plan.trained, "moved": moved,
             "fetched": plan.fetched}, "bn": {}, "averages": {}}
         if plan.unfetchable:  # values the run may not compute: not fetched, and why
-            record["run"]["not_fetched"] = sorted(plan.unfetchable.values())
+            record["run"]["not_fetched"] = sorted(set(plan.unfetchable.values()))
         self._fill_state(record, after)
         for text_key, value in extra.items():
             name, role, *after_the_run = plan.keys[text_key]
             if after_the_run:  # the state, in ``after``
                 continue
-            if base_role(role) == "batch_input" and (np.size(value) > MAX_INPUT_VALUES
-                                                     or not self.inputs_at(len(self.records))):
+            if base_role(role) == "batch_input" and (
+                    np.size(value) > MAX_INPUT_VALUES or not (
+                        text_key in plan.required_inputs or self.inputs_at(len(self.records)))):
                 continue
             value = np.asarray(value) if fresh else np.array(value, copy=True)
             if name not in self.layers:

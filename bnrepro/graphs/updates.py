@@ -9,7 +9,8 @@ from typing import Optional
 
 import numpy as np
 
-from bnrepro.graphs.graph_values import ADD, ASSIGN_SUB, PASS_THROUGH, VARIABLE_OPS
+from bnrepro.graphs.graph_values import (ADD, ASSIGN_SUB, PASS_THROUGH, VARIABLE_OPS, GraphValue,
+                                         Value)
 
 # --- the two shapes of a moving-average update ----------------------------------------------------
 
@@ -77,6 +78,9 @@ class Update:
     zero_debias: bool = False
     site: object = None  # the graph op that runs the assignment (itself, an If, or in a cond)
     stddev: Optional[str] = None  # renorm: the averaged variable's op name (shape "renorm")
+    # the consumed value where it is computed: ``consumed`` is None when that is inside a TF2
+    # ``tf.cond`` branch (an ``If`` op's function), which a run cannot fetch
+    consumed_value: Optional[Value] = None
 
 
 def match_assign_sub(assignment):
@@ -95,7 +99,9 @@ def match_assign_sub(assignment):
 
 
 def _match_weighted_sum(assignment):
-    """``assign(V, V * m + x * w)`` (terms and factors in any order) -> ``(V, x, w)``, or ``None``."""
+    """``assign(V, V * m + x * w)`` (terms and factors in any order) -> ``(V, x, w)``, or ``None``:
+    ``m`` and ``w`` constants, or ``w = 1 - m`` with ``m`` a tensor (``tf.cond(is_training, 0.997,
+    1.0)``), fetched with the run."""
     target, value = assignment.inputs()[:2]
     variable = variable_name(target)
     if variable is None or value.op_type not in ADD:
@@ -106,11 +112,33 @@ def _match_weighted_sum(assignment):
     for kept, mixed in (terms, terms[::-1]):
         kept_factors, mixed_factors = kept.inputs(), mixed.inputs()
         for old, momentum in (kept_factors, kept_factors[::-1]):
-            if _reads(old, variable) and scalar_constant(momentum) is not None:
-                for consumed, weight in (mixed_factors, mixed_factors[::-1]):
-                    if scalar_constant(weight) is not None and not _reads(consumed, variable):
-                        return variable, consumed, weight
+            if not _reads(old, variable):
+                continue
+            constant = scalar_constant(momentum) is not None
+            for consumed, weight in (mixed_factors, mixed_factors[::-1]):
+                if _reads(consumed, variable):
+                    continue
+                if (scalar_constant(weight) is not None if constant
+                        else _complement_of(weight, momentum)):
+                    return variable, consumed, weight
     return None
+
+
+def _complement_of(weight, momentum):
+    """Whether ``weight`` is ``1 - momentum`` for the very tensor ``momentum``."""
+    if weight.op_type != "Sub":
+        return False
+    one, subtracted = weight.inputs()
+    return scalar_constant(one) == 1.0 and _same(subtracted, momentum)
+
+
+def _same(first, second):
+    """Whether two values are the same tensor (of the graph, or of one function body)."""
+    if isinstance(first, GraphValue) and isinstance(second, GraphValue):
+        return first.tensor is second.tensor or first.tensor.name == second.tensor.name
+    keys = [(type(v).__name__, v.op_name, getattr(v, "output", None), getattr(v, "argument", None))
+            for v in (first, second)]
+    return keys[0] == keys[1]
 
 
 def update_of(assignment, site):
@@ -124,14 +152,15 @@ def update_of(assignment, site):
         return None
     variable, consumed, weight = matched
     consumed_tensor = consumed.outer()
-    if consumed_tensor is None:
+    if consumed_tensor is None and isinstance(consumed, GraphValue):
         return None
     constant = scalar_constant(weight)
     weight_tensor = None if constant is not None else weight.outer()
     if constant is None and weight_tensor is None:
         return None
     momentum = None if constant is None else momentum_of(weight, constant)
-    return Update(variable, consumed_tensor, momentum, weight_tensor, shape, site=site)
+    return Update(variable, consumed_tensor, momentum, weight_tensor, shape, site=site,
+                  consumed_value=consumed)
 
 
 def momentum_of(weight, constant):
