@@ -547,12 +547,14 @@ def test_a_trace_with_several_updates_is_written_and_read_back(tmp_path):
     trace = _two_updates()
     for update, (low, high) in zip(trace.steps[1]["bn"]["bn"]["updates"], [(0.0, 4.0), (2.0, 4.0)]):
         update["batch_input"] = np.repeat([low, high], 50).reshape(100, 1)
+    trace.steps[1]["bn"]["bn"]["updates_ordered"] = True  # as the tracer writes it
     with TraceWriter(str(tmp_path), trace.header) as writer:
         for record in trace.steps:
             writer.write_step(record)
         writer.finish()
     read = read_trace(str(tmp_path))
     updates = read.steps[1]["bn"]["bn"]["updates"]
+    assert read.steps[1]["bn"]["bn"]["updates_ordered"] is True
     assert [float(u["batch_mean"][0]) for u in updates] == [2.0, 3.0]
     assert updates[1]["batch_input"].shape == (100, 1)
     report = verify_trace(read)
@@ -594,3 +596,98 @@ def test_an_updates_list_of_one_is_the_one_update(zero_debias):
     report = verify_trace(trace)
     assert report.passed and report.diagnosis == [], report.format()
     assert {c.name: c.compared for c in report.checks}["moving_variance update"] == 1
+
+
+@pytest.mark.parametrize("recorded, followed", [
+    ((1.125, 1.5625), ("in the order 1, 2", "in the order 1, 2")),
+    ((1.0625, 1.75), ("in the order 2, 1", "in the order 2, 1")),
+    ((1.25, 1.5625), ("all reading the state before the run", "in the order 1, 2")),
+    ((0.75, 1.0), ("update 2 alone (the others' writes lost)",) * 2),
+])
+def test_updates_the_run_orders_no_way_pass_in_any_way_they_may_have_combined(recorded,
+                                                                              followed):
+    """The updates of :func:`_two_updates` (x = 0, 4 then x = 2, 4; momentum 0.75, from (0, 1)),
+    with ``updates_ordered`` false. By hand: in order 1, 2 (1.125, 1.5625); 2, 1: moving_mean
+    0.25 * 3 = 0.75 then 0.75 * 0.75 + 0.25 * 2 = 1.0625, moving_variance 0.75 + 0.25 * 1 = 1
+    then 0.75 + 0.25 * 4 = 1.75; both reading (0, 1): 0 + 0.25 (2 - 0) + 0.25 (3 - 0) = 1.25 and
+    1 + 0.25 (4 - 1) + 0.25 (1 - 1) = 1.75; update 2 alone: 0.75 and 1. The mean and the
+    variance race each on their own: a run may give one of them in one way, the other in another
+    (the first outcome tried that holds is named: the variance's 1.75 is also order 2, 1's)."""
+    trace = _generic_trace({}, [(*recorded, {"updates": [_consumed([0.0, 4.0]),
+                                                         _consumed([2.0, 4.0])],
+                                             "updates_ordered": False})])
+    report = verify_trace(trace)
+    assert report.passed and report.diagnosis == [], report.format()
+    assert report.skipped[-1].endswith(f"is named): moving_mean {followed[0]} at steps 1; "
+                                       f"moving_variance {followed[1]} at steps 1"), report.skipped
+
+
+def test_unordered_updates_that_fit_no_way_fail():
+    """0.5 * 1.125: no order, nor both reading the old state, nor one alone gives it."""
+    trace = _generic_trace({}, [(0.5625, 1.5625, {"updates": [_consumed([0.0, 4.0]),
+                                                             _consumed([2.0, 4.0])],
+                                                 "updates_ordered": False})])
+    report = verify_trace(trace)
+    assert not report.passed
+    assert "expected 1.125, got 0.5625" in report.format()
+    assert report.skipped[-1].endswith("moving_mean none of them at steps 1; moving_variance in "
+                                       "the order 1, 2 at steps 1")
+
+
+def _input_only(recorded, *, fused=True, keep_input=True):
+    """One update whose consumed values were not fetched (the tracer leaves a fused kernel's
+    alone): the step holds the state after it and, with ``keep_input``, the layer's input x = 0, 4
+    (mean 2, /N variance 4, /(N-1) variance 8). By hand, momentum 0.75 from (0, 1): moving_mean
+    0.5; moving_variance 0.75 + 0.25 * 8 = 2.75 (unbiased) or 0.75 + 0.25 * 4 = 1.75 (biased)."""
+    consumed = {"batch_input": np.array([[0.0], [4.0]])} if keep_input else {}
+    return _generic_trace({"fused": fused}, [(*recorded, consumed)])
+
+
+def test_an_update_without_its_consumed_values_is_checked_from_the_layers_input():
+    from bnrepro.check.explain import explain_step
+
+    trace = _input_only((0.5, 2.75))
+    report = verify_trace(trace)
+    assert report.passed and report.diagnosis == [], report.format()
+    compared = {check.name: check.compared for check in report.checks}
+    assert compared["moving_mean update"] == compared["moving_variance update"] == 1
+    assert report.variance_used == {"bn": formulas.UNBIASED}
+    assert ("not checked for bn: batch_mean and batch_variance from the layer's inputs: the values "
+            "1 updates consumed were not recorded") in report.format()
+    lines = explain_step(trace, 1, "bn").splitlines()
+    assert "batch_variance = sum((x - 2)^2) / 1 = 8    (TensorFlow's not recorded)" in lines
+    assert "    = 0.75 * 1 + (1 - 0.75) * 8 = 2.75    TensorFlow: 2.75    difference 0" in lines
+
+
+def test_the_variance_an_update_without_its_consumed_values_averaged_is_named_from_the_numbers():
+    """Declared fused, but the moving variance averaged the biased 4 (1.75): named biased, and the
+    diagnosis says it is not what the header declares; undeclared, 2.75 is named unbiased."""
+    from bnrepro.check.diagnose import conventions_followed
+
+    report = verify_trace(_input_only((0.5, 1.75)))
+    assert report.variance_used == {"bn": formulas.BIASED}
+    assert conventions_followed(report.diagnosis) == {("bn", "moving_variance"): "standard"}
+    assert "not the unbiased (N-1) variance of the fused kernel the header declares" in \
+        report.format()
+    report = verify_trace(_input_only((0.5, 2.75), fused=False))
+    assert report.variance_used == {"bn": formulas.UNBIASED}
+    assert conventions_followed(report.diagnosis) == {("bn", "moving_variance"): "unbiased"}
+
+
+def test_an_update_from_the_input_that_fits_no_variance_fails():
+    report = verify_trace(_input_only((0.5, 3.0)))
+    assert not report.passed
+    assert "FAIL: moving_variance update: step 1, layer bn, element (0,): expected 2.75, got 3.0" \
+        in report.format()
+
+
+def test_statistics_that_moved_with_nothing_to_check_them_do_not_pass():
+    """Neither the consumed values nor the input: the statistics moved and nothing could check
+    how; "every value finite" and "they moved" are not a pass."""
+    report = verify_trace(_input_only((0.5, 2.75), keep_input=False))
+    assert not report.passed
+    assert report.verdict() == ("FAIL: nothing to compare: no moving-average update, batch "
+                                "statistic or inference output of the trace could be checked")
+    assert ("not checked for bn: the moving-average updates of 1 steps: the statistics moved, but "
+            "neither the values the update consumed nor the layer's input were recorded") in \
+        report.format()

@@ -1,7 +1,8 @@
 """verify's verdict on the traces of real TF1 programs (issue 18, verify's side): an unknown epsilon,
 different decays for the mean and the variance, subnormals TensorFlow flushes to zero, the fused
 kernel's unbiased variance (with and without the layer's input), momentum 0 with zero initialisers,
-a program in which nothing is found, and a layer updated twice in one run.
+a program in which nothing is found, and a layer updated twice in one run (in an order the program
+fixes, and in none).
 
 Each program in ``tests/verify_programs/`` runs traced in both modes (``disable_v2_behavior()`` and
 ``disable_eager_execution()``), all of one mode in one interpreter (``trace_all.py``). Each feeds its
@@ -27,7 +28,7 @@ from bnrepro.trace import read_trace
 
 PROGRAMS = os.path.join(os.path.dirname(__file__), "verify_programs")
 NAMES = ["epsilon_unknown", "two_decays", "subnormal_inputs", "keras_fused_conv",
-         "keras_momentum_zero", "nothing_found", "shared_layer"]
+         "keras_momentum_zero", "nothing_found", "shared_layer", "shared_layer_unordered"]
 MODES = ["v2", "graph"]
 
 
@@ -171,9 +172,12 @@ def test_subnormals_flushed_to_zero_pass(traces, capsys, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_the_fused_kernels_unbiased_variance(traces, capsys, mode):
     """BatchNormalization(axis=3) on (2, 3, 3, 2) batches: the fused kernel averages the variance
-    over N = 18 values divided by 17. With the input recorded the numbers name it; without it
-    (a trace that did not record the input) the update still passes with what it consumed, the
-    header's fused is not contradicted, and the report says what was not checked."""
+    over N = 18 values divided by 17, and the numbers name it, whether the trace holds what the
+    update consumed (then the update is checked with it and it against the input) or only the
+    layer's input (the tracer may leave a fused kernel's outputs alone: the update is checked
+    with the input's moments). Without the input, the update checked with what it consumed still
+    passes, nothing contradicts the header's fused, and the report says what it could not check;
+    with neither, the trace does not pass."""
     path = traces[mode, "keras_fused_conv"]
     trace = read_trace(path)
     layer, entry = _only_layer(trace)
@@ -183,16 +187,24 @@ def test_the_fused_kernels_unbiased_variance(traces, capsys, mode):
                               ddof=1)
     report = _verify_passes(path, capsys)
     assert report.variance_used == {layer: "unbiased"} and report.diagnosis == []
+    compared = {check.name: check.compared for check in report.checks}
+    assert compared["moving_variance update"] == 8
+    recorded = all("batch_variance" in record["bn"][layer] for record in trace.steps[1:])
+    if not recorded:
+        assert "the values 4 updates consumed were not recorded" in report.skipped[0]
     steps = copy.deepcopy(trace.steps)
     for record in steps:
         record["bn"][layer].pop("batch_input", None)
     report = verify_trace(dataclasses.replace(trace, steps=steps))
-    assert report.passed and report.diagnosis == [], report.format()
-    assert report.skipped == [
-        f"not checked for {layer}: batch_mean and batch_variance from the layer's inputs: the "
-        "layer's input was not recorded; the moving-average updates were checked with the batch "
-        "statistics they consumed (the fused kernel's unbiased (N-1) variance, as the header "
-        "declares)"]
+    if recorded:
+        assert report.passed and report.diagnosis == [], report.format()
+        assert report.skipped == [
+            f"not checked for {layer}: batch_mean and batch_variance from the layer's inputs: the "
+            "layer's input was not recorded; the moving-average updates were checked with the "
+            "batch statistics they consumed (the fused kernel's unbiased (N-1) variance, as the "
+            "header declares)"]
+    else:
+        assert not report.passed and "nothing to compare" in report.verdict()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -236,3 +248,31 @@ def test_a_layer_updated_twice_in_a_run(traces, capsys, mode):
         _assert_recorded(trace, layer, quantity, (values[1::2], bounds[1::2]))
     report = _verify_passes(traces[mode, "shared_layer"], capsys)
     assert report.diagnosis == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_layer_updated_twice_in_a_run_in_no_fixed_order(traces, capsys, mode):
+    """As above without the dependency between the two updates: TensorFlow may run them in either
+    order, or let both read the state before the run. Each step's state, from the recorded one
+    before it, is one of those outcomes (momentum 0.9, the real and fake batches' moments r, f)::
+
+        real then fake: 0.9 (0.9 m + 0.1 r) + 0.1 f     fake then real: 0.9 (0.9 m + 0.1 f) + 0.1 r
+        both reading m: m + 0.1 (r - m) + 0.1 (f - m)
+
+    and verify passes, saying which it found."""
+    path = traces[mode, "shared_layer_unordered"]
+    trace = read_trace(path)
+    layer, _ = _only_layer(trace)
+    assert all(record["bn"][layer]["updates_ordered"] is False for record in trace.steps[1:])
+    draws = _draws(3, lambda rng: (rng.randn(4, 2).astype(np.float32) + 2,
+                                   rng.randn(4, 2).astype(np.float32) - 1))
+    for record, previous, (real, fake) in zip(trace.steps[1:], trace.steps, draws):
+        for quantity, statistic in (("moving_mean", _mean), ("moving_variance", _variance(0))):
+            old, r, f = previous["bn"][layer][quantity], statistic(real)[0], statistic(fake)[0]
+            outcomes = [0.9 * (0.9 * old + 0.1 * r) + 0.1 * f, 0.9 * (0.9 * old + 0.1 * f) + 0.1 * r,
+                        old + 0.1 * (r - old) + 0.1 * (f - old)]
+            assert any(np.allclose(record["bn"][layer][quantity], outcome, rtol=1e-5, atol=1e-6)
+                       for outcome in outcomes), (quantity, record["step"])
+    report = _verify_passes(path, capsys)
+    assert report.diagnosis == []
+    assert "each such run was checked against every order" in report.skipped[-1]

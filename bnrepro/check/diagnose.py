@@ -18,7 +18,12 @@ fit, the finding lists them and names none. A layer whose header entry declares 
 (``virtual_batch_size``, ``renorm``: :class:`bnrepro.check.layer_modes.LayerMode`) expects that mode: the
 standard convention is reported when the trace follows it instead. The moving statistics are
 recomputed from ``batch_input`` when the trace has it (the whole chain from the layer's input),
-otherwise from the recorded ``batch_mean`` / ``batch_variance``.
+otherwise from the recorded ``batch_mean`` / ``batch_variance``. A run that updated the layer
+several times is predicted through each update in the order they ran (:func:`_expected`); when the
+run orders them no way (``updates_ordered`` false) its moving statistics are not compared (the
+result depends on the order TensorFlow chose: verify tries them). Each average takes its own
+momentum (:func:`bnrepro.check.records.momentum_of`); without epsilon, nothing that needs it is
+tried (the inference output, renorm, Keras 2.2's variance).
 
 Moving-statistic candidates, with ``m = momentum``, ``s`` the batch statistic:
 
@@ -95,6 +100,7 @@ class _Step:
     updates: int = 1  # how many updates this one is, counting from the first (1)
     declared_variance: str = formulas.BIASED  # the variance the header says is averaged
     links: tuple = ()  # the run's updates, when it updated the layer more than once
+    unordered: bool = False  # ... in no order the run fixes (their moving statistics not compared)
     in_chain: bool = False  # one of those updates (its old state is computed, with old_error)
     old_error: dict = dataclasses.field(default_factory=dict)  # statistic -> bound of old's
 
@@ -375,8 +381,9 @@ INFERENCE_CANDIDATES = (
 
 
 QUANTITIES = (
-    ("moving_mean", MEAN_CANDIDATES, lambda s: s.new["moving_mean"]),
-    ("moving_variance", VARIANCE_CANDIDATES, lambda s: s.new["moving_variance"]),
+    ("moving_mean", MEAN_CANDIDATES, lambda s: None if s.unordered else s.new["moving_mean"]),
+    ("moving_variance", VARIANCE_CANDIDATES,
+     lambda s: None if s.unordered else s.new["moving_variance"]),
     ("batch statistics", BATCH_CANDIDATES, _recorded_batch_statistics),
     ("inference output", INFERENCE_CANDIDATES,
      lambda s: None if s.inference is None else s.inference["output"]),
@@ -398,7 +405,7 @@ def _steps(trace, layer):
         if previous is None:
             continue
         state = record["bn"][layer]
-        links = records.updates(state)
+        links = records.updates(state, previous["bn"][layer])
         updates += len(links) or "batch_input" in state
 
         def momenta(update):
@@ -410,7 +417,8 @@ def _steps(trace, layer):
         yield _Step(old=previous["bn"][layer], new=records.flattened(state), previous=previous,
                     inference=record.get("inference", {}).get(layer), layer=layer,
                     momenta=momenta(links[0] if links else None), epsilon=settings["epsilon"],
-                    updates=max(updates, 1), declared_variance=declared, links=chain)
+                    updates=max(updates, 1), declared_variance=declared, links=chain,
+                    unordered=bool(chain) and not records.ordered(state))
 
 
 def _expected(candidate, step, quantity):
@@ -530,19 +538,25 @@ def _from_zero_findings(trace, layer):
         return []
     if not all(np.all(np.asarray(first[name]) == 0) for name in STATISTICS):
         return []
-    step = next((step for step in _steps(trace, layer)
-                 if records.updates(step.new) and step.old is first), None)
+    steps = list(_steps(trace, layer))
+    step = next((step for step in steps
+                 if records.updates(step.new, step.old) and step.old is first), None)
     if step is None:
         return []  # no update from the initial state: nothing tells where it started
-    update = records.updates(step.new)[0]
+    update = step.links[0][0] if step.links else step.new
     momentum = records.momentum_of(settings, step.new, "moving_variance", update)
-    if momentum is None:
+    try:
+        consumed = records.consumed(update, "batch_variance", step.declared_variance,
+                                    LayerMode.from_header(settings, layer).moments)
+    except ValueError:  # declared ghost batches that do not split the batch (verify says so)
         return []
-    from_one = formulas.moving_average(1.0, update["batch_variance"], momentum)
-    if not np.any(momentum > tolerances.moving_average_bound(1.0, update["batch_variance"],
-                                                             momentum, from_one)):
+    if momentum is None or consumed is None:
         return []
-    updates = sum(len(records.updates(record["bn"].get(layer, {}))) for record in trace.steps)
+    from_one = formulas.moving_average(1.0, consumed[0], momentum)
+    if not np.any(momentum > tolerances.moving_average_bound(
+            1.0, consumed[0], momentum, from_one, statistic_error=consumed[1])):
+        return []
+    updates = sum(len(records.updates(step.new, step.old)) for step in steps)
     weight = f"; after its {updates} updates the initial 0 still weighs {momentum ** updates:.3g}"
     cause = "zero initialisers" if str(settings.get("kind", "")).startswith("batch norm") else \
         "an ExponentialMovingAverage of tensors: its shadows start at zero"

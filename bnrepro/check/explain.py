@@ -66,7 +66,7 @@ def explain_step(trace, step, layer=None, channel=0):
                                         records.momentum_of(settings, state, "value"), at))
     epsilon = settings["epsilon"]
     epsilon_text = "unknown" if epsilon is None else f"{epsilon:g}"
-    links = records.updates(state)
+    links = records.updates(state, old)
     momenta = [{statistic: records.momentum_of(settings, state, statistic, link)
                 for statistic in ("moving_mean", "moving_variance")} for link in links or [None]]
     lines = [f"Step {step} of {trace.header.get('scenario', '?')}, layer {layer} "
@@ -81,12 +81,13 @@ def explain_step(trace, step, layer=None, channel=0):
     for number, (link, momentum) in enumerate(zip(links, momenta), start=1):
         if len(links) > 1:
             lines.append(f"update {number} of {len(links)}:")
-        lines += _batch_lines(link, channel, at)
+        batch_lines, consumed = _batch_lines(link, channel, at, settings.get("fused"))
+        lines += batch_lines
         for statistic, batch_statistic in (("moving_mean", "batch_mean"),
                                            ("moving_variance", "batch_variance")):
             stored = at(state[statistic]) if number == len(links) else None
             update, values[statistic] = _update_lines(
-                statistic, batch_statistic, values[statistic], at(link[batch_statistic]), stored,
+                statistic, batch_statistic, values[statistic], consumed[batch_statistic], stored,
                 momentum[statistic], _local_steps(settings, old, state))
             lines += update
     if layer in record.get("inference", {}):
@@ -117,23 +118,36 @@ def _momentum_text(momenta):
     return f"momentum {text(mean)} for the mean, {text(variance)} for the variance"
 
 
-def _batch_lines(update, channel, at):
-    """The batch mean and variance of one update from the layer's inputs, when recorded."""
+def _batch_lines(update, channel, at, fused):
+    """``(lines, consumed)``: the batch mean and variance of one update from the layer's inputs,
+    when recorded, against what the update consumed; ``consumed`` the channel's ``batch_mean``
+    and ``batch_variance`` the update lines use: as recorded, or, when the trace has only the
+    input (the consumed values not fetched), its mean and variance (``/(N-1)`` for a layer the
+    header declares fused, else ``/N``)."""
     if "batch_input" not in update:
-        return ["layer inputs were not recorded; the batch statistics below are TensorFlow's"]
+        return (["layer inputs were not recorded; the batch statistics below are TensorFlow's"],
+                {name: at(update[name]) for name in ("batch_mean", "batch_variance")})
     inputs = np.asarray(update["batch_input"])[..., channel].ravel()
     count = inputs.size
     mean = formulas.batch_mean(inputs[:, None])[0]
     variances = {convention: formulas.batch_variance(inputs[:, None], convention)[0]
                  for convention in formulas.VARIANCE_CONVENTIONS if count > 1}
+    lines = [f"layer inputs in the step's training run (N = {count}): [{_listing(inputs)}]"]
+    mean_text = (f"batch_mean = ({' + '.join(_number(v) for v in inputs[:SHOWN_VALUES])}"
+                 f"{' + ...' if count > SHOWN_VALUES else ''}) / {count}")
+    if "batch_mean" not in update:  # the update's own values were not fetched
+        convention = formulas.UNBIASED if fused and count > 1 else formulas.BIASED
+        divisor = count - 1 if convention == formulas.UNBIASED else count
+        lines += [f"{mean_text} = {_number(mean)}    (TensorFlow's not recorded)",
+                  f"batch_variance = sum((x - {_number(mean)})^2) / {divisor} = "
+                  f"{_number(variances[convention])}    (TensorFlow's not recorded)"]
+        return lines, {"batch_mean": mean, "batch_variance": variances[convention]}
     convention = min(variances, key=lambda c: abs(variances[c] - at(update["batch_variance"])))
     divisor = count - 1 if convention == formulas.UNBIASED else count
-    return [f"layer inputs in the step's training run (N = {count}): [{_listing(inputs)}]",
-            _result_line(f"batch_mean = ({' + '.join(_number(v) for v in inputs[:SHOWN_VALUES])}"
-                         f"{' + ...' if count > SHOWN_VALUES else ''}) / {count}",
-                         mean, at(update["batch_mean"])),
-            _result_line(f"batch_variance = sum((x - {_number(mean)})^2) / {divisor}",
-                         variances[convention], at(update["batch_variance"]))]
+    lines += [_result_line(mean_text, mean, at(update["batch_mean"])),
+              _result_line(f"batch_variance = sum((x - {_number(mean)})^2) / {divisor}",
+                           variances[convention], at(update["batch_variance"]))]
+    return lines, {name: at(update[name]) for name in ("batch_mean", "batch_variance")}
 
 
 def _local_steps(settings, old, state):

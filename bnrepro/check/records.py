@@ -14,6 +14,10 @@ and the state after the last. With ``m`` the momentum and ``m_0`` the state befo
 
     m_1 = m * m_0 + (1 - m) * b_1,   m_2 = m * m_1 + (1 - m) * b_2,   ...,   m_k = the recorded state
 
+``"updates_ordered": false`` says that nothing in the run orders the updates (no dependency between
+them): the list is then in no particular order, and TensorFlow may run them in any order, or let
+each read the state before another wrote it.
+
 The momentum of each average: the mean's is the header's ``momentum``; the variance's is the
 header's ``momentum_variance`` when its decay differs from the mean's (a hand-written layer with
 0.9 for the mean and 0.99 for the variance), else the mean's. A momentum computed at run time is
@@ -21,18 +25,54 @@ header's ``momentum_variance`` when its decay differs from the mean's (a hand-wr
 """
 from __future__ import annotations
 
+import numpy as np
+
+from bnrepro.check import formulas, tolerances
+
 MEAN_MOMENTUM = "momentum"
 VARIANCE_MOMENTUM = "momentum_variance"
 UPDATES = "updates"
+UPDATES_ORDERED = "updates_ordered"
 
 
-def updates(state):
+def updates(state, old=None):
     """The updates a step's layer ``state`` records, in the order they ran: ``state["updates"]``,
-    or ``[state]`` when it holds what its one update consumed (``batch_mean``), else ``[]`` (no
-    update ran)."""
+    or ``[state]`` when it holds what its one update consumed (``batch_mean``), or only the layer's
+    input (``batch_input``, the consumed values not fetched: a fused kernel's) and its moving
+    statistics moved from ``old``, the state before the run; else ``[]`` (no update ran)."""
     if UPDATES in state:
         return list(state[UPDATES])
-    return [state] if "batch_mean" in state else []
+    if "batch_mean" in state:
+        return [state]
+    if "batch_input" in state and old is not None and moved(old, state):
+        return [state]
+    return []
+
+
+def moved(old, state):
+    """Whether ``moving_mean`` or ``moving_variance`` differs from ``old``'s."""
+    return not all(np.array_equal(state[name], old[name])
+                   for name in ("moving_mean", "moving_variance"))
+
+
+def consumed(update, statistic, convention, moments):
+    """``(value, bound)`` of what ``update`` consumed for ``statistic`` (``batch_mean`` or
+    ``batch_variance``): as recorded (bound 0), else from its ``batch_input`` with ``moments(x,
+    convention)`` (the layer mode's: ``(mean, variance)``, the variance ``/N`` or ``/(N-1)``) and
+    the bound of that computation (:func:`bnrepro.check.tolerances.mean_bound`,
+    :func:`~bnrepro.check.tolerances.variance_bound`); ``None`` when the unbiased variance does
+    not exist (one value per channel)."""
+    if statistic in update:
+        return update[statistic], 0.0
+    x = np.asarray(update["batch_input"], dtype=np.float64)
+    pair = moments(x, convention)
+    if pair is None:
+        return None
+    axes = formulas.reduction_axes(x)
+    if statistic == "batch_mean":
+        return pair[0], tolerances.mean_bound(x, axes)
+    ddof = 1 if convention == formulas.UNBIASED else 0
+    return pair[1], tolerances.variance_bound(x, axes, ddof)
 
 
 def flattened(state):
@@ -43,6 +83,12 @@ def flattened(state):
         merged = {name: value for name, value in state.items() if name != UPDATES}
         return {**merged, **state[UPDATES][0]}
     return state
+
+
+def ordered(state):
+    """Whether the step's updates ran in the order listed: ``False`` only when the state says
+    ``"updates_ordered": false`` (the run orders them no way)."""
+    return bool(state.get(UPDATES_ORDERED, True))
 
 
 def momentum_key(statistic):

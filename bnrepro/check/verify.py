@@ -9,6 +9,20 @@ For every traced step ``k >= 1`` and every batch-norm layer (state of step ``k -
   the unbiased (/(N-1)) variance are tried and the one the trace follows is reported
 * ``inference formula``:       ``output = gamma_old * (input - moving_mean_old) / sqrt(moving_variance_old + epsilon) + beta_old``
 
+Each average takes its own momentum (the variance's ``momentum_variance`` when its decay differs,
+:func:`bnrepro.check.records.momentum_of`). A run that updated the layer several times
+(``"updates"``) is checked through each update in the order it ran, the bound carried along
+(:func:`_combined`); when the run orders those updates no way (``"updates_ordered": false``), each
+statistic is checked against every order, all updates reading the state before the run, and each
+update alone (:func:`_outcomes`), and the report names the first that holds. An update whose
+consumed values were not recorded but whose layer input was is checked with the input's moments
+(the variance the header declares first: ``/(N-1)`` for a fused layer; the one that holds is
+named). What cannot be checked is said in a ``not checked for LAYER: what: why`` line and not
+counted: with an unknown epsilon (header ``null``) the inference formula and the diagnosis'
+epsilons; without the layer's input, the batch statistics from it; with a momentum computed at
+run time and not recorded, the updates. A whole trace without steps (nothing found, nothing ran)
+is ``NOTHING TO CHECK``, not a pass (exit status 1), with what was searched and what to check.
+
 A layer whose header entry declares a mode (:class:`bnrepro.check.layer_modes.LayerMode`) is checked under
 it, and the report says so (``mode of LAYER``):
 
@@ -42,8 +56,9 @@ the ``FAIL`` line; a fused trace passes, with its diagnosis line.
 
 Every comparison has its own bound: how far TensorFlow's float32 result may be from the exact
 formula on the same operands, from the operands' sizes (:mod:`bnrepro.check.tolerances`, with the
-derivations). A value passes when ``|got - expected| <= bound``; the report gives, per check, the
-largest error and the largest fraction of its bound used.
+derivations; each allows for the float32 subnormals TensorFlow flushes to zero,
+:func:`bnrepro.check.tolerances.flush_slack`). A value passes when ``|got - expected| <= bound``;
+the report gives, per check, the largest error and the largest fraction of its bound used.
 
 Beyond the formulas, a trace passes only when it is whole and finite: every recorded number finite
 (a diverged run is named, with the step), and the end line present and consistent (a trace cut
@@ -53,6 +68,7 @@ Nothing here uses TensorFlow.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -86,9 +102,10 @@ class Report:
 
     @property
     def formulas_hold(self):
-        """Every check passed and there was something to compare."""
+        """Every check passed and there was something to compare: a recorded value held to a
+        formula (that every value is finite, or that the statistics moved, is not enough)."""
         return all(check.passed for check in self.checks) and any(
-            c.compared for c in self.checks if c.name != FINITE_CHECK)
+            c.compared for c in self.checks if c.name not in (FINITE_CHECK, MOVES_CHECK))
 
     @property
     def passed(self):
@@ -131,7 +148,8 @@ class Report:
             prefix = f"DIVERGED ({self.ending}); " if self.diverged else ""
             return f"FAIL: {prefix}{failures[0].name}: {failures[0].first_failure}"
         if not self.formulas_hold:
-            return "FAIL: nothing to compare (the trace has no consecutive steps)"
+            return ("FAIL: nothing to compare: no moving-average update, batch statistic or "
+                    "inference output of the trace could be checked")
         held = "every recorded value is within its float32 rounding bound"
         if self.diverged:
             return f"DIVERGED: {self.ending}; before it, {held}"
@@ -283,29 +301,40 @@ def _verify_layer(trace, layer, mode, checks, report):
     variance_checks = {convention: Check("batch_variance from inputs")
                        for convention in formulas.VARIANCE_CONVENTIONS}
     unchecked = {}  # what was not checked -> why, in the order met
-    ran = inputs = inference = 0  # steps whose update ran; updates with inputs; inference pairs
+    unordered = {}  # "statistic outcome" of a run's unordered updates -> the steps
+    ran = inputs = inference = derived = blind = 0  # steps whose update ran; updates with
+    # inputs; inference pairs; updates whose consumed values were not recorded (taken from the
+    # input); steps that moved the statistics with neither what the update consumed nor the input
+    held = None  # the variances with which every update from the layer's input held
     for record in trace.steps:
         if layer not in record["bn"]:
             continue
         previous = trace.before(record, layer)
         state = record["bn"][layer]
-        links = records.updates(state)
+        links = records.updates(state, None if previous is None else previous["bn"][layer])
         where = f"step {record['step']}, layer {layer}"
         ran += bool(links)
+        blind += bool(previous is not None and not links
+                      and records.moved(previous["bn"][layer], state))
+        derived += sum("batch_mean" not in link for link in links)
         if previous is not None and links:
-            _verify_updates(checks, where, settings, mode, previous, record, layer, links,
-                            unchecked)
+            followed = _verify_updates(checks, where, settings, mode, previous, record, layer,
+                                       links, unchecked)
+            if "variance from inputs" in followed:
+                fits = followed.pop("variance from inputs")
+                held = fits if held is None else held & fits
+            for statistic, label in followed.items():
+                if label is not None:
+                    unordered.setdefault(f"{statistic} {label}", []).append(record["step"])
         if previous is not None and record.get("run", {}).get("trained"):
-            old = previous["bn"][layer]
-            still = all(np.array_equal(state[name], old[name])
-                        for name in ("moving_mean", "moving_variance"))
+            still = not records.moved(previous["bn"][layer], state)
             checks[MOVES_CHECK].compared += 1
             if still and checks[MOVES_CHECK].first_failure is None:
                 checks[MOVES_CHECK].first_failure = (
                     f"{where}: the run trained (an optimizer ran) but the moving statistics did not "
                     "move: their update is not part of the training run")
         for number, link in enumerate(links, start=1):
-            if "batch_input" in link:
+            if "batch_input" in link and "batch_mean" in link:
                 inputs += 1
                 _verify_from_inputs(checks, variance_checks, _update_place(where, number, links),
                                     mode, link)
@@ -323,19 +352,42 @@ def _verify_layer(trace, layer, mode, checks, report):
         unchecked[what] = ("its epsilon is unknown: null in the header, not found in the graph "
                            "(bnrepro trace reads it from the fused kernel's attribute or the "
                            "constant tf.nn.batch_normalization adds)")
-    if ran and not inputs:
+    if blind:
+        unchecked[f"the moving-average updates of {blind} steps"] = (
+            "the statistics moved, but neither the values the update consumed nor the layer's "
+            "input were recorded")
+    if ran and not inputs and not derived:
         consumed = ("the fused kernel's unbiased (N-1) variance, as the header declares"
                     if settings.get("fused") else "as recorded")
         unchecked["batch_mean and batch_variance from the layer's inputs"] = (
             "the layer's input was not recorded; the moving-average updates were checked with "
             f"the batch statistics they consumed ({consumed})")
+    if derived:
+        unchecked["batch_mean and batch_variance from the layer's inputs"] = (
+            f"the values {derived} updates consumed were not recorded (the tracer does not fetch "
+            "them, see the runs' not_fetched); those updates were checked with the moments of "
+            "the layer's input instead, the variance named below")
+        if held is not None and not variance_checks[formulas.BIASED].compared:
+            report.variance_used[layer] = (AMBIGUOUS if len(held) > 1 else
+                                           next(iter(held)) if held else None)
     report.skipped.extend(f"not checked for {layer}: {what}: {why}" for what, why in
                           unchecked.items())
+    if unordered:
+        report.skipped.append(
+            f"updates of {layer}: runs that update it several times order those updates no way, "
+            "so TensorFlow may run them in any order or let each read the state before another "
+            "wrote it; each such run was checked against every order, all reading the state "
+            "before the run, and each alone (the first that holds is named): " + "; ".join(
+                f"{label} at steps {_steps_text(steps)}" for label, steps in unordered.items()))
     if variance_checks[formulas.BIASED].compared:
         followed = _variance_followed(variance_checks)
         report.variance_used[layer] = followed
         merged = followed if followed in variance_checks else formulas.BIASED
         _merge(checks["batch_variance from inputs"], variance_checks[merged])
+
+
+def _steps_text(steps):
+    return ", ".join(map(str, steps[:8])) + (", ..." if len(steps) > 8 else "")
 
 
 def _update_place(where, number, links):
@@ -345,8 +397,15 @@ def _update_place(where, number, links):
 
 def _verify_updates(checks, where, settings, mode, previous, record, layer, links, unchecked):
     """A step's moving-average updates: ``moving_mean`` and ``moving_variance`` from the state
-    before the run through each update in the order they ran (:func:`_verify_chain`); a
-    zero-debiased or renorm layer with its own formulas (one update per run)."""
+    before the run through each update in the order they ran (:func:`_combined`); when the run
+    orders them no way, each statistic (its updates race on their own) through the first of
+    :func:`_outcomes` that holds it. What an update consumed is the recorded ``batch_mean`` /
+    ``batch_variance``, or where the trace has only the layer's input, its moments
+    (:func:`bnrepro.check.records.consumed`; the variance the header declares first, ``/(N-1)`` for
+    a fused layer, then the other). A zero-debiased or renorm layer has its own formulas (one
+    recorded update per run). Returns ``{statistic: label of the outcome}`` (``None`` for ordered
+    updates) and, for the variance computed from the input, the conventions with which it held
+    (``"variance from inputs"``)."""
     old, state = previous["bn"][layer], records.flattened(record["bn"][layer])
     momenta = {statistic: [records.momentum_of(settings, state, statistic, link) for link in links]
                for statistic in ("moving_mean", "moving_variance")}
@@ -354,17 +413,17 @@ def _verify_updates(checks, where, settings, mode, previous, record, layer, link
     if unknown:
         unchecked[f"the {' and '.join(unknown)} updates"] = (
             "the momentum is computed at run time and was not recorded at some steps")
-    several = len(links) > 1
-    if several and (settings.get("zero_debias") or mode.renorm):
-        unchecked["the updates of runs that updated the layer several times"] = (
-            "a zero-debiased or renorm layer is checked one update per run")
-        return
+    derived = any("batch_mean" not in link for link in links)
+    if (len(links) > 1 or derived) and (settings.get("zero_debias") or mode.renorm):
+        unchecked["the updates of a zero-debiased or renorm layer at some steps"] = (
+            "they are checked one recorded update per run, with the values it consumed")
+        return {}
     if settings.get("zero_debias"):
         if not unknown:
             _verify_zero_debiased(checks, where, old, state,
                                   {name: values[0] for name, values in momenta.items()})
-        return
-    pairs = (("moving_mean", "batch_mean"), ("moving_variance", "batch_variance"))
+        return {}
+    pairs = PAIRS
     if mode.renorm:
         pairs = pairs[:1]
         epsilon = settings["epsilon"]
@@ -375,26 +434,107 @@ def _verify_updates(checks, where, settings, mode, previous, record, layer, link
             old_stddev, old_stddev_error = moving_stddev_with_bound(previous, layer, epsilon)
             _verify_renorm(checks, where, mode, record, state, previous, layer,
                            momenta["moving_variance"][0], epsilon, old_stddev, old_stddev_error)
-    for statistic, consumed in pairs:
-        if statistic not in unknown:
-            _verify_chain(checks[f"{statistic} update"], where, old[statistic],
-                          [link[consumed] for link in links], momenta[statistic], state[statistic])
+    declared = formulas.UNBIASED if settings.get("fused") else formulas.BIASED
+    conventions = (declared,) + tuple(c for c in formulas.VARIANCE_CONVENTIONS if c != declared)
+    outcomes = _outcomes(len(links), records.ordered(record["bn"][layer]))
+    followed = {}
+    for statistic, name in pairs:
+        if statistic in unknown:
+            continue
+        tried = conventions if derived and statistic == "moving_variance" else conventions[:1]
+        try:
+            fits = [_fitting_outcome(outcomes, old[statistic], state[statistic], links, name,
+                                     momenta[statistic], convention, mode)
+                    for convention in tried]
+        except ValueError as error:  # the declared ghost batches do not split the batch
+            checks[f"{statistic} update"].fail(where, str(error))
+            continue
+        label, value, bound = next((fit for fit in fits if fit[0] != NO_FIT), fits[0])
+        checks[f"{statistic} update"].compare(where, state[statistic], value, bound)
+        followed[statistic] = label if len(outcomes) > 1 else None
+        if len(tried) > 1:
+            followed["variance from inputs"] = {convention for convention, fit in zip(tried, fits)
+                                                if fit[0] != NO_FIT}
+    return followed
 
 
-def _verify_chain(check, where, old, consumed, momenta, recorded):
-    """The moving average from ``old`` through each consumed value in order, against ``recorded``::
+NO_FIT = "none of them"
 
-        v_0 = old,   v_i = m_i * v_(i-1) + (1 - m_i) * consumed_i,   recorded = v_k
 
-    with the bound carried along: ``e_i = moving_average_bound(v_(i-1), consumed_i, m_i, v_i,
-    old_error=e_(i-1))`` (:func:`bnrepro.check.tolerances.moving_average_bound`), ``e_0 = 0``. One
-    update (``k = 1``) is the standard check."""
-    value, bound = np.asarray(old, dtype=np.float64), 0.0
-    for statistic, momentum in zip(consumed, momenta):
-        new = formulas.moving_average(value, statistic, momentum)
-        bound = tolerances.moving_average_bound(value, statistic, momentum, new, old_error=bound)
-        value = new
-    check.compare(where, recorded, value, bound)
+def _fitting_outcome(outcomes, old, recorded, links, name, momenta, convention, mode):
+    """``(label, value, bound)`` of the first outcome whose value holds ``recorded`` (label
+    :data:`NO_FIT` and the first outcome's value and bound when none does),
+    the consumed values ``name`` of ``links`` as recorded or from their inputs under
+    ``convention``; ``(NO_FIT, nan, 0)`` when the unbiased variance does not exist."""
+    consumed = [records.consumed(link, name, convention, mode.moments) for link in links]
+    if None in consumed:
+        return NO_FIT, np.full(np.shape(recorded), np.nan), 0.0
+    first = None
+    for label, concurrent, indices in outcomes:
+        value, bound = _combined(old, [consumed[i] for i in indices],
+                                 [momenta[i] for i in indices], concurrent)
+        if _holds(recorded, value, bound):
+            return label, value, bound
+        first = first or (value, bound)
+    return (NO_FIT, *first)
+
+
+PAIRS = (("moving_mean", "batch_mean"), ("moving_variance", "batch_variance"))
+MAX_ORDERS = 5  # the updates of a run that orders them no way: every order tried up to this many
+
+
+def _outcomes(count, ordered):
+    """The ways a run's ``count`` updates may have combined: ``(label, concurrent, indices)``.
+    In the order listed, when the run orders them (``label`` ``None``); otherwise every order (up
+    to :data:`MAX_ORDERS` updates; beyond, the one listed), all of them reading the state before
+    the run (``concurrent``), and each alone (the others' writes lost)."""
+    listed = tuple(range(count))
+    if ordered or count == 1:
+        return [(None, False, listed)]
+    orders = itertools.permutations(listed) if count <= MAX_ORDERS else [listed]
+    return ([(f"in the order {', '.join(str(i + 1) for i in order)}", False, order)
+             for order in orders]
+            + [("all reading the state before the run", True, listed)]
+            + [(f"update {i + 1} alone (the others' writes lost)", False, (i,)) for i in listed])
+
+
+def _combined(old, consumed, momenta, concurrent=False):
+    """``(value, bound)``: the state after a run's updates, from the state ``old`` before it, each
+    update consuming ``(c_i, e_i)`` (a value and its bound: 0 as recorded, or the bound of its
+    computation from the layer's input). In sequence (each update reads what the one before it
+    wrote)::
+
+        v_0 = old,   v_i = m_i * v_(i-1) + (1 - m_i) * c_i,
+        b_0 = 0,     b_i = moving_average_bound(v_(i-1), c_i, m_i, v_i, statistic_error=e_i,
+                                                old_error=b_(i-1))
+
+    (:func:`bnrepro.check.tolerances.moving_average_bound`; one update is the standard check);
+    ``concurrent``, every update having read ``old`` before any wrote (``assign_sub`` applies each
+    one's ``(old - c_i) * (1 - m_i)``)::
+
+        v_i = v_(i-1) + (1 - m_i) * (c_i - old),
+        b_i = b_(i-1) + moving_average_bound(old, c_i, m_i, v_i, statistic_error=e_i)
+    """
+    old = np.asarray(old, dtype=np.float64)
+    value, bound = old, 0.0
+    for (statistic, error), momentum in zip(consumed, momenta):
+        if concurrent:
+            value = value + formulas.moving_average(old, statistic, momentum) - old
+            bound = bound + tolerances.moving_average_bound(old, statistic, momentum, value,
+                                                            statistic_error=error)
+        else:
+            new = formulas.moving_average(value, statistic, momentum)
+            bound = tolerances.moving_average_bound(value, statistic, momentum, new,
+                                                    statistic_error=error, old_error=bound)
+            value = new
+    return value, bound
+
+
+def _holds(recorded, expected, bound):
+    """Whether every recorded value is within its bound of the expected one (as a check holds it)."""
+    probe = Check("")
+    probe.compare("", recorded, expected, bound)
+    return probe.passed
 
 
 def _verify_from_inputs(checks, variance_checks, where, mode, update):

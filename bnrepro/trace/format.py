@@ -27,7 +27,8 @@ the initial state). From the tracer:
   run updated several times (one layer applied to two inputs in one run: a GAN's discriminator on
   real and generated data) holds ``"updates": [{"batch_mean", "batch_variance"[, "batch_input",
   "momentum", "momentum_variance"]}, ...]``, what each update consumed in the order they ran,
-  with the state after the last. The state before a step is the one of the last earlier step
+  with the state after the last (``"updates_ordered": false`` when the run orders them no way:
+  then in no particular order). The state before a step is the one of the last earlier step
   holding the layer (none when step numbers are missing in between: a trace that keeps some
   steps only);
 * ``"averages"``: ``{name: {"value", "consumed"[, "local_step", "momentum"]}}`` of the averages
@@ -75,6 +76,7 @@ ARRAY_SECTIONS = ("bn", "inference", "averages", "variables", "batch", "metrics"
 LAYER_STATE = ("moving_mean", "moving_variance", "gamma", "beta")
 BATCH_STATISTICS = ("batch_mean", "batch_variance")
 UPDATES = "updates"  # a layer updated several times in one run: what each update consumed, in order
+UPDATES_ORDERED = "updates_ordered"  # false: the run orders those updates no way
 
 
 def library_versions():
