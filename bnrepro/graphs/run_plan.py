@@ -46,6 +46,8 @@ class RunPlan:
     race_conditions: list = field(default_factory=list)
     # a shared layer's trace name -> whether the run orders its updates (:func:`_in_order`)
     ordered: dict = field(default_factory=dict)
+    # layer trace name -> whether the run's optimizer trains that layer (:func:`_trains_layer`)
+    layer_trained: dict = field(default_factory=dict)
     # keys of layer inputs kept at every step: the update's own values are not fetched
     # (:func:`fusable`), the input is what checks it
     required_inputs: frozenset = frozenset()
@@ -81,6 +83,7 @@ class RunPlan:
                               self.may_change, self.fetched, keys=self.keys, after=self.after,
                               unfetchable=self.unfetchable, ordered=self.ordered,
                               required_inputs=self.required_inputs,
+                              layer_trained=self.layer_trained,
                               race_conditions=[(sentence, liveness.ALWAYS) for sentence, conditions
                                                in self.race_conditions if conditions is None
                                                or liveness.holds(conditions, values)]
@@ -110,6 +113,7 @@ class RunPlan:
                                          in self.conditional.items() if key not in inputs},
                             unfetchable=self.unfetchable, ordered=self.ordered,
                             required_inputs=self.required_inputs,
+                            layer_trained=self.layer_trained,
                             race_conditions=self.race_conditions)
         self.lean.arrange(fed)
         return self
@@ -132,6 +136,31 @@ def fusable(tensor):
     by 4e-6, ``tests/zoo/programs/dcgan_alternating.py``). The layer's input, which the kernel
     reads, is the output of a node that fusions keep (the last of a ``Conv2D`` + ``BiasAdd``)."""
     return tensor.op.type.startswith("FusedBatchNorm")
+
+
+def _trained_variables(graph, executed):
+    """The op names of the variables the run's optimizer kernels (``Apply*``) update."""
+    names = set()
+    for name in executed:
+        operation = graph.get_operation_by_name(name)
+        if discovery.is_training_op(operation) and operation.inputs:
+            variable = discovery.variable_name(discovery.GraphValue(operation.inputs[0]))
+            names.add(variable or name)
+    return names
+
+
+def _trains_layer(layer, trained_variables, executed):
+    """Whether a run whose optimizer updates ``trained_variables`` trains ``layer``: its gamma or
+    beta, or, for a layer without either, a variable its input is computed from. A run that
+    trains another network only (a GAN's discriminator step runs the generator's layers, its
+    optimizer's ``var_list`` leaving them alone) does not."""
+    own = {variable.op.name for variable in (layer.gamma, layer.beta) if variable is not None}
+    if own:
+        return bool(own & trained_variables)
+    if layer.inputs is None:
+        return True
+    upstream = _needed(layer.inputs.op, executed)
+    return bool(upstream & trained_variables)
 
 
 def base_role(role):
@@ -184,8 +213,10 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
             extra[(prefix + average.name, "consumed")] = average.update.consumed
             if average.update.weight_tensor is not None:
                 extra[(prefix + average.name, "weight")] = average.update.weight_tensor
-    trained = any(discovery.is_training_op(graph.get_operation_by_name(name))
-                  for name in executed)
+    trained_variables = _trained_variables(graph, executed)
+    trained = bool(trained_variables)
+    layer_trained = {prefix + layer.name: _trains_layer(layer, trained_variables, executed)
+                     for layer in found.layers if trained}
     assigns = any(graph.get_operation_by_name(name).type in discovery.ASSIGN | discovery.ASSIGN_SUB
                   | {"If", "StatelessIf", "NoOp"} for name in executed)
     alive = liveness.Liveness(fed)
@@ -212,7 +243,8 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
                    trained, bool(averages) or trained or assigns, list(fetches)[:20],
                    keys=dict(zip((str(key) for key in extra), extra)), after=after,
                    conditional=conditional, unfetchable=unfetchable, ordered=ordered,
-                   required_inputs=frozenset(required_inputs) & set(map(str, extra))).arrange(fed)
+                   required_inputs=frozenset(required_inputs) & set(map(str, extra)),
+                   layer_trained=layer_trained).arrange(fed)
     plan.race_conditions = unordered_reads([average.variable for average in averages], executed,
                                            alive)
     return plan

@@ -506,6 +506,9 @@ class Tracer:
                        "momentum_variance"] = 1.0 - np.float64(value)
             else:
                 target[role] = value
+        for name, trained in plan.layer_trained.items():  # whether the run trains the layer
+            if name in record["bn"]:
+                record["bn"][name]["trained"] = trained
         for name, ordered in plan.ordered.items():  # a shared layer's updates, in run order
             entry = record["bn"].get(name, {})
             if "updates" in entry:
