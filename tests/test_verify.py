@@ -691,3 +691,35 @@ def test_statistics_that_moved_with_nothing_to_check_them_do_not_pass():
     assert ("not checked for bn: the moving-average updates of 1 steps: the statistics moved, but "
             "neither the values the update consumed nor the layer's input were recorded") in \
         report.format()
+
+
+def test_a_run_that_trains_another_network_only_is_no_missing_update(tmp_path):
+    """A GAN: the discriminator's step updates its layer twice (:func:`_two_updates`: 1.125,
+    1.5625) and trains it; the generator's step runs the layer without training it (``"trained":
+    false``) and leaves its statistics: no "did not move" failure, no "no update" diagnosis. The
+    same step with the layer trained (``true``) is the failure it was. Written and read back, the
+    flags stay true/false."""
+    from bnrepro.trace import TraceWriter, read_trace
+
+    trace = _two_updates()
+    trace.steps[1]["bn"]["bn"]["trained"] = True
+    generator_step = copy.deepcopy(trace.steps[1])
+    generator_step["step"] = 2
+    for name in ("updates", "trained"):
+        generator_step["bn"]["bn"].pop(name)
+    generator_step["bn"]["bn"]["trained"] = False
+    trace.steps.append(generator_step)
+    trace.end = end_record("complete", 2, 3)["end"]
+    with TraceWriter(str(tmp_path), trace.header) as writer:
+        for record in trace.steps:
+            writer.write_step(record)
+        writer.finish()
+    read = read_trace(str(tmp_path))
+    assert read.steps[2]["bn"]["bn"]["trained"] is False
+    report = verify_trace(read)
+    assert report.passed and report.diagnosis == [], report.format()
+    read.steps[2]["bn"]["bn"]["trained"] = True
+    report = verify_trace(read)
+    assert not report.passed
+    assert "FAIL: statistics move when training: step 2, layer bn: the run trained" in \
+        report.format()

@@ -405,6 +405,8 @@ def _steps(trace, layer):
         if previous is None:
             continue
         state = record["bn"][layer]
+        if state.get("trained") is False and not records.moved(previous["bn"][layer], state):
+            continue  # a run that trained another network only: nothing of this layer's to tell
         links = records.updates(state, previous["bn"][layer])
         updates += len(links) or "batch_input" in state
 

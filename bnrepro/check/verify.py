@@ -326,7 +326,9 @@ def _verify_layer(trace, layer, mode, checks, report):
             for statistic, label in followed.items():
                 if label is not None:
                     unordered.setdefault(f"{statistic} {label}", []).append(record["step"])
-        if previous is not None and record.get("run", {}).get("trained"):
+        # the layer's own flag: a run that trains another network only (a GAN's other half) runs
+        # this layer without training it
+        if previous is not None and state.get("trained", record.get("run", {}).get("trained")):
             still = not records.moved(previous["bn"][layer], state)
             checks[MOVES_CHECK].compared += 1
             if still and checks[MOVES_CHECK].first_failure is None:

@@ -28,7 +28,8 @@ the initial state). From the tracer:
   real and generated data) holds ``"updates": [{"batch_mean", "batch_variance"[, "batch_input",
   "momentum", "momentum_variance"]}, ...]``, what each update consumed in the order they ran,
   with the state after the last (``"updates_ordered": false`` when the run orders them no way:
-  then in no particular order). The state before a step is the one of the last earlier step
+  then in no particular order); ``"trained"``, whether the run's optimizer trained the layer (a
+  GAN's generator step runs the discriminator's layers without training them). The state before a step is the one of the last earlier step
   holding the layer (none when step numbers are missing in between: a trace that keeps some
   steps only);
 * ``"averages"``: ``{name: {"value", "consumed"[, "local_step", "momentum"]}}`` of the averages
@@ -77,6 +78,7 @@ LAYER_STATE = ("moving_mean", "moving_variance", "gamma", "beta")
 BATCH_STATISTICS = ("batch_mean", "batch_variance")
 UPDATES = "updates"  # a layer updated several times in one run: what each update consumed, in order
 UPDATES_ORDERED = "updates_ordered"  # false: the run orders those updates no way
+LAYER_FLAGS = ("trained", UPDATES_ORDERED)  # a layer's true/false entries in a step
 
 
 def library_versions():

@@ -11,8 +11,8 @@ import numpy as np
 
 from bnrepro.errors import UserError
 from bnrepro.trace.format import (ARRAY_SECTIONS, ARRAYS_FILE, BATCH_STATISTICS, END_STATUSES,
-                                  FORMAT_2, FORMATS, LAYER_STATE, TRACE_FILE, UPDATES,
-                                  UPDATES_ORDERED)
+                                  FORMAT_2, FORMATS, LAYER_FLAGS, LAYER_STATE, TRACE_FILE,
+                                  UPDATES)
 
 
 @dataclass
@@ -204,7 +204,7 @@ def _check_step(path, line, record, layers, generic=False):
     for layer, quantities in batch_norm.items():
         arrays = {name: _parameter_shape(name, _array(where, f"bn {layer} {name}", value))
                   for name, value in quantities.items()
-                  if name not in (UPDATES, UPDATES_ORDERED)}
+                  if name != UPDATES and not isinstance(value, bool)}
         missing = [name for name in required if name not in arrays]
         if missing:
             raise UserError(f"{where}: layer {layer} lacks {', '.join(missing)}")
@@ -212,10 +212,11 @@ def _check_step(path, line, record, layers, generic=False):
         _check_consumed(where, f"layer {layer}", arrays, channels)
         if UPDATES in quantities:
             arrays[UPDATES] = _updates(where, layer, quantities[UPDATES], channels)
-        if UPDATES_ORDERED in quantities:
-            if not isinstance(quantities[UPDATES_ORDERED], bool):
-                raise UserError(f"{where}: layer {layer} {UPDATES_ORDERED} must be true or false")
-            arrays[UPDATES_ORDERED] = quantities[UPDATES_ORDERED]
+        for flag in LAYER_FLAGS:  # true or false, kept as such
+            if flag in quantities:
+                if not isinstance(quantities[flag], bool):
+                    raise UserError(f"{where}: layer {layer} {flag} must be true or false")
+                arrays[flag] = quantities[flag]
         converted["bn"][layer] = arrays
     if "inference" in record:
         converted["inference"] = {}
