@@ -244,15 +244,7 @@ def expectation(name, mode):
 # (program, mode, check) -> what the tool gets wrong; mode "*": both. check: plain, traced,
 # verdict, final, numpy.
 
-_OTHER_NETWORK = ("a run that trains one network (an optimizer with var_list) and runs another "
-                  "network's batch norm without its update is reported as 'the run trained but "
-                  "the moving statistics did not move' (FAIL) with a 'no update' diagnosis")
-KNOWN_FAILURES = {
-    ("dcgan_alternating", "*", "verdict"): _OTHER_NETWORK + (
-        " (the discriminator step, step 1, for the generator's layers)"),
-    ("gan_discriminator_auto_reuse", "*", "verdict"): _OTHER_NETWORK + (
-        " (the generator step, step 2)"),
-}
+KNOWN_FAILURES = {}  # none today; an entry: (program, mode or "*", check) -> reason
 
 
 def _cases(names, check):
