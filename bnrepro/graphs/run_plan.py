@@ -130,11 +130,13 @@ FUSABLE_NOTE = ("a fused kernel's batch statistics are not fetched: fetching the
 
 def fusable(tensor):
     """Whether fetching ``tensor`` can change how TensorFlow computes the run: an output of a
-    training ``FusedBatchNorm`` kernel in the graph itself, which Grappler's remapper (and oneDNN)
+    training ``FusedBatchNorm`` kernel, which the graph rewrites (Grappler's remapper, oneDNN) may
     fuse with a following ``Relu`` (or ``Add`` + ``Relu``) into one kernel, unless a fetch keeps
-    the kernel's node: the fused kernel rounds differently (measured: a DCGAN's moving means moved
-    by 4e-6, ``tests/zoo/programs/dcgan_alternating.py``). The layer's input, which the kernel
-    reads, is the output of a node that fusions keep (the last of a ``Conv2D`` + ``BiasAdd``)."""
+    the kernel's node as it is; the fused kernel rounds differently. Measured on
+    ``tests/zoo/programs/dcgan_alternating.py``: moving means 4e-6 apart when its outputs were
+    fetched, the same numbers when only the layers' inputs were, or with oneDNN's rewrites off.
+    The layer's input is the output of a node that fusions keep (the last of ``Conv2D`` +
+    ``BiasAdd``)."""
     return tensor.op.type.startswith("FusedBatchNorm")
 
 
