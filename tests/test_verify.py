@@ -618,6 +618,9 @@ def test_updates_the_run_orders_no_way_pass_in_any_way_they_may_have_combined(re
                                              "updates_ordered": False})])
     report = verify_trace(trace)
     assert report.passed and report.diagnosis == [], report.format()
+    from bnrepro.check.explain import explain_step
+    assert "the run updated the layer 2 times in no order it fixes; each update in the order " \
+        "listed" in explain_step(trace, 1, "bn")
     assert report.skipped[-1].endswith(f"is named): moving_mean {followed[0]} at steps 1; "
                                        f"moving_variance {followed[1]} at steps 1"), report.skipped
 

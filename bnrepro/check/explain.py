@@ -74,9 +74,13 @@ def explain_step(trace, step, layer=None, channel=0):
     if not links:
         lines.append("the step's run did not run the update: nothing was averaged in")
         return "\n".join(lines)
-    if len(links) > 1:
+    if len(links) > 1 and records.ordered(state):
         lines.append(f"the run updated the layer {len(links)} times; each update in the order it "
                      "ran, from the state before the run:")
+    elif len(links) > 1:
+        lines.append(f"the run updated the layer {len(links)} times in no order it fixes; each "
+                     "update in the order listed, from the state before the run (TensorFlow may "
+                     "have run them otherwise: bnrepro verify tries every order):")
     values = {statistic: at(old[statistic]) for statistic in ("moving_mean", "moving_variance")}
     for number, (link, momentum) in enumerate(zip(links, momenta), start=1):
         if len(links) > 1:

@@ -284,7 +284,8 @@ def _numbers(record):
                         for name, item in update.items():
                             yield f"{section} {layer} update {number} {name}", item
                     continue
-                yield f"{section} {layer} {quantity}", value
+                if not isinstance(value, bool):  # a flag (trained, updates_ordered) is no number
+                    yield f"{section} {layer} {quantity}", value
     for section in ("variables", "metrics", "after"):
         for name, value in record.get(section, {}).items():
             if isinstance(value, (int, float, list, np.ndarray, np.generic)):
