@@ -316,9 +316,32 @@ def _writers_and_readers(variable, executed, alive):
             elif consumer.type in liveness.SWITCH:
                 stack += [(output, _and(path, alive.alive_when(output)))
                           for output in consumer.outputs]
-            else:
+            elif not _ignores(consumer.type, consumer.get_attr, _input_index(consumer, tensor)):
                 readers.append((consumer, path))
     return writers, readers
+
+
+def _input_index(operation, tensor):
+    return next((index for index, item in enumerate(operation.inputs) if item.name == tensor.name),
+                None)
+
+
+def _ignores(op_type, attribute, index):
+    """Whether an operation of ``op_type`` (attributes by ``attribute(name)``) leaves its input
+    ``index`` unread: a training ``FusedBatchNorm`` takes the moving mean and variance (inputs 3
+    and 4, as tf_keras passes them) but with an ``exponential_avg_factor`` of 1 (all but V3's
+    own in-kernel averaging) computes from the batch alone."""
+    if not op_type.startswith("FusedBatchNorm") or index not in (3, 4):
+        return False
+    try:
+        training = attribute("is_training")
+    except (ValueError, KeyError):
+        return False
+    try:
+        factor = attribute("exponential_avg_factor")
+    except (ValueError, KeyError):
+        factor = 1.0
+    return bool(training) and factor == 1.0
 
 
 def _and(*parts):
@@ -384,8 +407,34 @@ def _body_uses(operation, attribute, arguments):
     definition = getattr(function, "definition", None) or function.cached_definition
     names = {definition.signature.input_arg[index].name for index in arguments
              if index < len(definition.signature.input_arg)}
-    return any(reference.split(":")[0] in names for node in definition.node_def
-               for reference in node.input)
+
+    def node_attribute(node):
+        def read(name):
+            if name not in node.attr:
+                raise KeyError(name)
+            value = node.attr[name]  # a NodeDef's AttrValue: b for a bool, f for a float
+            return value.b if value.WhichOneof("value") == "b" else value.f
+        return read
+
+    consumers = {}  # node (or argument) name -> [(consuming node, input index)]
+    for node in definition.node_def:
+        for index, reference in enumerate(node.input):
+            consumers.setdefault(reference.split(":")[0].lstrip("^"), []).append((node, index))
+    returned = {reference.split(":")[0] for reference in definition.ret.values()}
+    stack, seen = list(names), set()
+    while stack:  # through reads of the handle, to what uses the value (or the branch returns)
+        name = stack.pop()
+        if name in returned:
+            return True
+        for node, index in consumers.get(name, []):
+            if node.op in ("ReadVariableOp", "Identity"):
+                if node.name not in seen:
+                    seen.add(node.name)
+                    stack.append(node.name)
+            elif node.op != "OptionalFromValue" and not _ignores(node.op, node_attribute(node),
+                                                                   index):
+                return True  # (OptionalFromValue hands the same read to the gradient's branch)
+    return False
 
 
 def _needed(operation, executed):
