@@ -836,6 +836,21 @@ def _expected_chain(fed, quantity, momentum, initial, recorded):
                     new = average
                 options.append((new, new_error + 4 * tolerances.UNIT_ROUNDOFF * np.abs(new),
                                 new_error))
+            if len(run) == 2:  # unordered updates may also both read the state before the run:
+                # assign_sub(V, (V - b_i) * (1 - m)) with both deltas taken from the old V,
+                # new = V - (V - b_1)(1 - m) - (V - b_2)(1 - m); or one may be lost: each alone
+                alone = []
+                for batch in run:
+                    consumed, consumed_error = statistic(batch)
+                    average = formulas.moving_average(value, consumed, momentum)
+                    alone.append((average, momentum * error + tolerances.moving_average_bound(
+                        value, consumed, momentum, average, statistic_error=consumed_error)))
+                both = alone[0][0] + alone[1][0] - value
+                both_error = alone[0][1] + alone[1][1] + error
+                options.append((both, both_error + 4 * tolerances.UNIT_ROUNDOFF * (
+                    np.abs(both) + np.abs(value)), both_error))
+                options += [(average, bound + 4 * tolerances.UNIT_ROUNDOFF * np.abs(average),
+                             bound) for average, bound in alone]
         fits = [option for option in options if np.all(np.abs(got - option[0]) <= option[1])]
         if not fits:
             problems.append(f"{quantity} after training run {step}: recorded {got.tolist()}, "
