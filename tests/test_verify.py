@@ -726,3 +726,20 @@ def test_a_run_that_trains_another_network_only_is_no_missing_update(tmp_path):
     assert not report.passed
     assert "FAIL: statistics move when training: step 2, layer bn: the run trained" in \
         report.format()
+
+
+def test_statistics_set_without_their_update_start_the_next_step_afresh():
+    """x = [1, 3]: mean 2, variance (/N) 1. From (0, 1) with momentum 0.75 an update gives
+    (0.25 * 2, 0.75 + 0.25 * 1) = (0.5, 1.0). Step 2 sets the statistics back to (0, 1) without
+    their update (a new session's initializer: ``set``); step 3's update starts from there and
+    gives (0.5, 1.0) again, which only that old state explains (from (0.5, 1.0) it would be
+    0.875)."""
+    update = _consumed([1.0, 3.0])
+    trace = _generic_trace({}, [(0.5, 1.0, update), (0.0, 1.0, {"set": True}), (0.5, 1.0, update)])
+    report = verify_trace(trace)
+    assert report.passed and report.diagnosis == [], report.format()
+    assert any("the change at steps 2: the run set the statistics" in line
+               for line in report.skipped), report.skipped
+    wrong = _generic_trace({}, [(0.5, 1.0, update), (0.0, 1.0, {"set": True}),
+                                (0.875, 1.0, update)])
+    assert not verify_trace(wrong).passed

@@ -104,6 +104,9 @@ EXPECTATIONS = {
     "build_after_first_run": Expect(
         "a new head and optimizer added to the graph after three training runs",
         (_tf_layer("features_bn", 0.8),)),
+    "kfold_new_session_per_fold": Expect(
+        "one graph, a new session per fold that initialises and trains from scratch",
+        (_tf_layer("batch_normalization", 0.8),)),
     "cnn_placeholder_with_default": Expect(
         "fused tf.layers batch norm, training = placeholder_with_default(False)",
         (_tf_layer("batch_normalization", 0.8, 1e-5, U),

@@ -405,8 +405,9 @@ def _steps(trace, layer):
         if previous is None:
             continue
         state = record["bn"][layer]
-        if state.get("trained") is False and not records.moved(previous["bn"][layer], state):
-            continue  # a run that trained another network only: nothing of this layer's to tell
+        if state.get("set") or (state.get("trained") is False
+                                and not records.moved(previous["bn"][layer], state)):
+            continue  # set without its update, or a run that trained another network only
         links = records.updates(state, previous["bn"][layer])
         updates += len(links) or "batch_input" in state
 
@@ -518,7 +519,7 @@ def _run_findings(trace, layer):
     evaluation whose output depends on the update, or training=True when evaluating)."""
     moved = [record["step"] for record in trace.steps
              if layer in record["bn"] and record.get("run", {}).get("moved")
-             and not record["run"].get("trained")]
+             and not record["run"].get("trained") and not record["bn"][layer].get("set")]
     if not moved or not any(record.get("run", {}).get("trained") for record in trace.steps):
         return []  # a program that never trains: its runs update the averages by design
     shown = ", ".join(map(str, moved[:8])) + (", ..." if len(moved) > 8 else "")

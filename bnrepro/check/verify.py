@@ -307,11 +307,15 @@ def _verify_layer(trace, layer, mode, checks, report):
     # inputs; inference pairs; updates whose consumed values were not recorded (taken from the
     # input); steps that moved the statistics with neither what the update consumed nor the input
     held = None  # the variances with which every update from the layer's input held
+    set_steps = []  # steps whose run set the statistics without their update
     for record in trace.steps:
         if layer not in record["bn"]:
             continue
         previous = trace.before(record, layer)
         state = record["bn"][layer]
+        if state.get("set"):  # changed without its update: the next step starts from here
+            set_steps.append(record["step"])
+            continue
         links = records.updates(state, None if previous is None else previous["bn"][layer])
         where = f"step {record['step']}, layer {layer}"
         ran += bool(links)
@@ -355,6 +359,11 @@ def _verify_layer(trace, layer, mode, checks, report):
         unchecked[what] = ("its epsilon is unknown: null in the header, not found in the graph "
                            "(bnrepro trace reads it from the fused kernel's attribute or the "
                            "constant tf.nn.batch_normalization adds)")
+    if set_steps:
+        shown = ", ".join(map(str, set_steps[:8])) + (", ..." if len(set_steps) > 8 else "")
+        unchecked[f"the change at steps {shown}"] = (
+            "the run set the statistics without their moving-average update (an initializer in "
+            "a new session, a Saver restore, an assignment); the steps after start from there")
     if blind:
         unchecked[f"the moving-average updates of {blind} steps"] = (
             "the statistics moved, but neither the values the update consumed nor the layer's "

@@ -48,6 +48,8 @@ class RunPlan:
     ordered: dict = field(default_factory=dict)
     # layer trace name -> whether the run's optimizer trains that layer (:func:`_trains_layer`)
     layer_trained: dict = field(default_factory=dict)
+    # trace names of the layers and averages whose moving-average update the run executes
+    updated: frozenset = frozenset()
     # keys of layer inputs kept at every step: the update's own values are not fetched
     # (:func:`fusable`), the input is what checks it
     required_inputs: frozenset = frozenset()
@@ -83,7 +85,7 @@ class RunPlan:
                               self.may_change, self.fetched, keys=self.keys, after=self.after,
                               unfetchable=self.unfetchable, ordered=self.ordered,
                               required_inputs=self.required_inputs,
-                              layer_trained=self.layer_trained,
+                              layer_trained=self.layer_trained, updated=self.updated,
                               race_conditions=[(sentence, liveness.ALWAYS) for sentence, conditions
                                                in self.race_conditions if conditions is None
                                                or liveness.holds(conditions, values)]
@@ -113,7 +115,7 @@ class RunPlan:
                                          in self.conditional.items() if key not in inputs},
                             unfetchable=self.unfetchable, ordered=self.ordered,
                             required_inputs=self.required_inputs,
-                            layer_trained=self.layer_trained,
+                            layer_trained=self.layer_trained, updated=self.updated,
                             race_conditions=self.race_conditions)
         self.lean.arrange(fed)
         return self
@@ -138,6 +140,12 @@ def fusable(tensor):
     The layer's input is the output of a node that fusions keep (the last of ``Conv2D`` +
     ``BiasAdd``)."""
     return tensor.op.type.startswith("FusedBatchNorm")
+
+
+def _every_average(layer):
+    """The averages of every application of ``layer``."""
+    return [average for application in layer.applications or [layer]
+            for average in application.averages]
 
 
 def _trained_variables(graph, executed):
@@ -246,7 +254,11 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
                    keys=dict(zip((str(key) for key in extra), extra)), after=after,
                    conditional=conditional, unfetchable=unfetchable, ordered=ordered,
                    required_inputs=frozenset(required_inputs) & set(map(str, extra)),
-                   layer_trained=layer_trained).arrange(fed)
+                   layer_trained=layer_trained,
+                   updated=frozenset(prefix + layer.name for layer in found.layers
+                                     if any(a in averages for a in _every_average(layer)))
+                   | frozenset(prefix + a.name for a in found.averages if a in averages)
+                   ).arrange(fed)
     plan.race_conditions = unordered_reads([average.variable for average in averages], executed,
                                            alive)
     return plan

@@ -339,14 +339,19 @@ class Tracer:
         # bit for bit (a NaN that stays NaN has not moved); the bytes compare in a fraction of
         # np.array_equal's time
         last = state.last
-        moved = any(key not in last or after[key].tobytes() != last[key].tobytes()
-                    for key in state.moving_keys)
+        changed = {key[0] for key in state.moving_keys
+                   if key not in last or after[key].tobytes() != last[key].tobytes()}
+        moved = bool(changed)
         state.last = after
         if not moved and not plan.trained:
             return
         self.moved_runs += moved
         self.trained_runs += plan.trained
-        self.records.append(self._record(state, plan, extra, after, call, moved, fresh))
+        record = self._record(state, plan, extra, after, call, moved, fresh)
+        for name in changed - plan.updated:  # moved by no update of theirs: set (initialised,
+            section = "bn" if name in self.layers else "averages"  # restored, assigned)
+            record[section][name]["set"] = True
+        self.records.append(record)
 
     # --- discovery and plans ----------------------------------------------------------------------
 

@@ -78,7 +78,8 @@ LAYER_STATE = ("moving_mean", "moving_variance", "gamma", "beta")
 BATCH_STATISTICS = ("batch_mean", "batch_variance")
 UPDATES = "updates"  # a layer updated several times in one run: what each update consumed, in order
 UPDATES_ORDERED = "updates_ordered"  # false: the run orders those updates no way
-LAYER_FLAGS = ("trained", UPDATES_ORDERED)  # a layer's true/false entries in a step
+SET = "set"  # the run changed the statistics without their update (initialised, restored)
+LAYER_FLAGS = ("trained", UPDATES_ORDERED, SET)  # a layer's true/false entries in a step
 
 
 def library_versions():

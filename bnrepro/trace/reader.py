@@ -198,7 +198,8 @@ def _check_step(path, line, record, layers, generic=False):
     required = ("moving_mean", "moving_variance") if generic else LAYER_STATE
     if generic:
         converted["averages"] = {
-            name: {quantity: _array(where, f"averages {name} {quantity}", value)
+            name: {quantity: value if isinstance(value, bool)  # a flag ("set") kept as such
+                   else _array(where, f"averages {name} {quantity}", value)
                    for quantity, value in quantities.items()}
             for name, quantities in (record.get("averages") or {}).items()}
     for layer, quantities in batch_norm.items():
