@@ -451,26 +451,26 @@ def _body_uses(operation, attribute, arguments):
 
 def _needed(operation, executed):
     """The executed operations ``operation`` needs (inputs and control inputs, transitively)."""
-    stack, seen = [operation], set()
-    while stack:
-        current = stack.pop()
-        if current.name in seen or current.name not in executed:
-            continue
-        seen.add(current.name)
-        stack += [tensor.op for tensor in current.inputs] + list(current.control_inputs)
-    return seen
+    return _reachable(operation, executed, lambda current: [
+        tensor.op for tensor in current.inputs] + list(current.control_inputs))
 
 
 def _needing(operation, executed):
     """The executed operations that need ``operation`` (its consumers, transitively)."""
+    return _reachable(operation, executed, lambda current: [
+        consumer for tensor in current.outputs for consumer in tensor.consumers()]
+        + list(current._control_outputs))  # noqa: SLF001
+
+
+def _reachable(operation, executed, neighbours):
+    """The names of ``operation`` and of the executed operations ``neighbours`` leads to from it."""
     stack, seen = [operation], set()
     while stack:
         current = stack.pop()
         if current.name in seen or current.name not in executed:
             continue
         seen.add(current.name)
-        stack += [consumer for tensor in current.outputs for consumer in tensor.consumers()]
-        stack += current._control_outputs  # noqa: SLF001
+        stack += neighbours(current)
     return seen
 
 
