@@ -1,7 +1,8 @@
 """``bnrepro trace`` on programs written as users write them (tests/user_scripts/README.md).
 
 Each program runs twice in a fresh interpreter, as ``python PROGRAM`` and as ``bnrepro trace --out
-DIR PROGRAM``: its own output must be the same. Each program normalises batches it draws from
+DIR PROGRAM``, in both TF1 graph modes (as written, ``disable_eager_execution()``; and with
+``disable_v2_behavior()`` first, as TF1 code runs): its own output must be the same. Each program normalises batches it draws from
 ``numpy.random.RandomState(0)``, so the moving statistics it should end with are recomputed here
 with NumPy from the same batches, step by step, with their float32 rounding bounds
 (:mod:`bnrepro.check.tolerances`), independently of TensorFlow and of ``bnrepro verify``; then verify's
@@ -33,21 +34,34 @@ def _python(*arguments, cwd):
     return done.returncode, done.stdout, done.stderr
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+# TF1 code as it ran on TensorFlow 1.x (ref variables, Switch/Merge): disable_v2_behavior() before
+# the program, whose own disable_eager_execution() then changes nothing; ``python -c V1 SCRIPT
+# ARGS`` runs SCRIPT as ``python SCRIPT ARGS`` would, ``python -c V1 bnrepro ARGS`` the CLI
+V1 = ("import runpy, sys; import tensorflow as tf; tf.compat.v1.disable_v2_behavior(); "
+      "sys.argv = sys.argv[1:]; from bnrepro.cli import main; "
+      "sys.exit(main(sys.argv[1:])) if sys.argv[0] == 'bnrepro' "
+      "else runpy.run_path(sys.argv[0], run_name='__main__')")
+MODES = {"disable_eager_execution": (), "disable_v2_behavior": ("-c", V1)}
+
+
+@pytest.fixture(scope="module", params=sorted(MODES))
+def runs(request, tmp_path_factory):
     """name -> {"plain": (status, out, err), "traced": (...), "trace": path}: every program run
-    plainly and under ``bnrepro trace``, two at a time."""
+    plainly and under ``bnrepro trace``, two at a time, in each TF1 graph mode: as written
+    (``disable_eager_execution()``: resource variables, ``If``) and with v2 behaviour disabled."""
     work = tmp_path_factory.mktemp("traced")
+    mode = MODES[request.param]
+    cli = ("bnrepro",) if mode else ("-m", "bnrepro")
     jobs = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         for name in TRACED:
             script = os.path.join(SCRIPTS, f"{name}.py")
-            jobs[name, "plain"] = pool.submit(_python, script, cwd=work)
-            jobs[name, "traced"] = pool.submit(_python, "-m", "bnrepro", "trace", "--out",
+            jobs[name, "plain"] = pool.submit(_python, *mode, script, cwd=work)
+            jobs[name, "traced"] = pool.submit(_python, *mode, *cli, "trace", "--out",
                                                str(work / name), script, cwd=work)
         hooked = work / "monitored_session"
         jobs["monitored_session", "plain"] = pool.submit(
-            _python, os.path.join(SCRIPTS, "monitored_session.py"), str(hooked), cwd=work)
+            _python, *mode, os.path.join(SCRIPTS, "monitored_session.py"), str(hooked), cwd=work)
     results = {}
     for (name, kind), job in jobs.items():
         results.setdefault(name, {})[kind] = job.result()
