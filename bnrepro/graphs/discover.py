@@ -299,10 +299,10 @@ def _moments_source(tensor, depth=0):
                           offset=GraphValue(operation.inputs[2]))
     if operation.type == "Mean":
         source = operation.inputs[0]
+        squared = source.op.type == "SquaredDifference"
         if source.op.type == "Square" and source.op.inputs[0].op.type == "Sub":
-            source = source.op.inputs[0]  # mean((x - mean)^2), written by hand
-        if source.op.type in ("SquaredDifference", "Sub") and source is not operation.inputs[0] \
-                or source.op.type == "SquaredDifference":
+            source, squared = source.op.inputs[0], True  # mean((x - mean)^2), written by hand
+        if squared:
             x, mean = source.op.inputs
             mean_found = _moments_source(mean, depth + 1)
             key = mean_found.key if mean_found else operation.name

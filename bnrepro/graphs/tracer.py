@@ -291,8 +291,7 @@ class Tracer:
     def _failed(self, graph, doing, error):
         """The tracer itself failed on ``graph``: say so in the trace and the summary, and leave the
         graph's runs untraced from now on (the program's runs are never the tracer's to break)."""
-        self.untraced.add(id(graph))
-        self.graphs.pop(id(graph), None)
+        self.untraced.add(id(graph))  # its state stays: it keeps the graph, and so its id, alive
         self._note([f"the tracer failed while {doing} ({type(error).__name__}: {error}); "
                     "that graph's later runs are not traced"])
 
@@ -429,7 +428,6 @@ class Tracer:
         if plan is None:
             plan = state.plans[signature] = build_plan(state.discovery, state.prefix, graph,
                                                        fetches, feeds, state.variables)
-
         return plan
 
     # --- state and records ------------------------------------------------------------------------
@@ -498,8 +496,7 @@ class Tracer:
                 continue
             value = np.asarray(value) if fresh else np.array(value, copy=True)
             if name not in self.layers:
-                target = record["averages"][name]
-                role = "consumed" if role == "consumed" else role
+                target = record["averages"][name]  # roles "consumed" and "weight"
             else:
                 target = record["bn"][name]
                 if role.startswith("updates."):  # a shared layer: "updates.<index>.<role>"
