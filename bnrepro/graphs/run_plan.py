@@ -8,7 +8,7 @@ would not have computed: an untaken ``tf.cond`` branch, an evaluation's unused m
 from __future__ import annotations
 
 import collections.abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -80,16 +80,14 @@ class RunPlan:
             values = dict(zip(self.predicates, taken))
             dropped = {key for key, conditions in self.conditional.items()
                        if not liveness.holds(conditions, values)}
-            variant = RunPlan({key: tensor for key, tensor in self.extra.items()
-                               if key not in dropped}, self.averages, self.layers, self.trained,
-                              self.may_change, self.fetched, keys=self.keys, after=self.after,
-                              unfetchable=self.unfetchable, ordered=self.ordered,
-                              required_inputs=self.required_inputs,
-                              layer_trained=self.layer_trained, updated=self.updated,
-                              race_conditions=[(sentence, liveness.ALWAYS) for sentence, conditions
-                                               in self.race_conditions if conditions is None
-                                               or liveness.holds(conditions, values)]
-                              ).arrange(self.fed)
+            variant = replace(
+                self, extra={key: tensor for key, tensor in self.extra.items()
+                             if key not in dropped},
+                conditional={}, lean=None, _variants={},
+                race_conditions=[(sentence, liveness.ALWAYS) for sentence, conditions
+                                 in self.race_conditions
+                                 if conditions is None or liveness.holds(conditions, values)]
+            ).arrange(self.fed)
             self._variants[taken] = variant
         return variant
 
@@ -108,16 +106,11 @@ class RunPlan:
         if not inputs:
             self.lean = self
             return self
-        self.lean = RunPlan({key: tensor for key, tensor in self.extra.items()
-                             if key not in inputs}, self.averages, [], self.trained,
-                            self.may_change, self.fetched, keys=self.keys, after=self.after,
-                            conditional={key: conditions for key, conditions
-                                         in self.conditional.items() if key not in inputs},
-                            unfetchable=self.unfetchable, ordered=self.ordered,
-                            required_inputs=self.required_inputs,
-                            layer_trained=self.layer_trained, updated=self.updated,
-                            race_conditions=self.race_conditions)
-        self.lean.arrange(fed)
+        self.lean = replace(
+            self, extra={key: tensor for key, tensor in self.extra.items() if key not in inputs},
+            layers=[], conditional={key: conditions for key, conditions
+                                    in self.conditional.items() if key not in inputs},
+            lean=None, _variants={}).arrange(fed)
         return self
 
 
