@@ -104,6 +104,9 @@ EXPECTATIONS = {
     "build_after_first_run": Expect(
         "a new head and optimizer added to the graph after three training runs",
         (_tf_layer("features_bn", 0.8),)),
+    "channels_first_axis1": Expect(
+        "axis=1 batch norm: fused on NCHW images, not fused on (batch, channels, length)",
+        (_tf_layer("batch_normalization", 0.9, 1e-3, U), _tf_layer("batch_normalization_1", 0.8))),
     "kfold_new_session_per_fold": Expect(
         "one graph, a new session per fold that initialises and trains from scratch",
         (_tf_layer("batch_normalization", 0.8),)),

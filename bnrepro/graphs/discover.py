@@ -63,6 +63,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
 
 from bnrepro.graphs.graph_values import (ADD, ASSIGN, ASSIGN_SUB, PASS_THROUGH,  # noqa: F401
@@ -122,6 +123,7 @@ class Layer:
     kind: str = "tf.nn.moments"  # what keeps the statistics (:func:`_kind`)
     mode: LayerMode = field(default_factory=LayerMode)  # ghost batches, renorm (standard: neither)
     moving_stddev: Optional[object] = None  # renorm: the tf.Variable the variance update averages
+    channel_axis: Optional[int] = None  # of ``inputs``, when not the last: recorded channel-last
     # the layer's applications, itself first: more than one when it normalises several inputs,
     # each application then updating the moving statistics once (its own consumed values, input)
     applications: list = field(default_factory=list)
@@ -266,6 +268,7 @@ class _Statistic:
     ghost: bool = False
     scale: Optional[Value] = None  # a fused kernel's scale and offset inputs
     offset: Optional[Value] = None
+    channel_axis: Optional[int] = None  # of ``x``, when it is not the last (NCHW, axis=1)
 
 
 def _moments_source(tensor, depth=0):
@@ -296,7 +299,8 @@ def _moments_source(tensor, depth=0):
                           _outside(operation.inputs[0]), fused=True,
                           fused_epsilon=operation.get_attr("epsilon"),
                           scale=GraphValue(operation.inputs[1]),
-                          offset=GraphValue(operation.inputs[2]))
+                          offset=GraphValue(operation.inputs[2]),
+                          channel_axis=1 if operation.get_attr("data_format") == b"NCHW" else None)
     if operation.type == "Mean":
         source = operation.inputs[0]
         squared = source.op.type == "SquaredDifference"
@@ -306,12 +310,25 @@ def _moments_source(tensor, depth=0):
             x, mean = source.op.inputs
             mean_found = _moments_source(mean, depth + 1)
             key = mean_found.key if mean_found else operation.name
-            return _Statistic("variance", key, x, tensor=tensor)
+            return _Statistic("variance", key, x, tensor=tensor,
+                              channel_axis=_kept_axis(operation))
         ghost = _ghost_mean(operation, source, depth)
         if ghost is not None:
             return ghost
-        return _Statistic("mean", operation.name, source, tensor=tensor)
+        return _Statistic("mean", operation.name, source, tensor=tensor,
+                          channel_axis=_kept_axis(operation))
     return None
+
+
+def _kept_axis(mean):
+    """The one axis a ``Mean`` over all the others keeps, when it is not the last (a layer with
+    ``axis=1``: moments over ``[0, 2, 3]``); ``None`` otherwise."""
+    rank = mean.inputs[0].shape.rank
+    axes = tf.get_static_value(mean.inputs[1])
+    if rank is None or axes is None:
+        return None
+    kept = set(range(rank)) - {int(axis) % rank for axis in np.ravel(axes)}
+    return kept.pop() if len(kept) == 1 and kept != {rank - 1} else None
 
 
 def _outside(tensor):
@@ -410,7 +427,8 @@ def _fused_in_true_branch(operation, index):
     scale, offset = (body.value(name) for name in definition.input[1:3])
     return _Statistic("mean" if output == "batch_mean" else "variance", f"{operation.name}/{node}",
                       x, fused=True, fused_epsilon=definition.attr["epsilon"].f, scale=scale,
-                      offset=offset)
+                      offset=offset,
+                      channel_axis=1 if definition.attr["data_format"].s == b"NCHW" else None)
 
 
 def _momentum_when_true(weight_tensor):
@@ -531,7 +549,8 @@ def _pair_into_layers(graph, averages, renorm_variances, variables):
             x, virtual_batch_size = _ghost_reshape(x)
         scope = _common_scope(mean.name, variance.name)
         layer = Layer(name=scope or key.rsplit("/", 1)[0], mean=mean, variance=variance, inputs=x,
-                      fused=mean_found.fused, kind=_kind(mean, variance, mean_found.fused))
+                      fused=mean_found.fused, kind=_kind(mean, variance, mean_found.fused),
+                      channel_axis=None if mean_found.ghost else mean_found.channel_axis)
         layer.epsilon, gamma, beta = _normalisation(
             graph, layer, mean_found, [found.tensor.op.name for found in (mean_found, variance_found)
                                        if (renorm or mean_found.ghost) and found.tensor is not None])
@@ -733,6 +752,8 @@ def _variable_in(value):
     """The variable ``value`` reads, or that one term or factor of it reads (renorm scales gamma by
     ``r`` and shifts beta by ``gamma * d``): its op name, or ``None``."""
     name = variable_name(value)
+    if name is None and value.op_type in ("Reshape", "ExpandDims"):  # gamma broadcast (axis=1)
+        return _variable_in(value.inputs()[0])
     if name is not None or value.op_type not in ADD | {"Mul"}:
         return name
     return next((name for name in map(variable_name, value.inputs()) if name is not None), None)

@@ -152,18 +152,19 @@ def _trained_variables(graph, executed):
     return names
 
 
-def _trains_layer(layer, trained_variables, executed):
+def _trains_layer(layer, trained_variables, trainable, executed):
     """Whether a run whose optimizer updates ``trained_variables`` trains ``layer``: its gamma or
-    beta, or, for a layer without either, a variable its input is computed from. A run that
-    trains another network only (a GAN's discriminator step runs the generator's layers, its
-    optimizer's ``var_list`` leaving them alone) does not."""
+    beta, or, for a layer without either, a trainable variable its input is computed from. A run
+    that trains another network only (a GAN's discriminator step runs the generator's layers, its
+    optimizer's ``var_list`` leaving them alone) does not. ``None`` when nothing tells (no gamma
+    or beta, no trainable variable before the layer): the run's own flag stands."""
     own = {variable.op.name for variable in (layer.gamma, layer.beta) if variable is not None}
     if own:
         return bool(own & trained_variables)
     if layer.inputs is None:
-        return True
-    upstream = _needed(layer.inputs.op, executed)
-    return bool(upstream & trained_variables)
+        return None
+    upstream = _needed(layer.inputs.op, executed) & trainable
+    return bool(upstream & trained_variables) if upstream else None
 
 
 def base_role(role):
@@ -218,8 +219,12 @@ def build_plan(found, prefix, graph, fetches, feeds, variables=None):
                 extra[(prefix + average.name, "weight")] = average.update.weight_tensor
     trained_variables = _trained_variables(graph, executed)
     trained = bool(trained_variables)
-    layer_trained = {prefix + layer.name: _trains_layer(layer, trained_variables, executed)
+    with graph.as_default():
+        trainable = {variable.op.name for variable in tf.compat.v1.trainable_variables()}
+    layer_trained = {prefix + layer.name: _trains_layer(layer, trained_variables, trainable,
+                                                        executed)
                      for layer in found.layers if trained}
+    layer_trained = {name: flag for name, flag in layer_trained.items() if flag is not None}
     assigns = any(graph.get_operation_by_name(name).type in discovery.ASSIGN | discovery.ASSIGN_SUB
                   | {"If", "StatelessIf", "NoOp"} for name in executed)
     alive = liveness.Liveness(fed)

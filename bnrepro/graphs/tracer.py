@@ -495,6 +495,9 @@ class Tracer:
                         text_key in plan.required_inputs or self.inputs_at(len(self.records)))):
                 continue
             value = np.asarray(value) if fresh else np.array(value, copy=True)
+            axis = self.layers.get(name, {}).get("input_channel_axis")
+            if axis is not None and base_role(role) == "batch_input":
+                value = np.moveaxis(value, axis, -1)  # the trace's inputs are channel-last
             if name not in self.layers:
                 target = record["averages"][name]  # roles "consumed" and "weight"
             else:
@@ -589,6 +592,8 @@ def _layer_header(layer):
              "variables": {"moving_mean": layer.mean.variable.name,
                            "moving_variance": layer.variance.variable.name},
              **layer.mode.header_entry()}  # ghost batches, renorm
+    if layer.channel_axis is not None:  # the program's channel axis; recorded channel-last
+        entry["input_channel_axis"] = layer.channel_axis
     if layer.variance.training_momentum != layer.training_momentum:
         entry["momentum_variance"] = layer.variance.training_momentum
     return entry
