@@ -107,6 +107,9 @@ EXPECTATIONS = {
     "channels_first_axis1": Expect(
         "axis=1 batch norm: fused on NCHW images, not fused on (batch, channels, length)",
         (_tf_layer("batch_normalization", 0.9, 1e-3, U), _tf_layer("batch_normalization_1", 0.8))),
+    "dcgan_discriminator_applied_twice": Expect(
+        "DCGAN: the discriminator applied to real and to generated images (reuse), fused layers",
+        (_tf_layer("g/bn0", 0.99, 1e-3, U), _tf_layer("d/bn1", 0.99, 1e-3, U))),
     "kfold_new_session_per_fold": Expect(
         "one graph, a new session per fold that initialises and trains from scratch",
         (_tf_layer("batch_normalization", 0.8),)),
@@ -237,6 +240,7 @@ MODE_EXPECTATIONS = {
 # variable in a run (nothing orders them): the lines that show those statistics may differ between
 # two plain runs, so the plain and traced outputs are compared on the other lines only.
 RACY_LINES = {
+    "dcgan_discriminator_applied_twice": r"^d/bn1/",
     "siamese_towers": r"^(test distances|siamese/input_bn/)",
     "gan_discriminator_auto_reuse": r"^discriminator/d_bn0/",
 }

@@ -248,7 +248,8 @@ def _check_consumed(where, what, arrays, channels):
 
 def _updates(where, layer, value, channels):
     """A layer's ``updates`` (:mod:`bnrepro.trace.format`): a list of ``{"batch_mean",
-    "batch_variance"[, "batch_input", "momentum", "momentum_variance"]}``, each checked like the
+    "batch_variance"[, "batch_input", "momentum", "momentum_variance"]}`` (or ``batch_input``
+    alone, where the tracer does not fetch what the update consumed), each checked like the
     layer's own consumed values."""
     if not isinstance(value, list) or not value or not all(isinstance(u, dict) for u in value):
         raise UserError(f"{where}: layer {layer} updates must be a list of objects, one per "
@@ -259,8 +260,8 @@ def _updates(where, layer, value, channels):
         arrays = {name: _parameter_shape(name, _array(where, f"bn {what} {name}", item))
                   for name, item in update.items()}
         missing = [name for name in BATCH_STATISTICS if name not in arrays]
-        if missing:
-            raise UserError(f"{where}: {what} lacks {', '.join(missing)}")
+        if missing and "batch_input" not in arrays:  # the input alone: its moments check it
+            raise UserError(f"{where}: {what} lacks {', '.join(missing)} and batch_input")
         _check_consumed(where, what, arrays, channels)
         updates.append(arrays)
     return updates
