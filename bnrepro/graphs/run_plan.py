@@ -607,20 +607,23 @@ def _fetch_leaves(fetches):
 def feed_names(graph, feed_dict):
     names = []
     for key in (feed_dict or {}):
-        element = _graph_element(graph, key)
-        if isinstance(element, tf.Tensor):
-            names.append(element.name)
+        name = _fed_name(graph, key)
+        if name is not None:
+            names.append(name)
     return names
+
+
+def _fed_name(graph, key):
+    """The name of the tensor a ``feed_dict`` key feeds, or ``None``."""
+    element = _graph_element(graph, key)
+    return element.name if isinstance(element, tf.Tensor) else None
 
 
 def fed_values(graph, feed_dict, names):
     """The values ``feed_dict`` feeds to the tensors named in ``names``: name -> value."""
     wanted, values = set(names), {}
     for key, value in (feed_dict or {}).items():
-        element = key if isinstance(key, str) else _graph_element(graph, key)
-        name = element if isinstance(element, str) else getattr(element, "name", None)
-        if isinstance(element, str) and ":" not in element:
-            name = element + ":0"
+        name = _fed_name(graph, key)
         if name in wanted:
             values[name] = value
     return values
