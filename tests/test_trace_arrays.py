@@ -1,7 +1,9 @@
 """Large arrays in trace_arrays.npz beside trace.jsonl: written exactly, read back the same, and every
 reader (verify, explain, load_trace) gives the same answers on the binary and the all-text form."""
+import io
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -111,8 +113,116 @@ def test_a_missing_arrays_file_is_one_line(binary_trace, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / TRACE_FILE).write_text(open(os.path.join(binary_trace, TRACE_FILE)).read())
-    with pytest.raises(UserError, match="trace_arrays.npz, which cannot be read"):
+    with pytest.raises(UserError, match=r"line 2 refers to .*trace_arrays.npz: no such file"):
         read_trace(str(copy))
+
+
+def _members(binary_trace):
+    """The binary trace's arrays, by member."""
+    with np.load(os.path.join(binary_trace, ARRAYS_FILE)) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def _npz_bytes(members):
+    """An .npz file's bytes (``np.savez``, which pickles an object array)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **members)
+    return buffer.getvalue()
+
+
+def _with_raw_member(members, key, content):
+    """An .npz whose member ``key`` is ``content``, bytes that are no .npy array."""
+    buffer = io.BytesIO(_npz_bytes({name: value for name, value in members.items()
+                                    if name != key}))
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr(key + ".npy", content)
+    return buffer.getvalue()
+
+
+def _damaged_member(members, key):
+    """An .npz whose member ``key`` has 8 bytes of its data overwritten (its CRC no longer holds)."""
+    content = bytearray(_npz_bytes(members))
+    with zipfile.ZipFile(io.BytesIO(bytes(content))) as archive:
+        info = archive.getinfo(key + ".npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 200
+    content[start:start + 8] = b"\xff" * 8
+    return bytes(content)
+
+
+MOVING_MEAN = f"bn|{LAYER}|moving_mean"
+NOT_AN_NPZ = "not an .npz archive (a zip of .npy arrays)"
+CUT_SHORT = "cut short or damaged (a zip without the directory at its end)"
+# name -> (the .npz's bytes from the trace's own bytes and members, what the one line says)
+CORRUPTIONS = {
+    "empty": (lambda data, members: b"", "empty file, not an .npz archive"),
+    "cut after 2 bytes": (lambda data, members: data[:2], CUT_SHORT),
+    "cut after 100 bytes": (lambda data, members: data[:100], CUT_SHORT),
+    "cut in half": (lambda data, members: data[:len(data) // 2], CUT_SHORT),
+    "cut 30 bytes short": (lambda data, members: data[:-30], CUT_SHORT),
+    "cut 1 byte short": (lambda data, members: data[:-1], CUT_SHORT),
+    "random bytes": (lambda data, members: np.random.default_rng(0).bytes(5000), NOT_AN_NPZ),
+    "text": (lambda data, members: b"moving_mean,0.5\n", NOT_AN_NPZ),
+    "a single .npy": (lambda data, members: _npy_bytes(members[MOVING_MEAN]),
+                      "a single .npy array, not an .npz archive"),
+    "a damaged member": (lambda data, members: _damaged_member(members, MOVING_MEAN),
+                         f"cannot read member '{MOVING_MEAN}' (Bad CRC-32"),
+    "a member missing": (
+        lambda data, members: _npz_bytes({name: value for name, value in members.items()
+                                          if name != MOVING_MEAN}),
+        f"no member '{MOVING_MEAN}'"),
+    "a member that is no .npy": (
+        lambda data, members: _with_raw_member(members, MOVING_MEAN, b"0.5 0.25 0.125"),
+        f"member '{MOVING_MEAN}' is not an .npy array"),
+    "an object array (pickled)": (
+        lambda data, members: _npz_bytes(dict(members, **{
+            MOVING_MEAN: np.array([None] * 31, dtype=object)})),
+        f"cannot read member '{MOVING_MEAN}' (Object arrays cannot be loaded"),
+    "a single number": (
+        lambda data, members: _npz_bytes(dict(members, **{MOVING_MEAN: np.float32(0.5)})),
+        f"member '{MOVING_MEAN}' is a single value, not rows"),
+    "strings": (
+        lambda data, members: _npz_bytes(dict(members, **{MOVING_MEAN: np.array(["a"] * 31)})),
+        f"member '{MOVING_MEAN}' holds str32 values, not numbers"),
+    "too few rows": (
+        lambda data, members: _npz_bytes(dict(members, **{MOVING_MEAN: members[MOVING_MEAN][:3]})),
+        f"refers to row 3 of '{MOVING_MEAN}' in"),
+}
+
+
+def _npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_every_unreadable_arrays_file_is_one_line_from_every_reader(binary_trace, tmp_path,
+                                                                    capsys, corruption):
+    """verify, explain and reference (the command line, in-process) and load_trace: a one-line
+    error naming the line that refers to the .npz, the file and the problem, exit status 2."""
+    from bnrepro.cli import EXIT_USAGE, main
+    from bnrepro.errors import UserError
+
+    make, problem = CORRUPTIONS[corruption]
+    with open(os.path.join(binary_trace, ARRAYS_FILE), "rb") as handle:
+        data = handle.read()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / TRACE_FILE).write_text(open(os.path.join(binary_trace, TRACE_FILE)).read())
+    (copy / ARRAYS_FILE).write_bytes(make(data, _members(binary_trace)))
+    npz = str(copy / ARRAYS_FILE)
+    line = 5 if corruption == "too few rows" else 2  # the first reference to what fails
+    expected = f"bnrepro: error: {copy / TRACE_FILE} line {line} refers to "
+    for argv in (["verify", str(copy)], ["explain", str(copy), "--step", "3"],
+                 ["reference", str(copy)]):
+        assert main(argv) == EXIT_USAGE, argv
+        captured = capsys.readouterr()
+        assert captured.out == "" and len(captured.err.splitlines()) == 1, captured.err
+        assert captured.err.startswith(expected), captured.err
+        assert npz in captured.err and problem in captured.err, captured.err
+    with pytest.raises(UserError) as raised:
+        load_trace(str(copy))
+    assert problem in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_every_line_of_the_binary_form_validates(binary_trace):

@@ -22,13 +22,13 @@ import functools
 import gzip
 import os
 import struct
-import zipfile
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from bnrepro.errors import UserError
+from bnrepro.trace.npz_archive import first_line, open_npz, read_npz_member
 
 KERAS_CACHE = os.path.join("~", ".keras", "datasets", "mnist.npz")
 """Where Keras caches ``mnist.npz``; ``~`` is expanded when it is looked up."""
@@ -110,30 +110,14 @@ def _load_npz(path: str) -> MnistData:
 
 
 def _read_npz_arrays(path: str) -> dict:
-    """The four arrays of :data:`NPZ_KEYS` from an ``.npz`` file, read without pickle."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, zipfile.BadZipFile):  # NumPy reports an unknown format as pickled data
-        raise UserError(f"{path}: not an .npz archive (a zip of .npy arrays)") from None
-    except (OSError, EOFError) as exc:
-        raise UserError(f"{path}: cannot read ({_first_line(exc)})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise UserError(f"{path}: a single .npy array, not an .npz archive with "
-                        f"{', '.join(NPZ_KEYS)}")
-    with archive:
+    """The four arrays of :data:`NPZ_KEYS` from an ``.npz`` file, read without pickle
+    (:mod:`bnrepro.trace.npz_archive`: every problem one line naming the file)."""
+    with open_npz(path) as archive:
         missing = [key for key in NPZ_KEYS if key not in archive.files]
         if missing:
             raise UserError(f"{path}: missing {', '.join(missing)} (an MNIST .npz holds "
                             f"{', '.join(NPZ_KEYS)})")
-        return {key: _read_npz_member(archive, key, path) for key in NPZ_KEYS}
-
-
-def _read_npz_member(archive, key: str, path: str) -> np.ndarray:
-    """One array of an open ``.npz``; object arrays (which need pickle) and corrupt members fail."""
-    try:
-        return archive[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise UserError(f"{path}: cannot read {key} ({_first_line(exc)})") from None
+        return {key: read_npz_member(archive, key, path) for key in NPZ_KEYS}
 
 
 # --- IDX files ------------------------------------------------------------------------------------
@@ -177,7 +161,7 @@ def _read_file_bytes(path: str) -> bytes:
         if path.endswith(".gz") or content.startswith(GZIP_MAGIC):
             content = gzip.decompress(content)
     except (OSError, EOFError, zlib.error) as exc:
-        raise UserError(f"{path}: cannot read ({_first_line(exc)})") from None
+        raise UserError(f"{path}: cannot read ({first_line(exc)})") from None
     return content
 
 
@@ -229,12 +213,6 @@ def _checked_split(images: np.ndarray, labels: np.ndarray, images_name: str, lab
 def _unit_pixels(images: np.ndarray) -> np.ndarray:
     """Pixel values 0..255 of N images as float32 (N, 784) in [0, 1]."""
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type name), to keep errors one line."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 # --- embedded sample ------------------------------------------------------------------------------

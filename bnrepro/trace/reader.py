@@ -13,6 +13,7 @@ from bnrepro.errors import UserError
 from bnrepro.trace.format import (ARRAY_SECTIONS, ARRAYS_FILE, BATCH_STATISTICS, END_STATUSES,
                                   FORMAT_2, FORMATS, LAYER_FLAGS, LAYER_STATE, TRACE_FILE,
                                   UPDATES)
+from bnrepro.trace.npz_archive import open_npz, read_npz_member
 
 
 @dataclass
@@ -74,7 +75,9 @@ def read_trace(path):
 
     Raises :class:`UserError` naming the file, the line and the problem for a missing file, a line
     that is not JSON (a truncated write), another format version, tensors whose shapes disagree,
-    or a header with neither steps nor an end line. A header and an end line without steps is a
+    a ``trace_arrays.npz`` that a line refers to and that cannot be read (missing, empty, cut
+    short, not a zip of ``.npy`` arrays; the member or row missing, damaged, not numbers), or a
+    header with neither steps nor an end line. A header and an end line without steps is a
     whole trace of a program in which nothing was recorded (``bnrepro verify``: NOTHING TO CHECK).
     """
     if os.path.isdir(path):
@@ -103,9 +106,9 @@ def read_trace(path):
                         f"{' and '.join(map(repr, FORMATS))}")
     if not isinstance(header.get("layers"), dict):
         raise UserError(f"{path} line 1 has no \"layers\" object")
-    arrays = _ArrayFile(os.path.dirname(path))
-    objects[1:] = [_resolved(record, arrays, f"{path} line {number}")
-                   for number, record in enumerate(objects[1:], start=2)]
+    with _ArrayFile(os.path.dirname(path)) as arrays:
+        objects[1:] = [_resolved(record, arrays, f"{path} line {number}")
+                       for number, record in enumerate(objects[1:], start=2)]
     end = None
     if len(objects) > 1 and isinstance(objects[-1], dict) and "end" in objects[-1]:
         end = _check_end(f"{path} line {len(objects)}", objects.pop()["end"])
@@ -118,29 +121,53 @@ def read_trace(path):
 
 
 class _ArrayFile:
-    """The ``trace_arrays.npz`` beside a trace, opened on the first reference to it."""
+    """The ``trace_arrays.npz`` beside a trace, opened on the first reference to it and each member
+    read on the first reference to it (a damaged member fails only where it is used); a ``with``
+    closes it. Every problem is a :class:`UserError` naming the line that refers to it, the file
+    and the member."""
 
     def __init__(self, directory):
         self.path = os.path.join(directory, ARRAYS_FILE)
-        self._members = None
+        self._archive = None
+        self._members = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._archive is not None:
+            self._archive.close()
 
     def row(self, where, reference):
+        """Row ``reference["index"]`` of member ``reference["key"]``."""
         if not (reference.get("array") == ARRAYS_FILE and isinstance(reference.get("key"), str)
                 and isinstance(reference.get("index"), int)):
             raise UserError(f"{where}: {reference!r} is not an array reference ({{\"array\": "
                             f"\"{ARRAYS_FILE}\", \"key\": member, \"index\": row}})")
-        if self._members is None:
+        key, index = reference["key"], reference["index"]
+        member = self._member(where, key)
+        if not 0 <= index < len(member):
+            raise UserError(f"{where} refers to row {index} of {key!r} in {self.path}, which has "
+                            f"{len(member)} rows")
+        return member[index]
+
+    def _member(self, where, key):
+        """Member ``key``: an array of numbers with one row per reference (at least 1-D)."""
+        if key not in self._members:
             try:
-                with np.load(self.path) as stored:
-                    self._members = {name: stored[name] for name in stored.files}
-            except (OSError, ValueError) as error:
-                raise UserError(f"{where} refers to {self.path}, which cannot be read: "
-                                f"{error}") from None
-        member = self._members.get(reference["key"])
-        if member is None or not 0 <= reference["index"] < len(member):
-            raise UserError(f"{where}: {self.path} has no row {reference['index']} of "
-                            f"{reference['key']!r}")
-        return member[reference["index"]]
+                if self._archive is None:
+                    self._archive = open_npz(self.path)
+                member = read_npz_member(self._archive, key, self.path)
+            except UserError as error:
+                raise UserError(f"{where} refers to {error}") from None
+            if member.ndim == 0:
+                raise UserError(f"{where} refers to {self.path}: member {key!r} is a single "
+                                "value, not rows")
+            if member.dtype.kind not in "biuf":
+                raise UserError(f"{where} refers to {self.path}: member {key!r} holds "
+                                f"{member.dtype.name} values, not numbers")
+            self._members[key] = member
+        return self._members[key]
 
 
 def _resolved(record, arrays, where):
