@@ -82,12 +82,13 @@ def _assert_within(got, expected, bound):
 
 def test_the_bounds_are_not_loose_where_the_numbers_are_well_conditioned():
     """The bounds must still catch a wrong formula: for x = 1, 2, 4, 7 (mean 3.5, variance 5.25)
-    the biased and unbiased (7) variances are far apart against their bound ((3 gamma(4) + 9u) *
-    mean(x^2) = 21u * 17.5 = 2.2e-5), and so are the moving means of momentum 0.9 and 0.1 (0.35
+    the biased and unbiased (7) variances are far apart against their bound (two passes over 4
+    values: 2 roundings per squared difference, 3 in the sum, 2 in the division: about 7u * 5.25 =
+    2.2e-6, the computed mean's error squared adding about 1e-12), and so are the moving means of momentum 0.9 and 0.1 (0.35
     and 3.15 from 0)."""
     x = np.array([[1.0], [2.0], [4.0], [7.0]])
     bound = tolerances.variance_bound(x, (0,))
-    assert bound[0] == pytest.approx(21 * 2.0**-24 * 17.5, rel=1e-6)
+    assert bound[0] == pytest.approx(7 * 2.0**-24 * 5.25, rel=1e-5)
     assert abs(formulas.batch_variance(x, formulas.UNBIASED)[0] - 5.25) > 1e4 * bound[0]
     new = formulas.moving_average(0.0, 3.5, 0.9)
     assert np.isclose(new, 0.35) and tolerances.moving_average_bound(0.0, 3.5, 0.9, new) < 1e-6

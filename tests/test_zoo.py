@@ -761,7 +761,7 @@ def ghost_mean_of(batch, size):
     ghosts = _ghosts(batch, size)
     means = [mean_of(ghost) for ghost in ghosts]
     return (np.mean([m for m, _ in means], axis=0),
-            np.mean([b for _, b in means], axis=0) + tolerances.gamma(len(ghosts)) * np.mean(
+            np.mean([b for _, b in means], axis=0) + tolerances.accumulated_rounding(len(ghosts)) * np.mean(
                 [np.abs(m) for m, _ in means], axis=0))
 
 
@@ -770,7 +770,7 @@ def ghost_variance_of(batch, size):
     ghosts = _ghosts(batch, size)
     variances = [variance_of(ghost) for ghost in ghosts]
     return (np.mean([v for v, _ in variances], axis=0),
-            np.mean([b for _, b in variances], axis=0) + tolerances.gamma(len(ghosts)) * np.mean(
+            np.mean([b for _, b in variances], axis=0) + tolerances.accumulated_rounding(len(ghosts)) * np.mean(
                 [np.abs(v) for v, _ in variances], axis=0))
 
 

@@ -55,24 +55,35 @@ def moved(old, state):
                    for name in ("moving_mean", "moving_variance"))
 
 
-def consumed(update, statistic, convention, moments):
+def consumed(update, statistic, convention, mode):
     """``(value, bound)`` of what ``update`` consumed for ``statistic`` (``batch_mean`` or
-    ``batch_variance``): as recorded (bound 0), else from its ``batch_input`` with ``moments(x,
-    convention)`` (the layer mode's: ``(mean, variance)``, the variance ``/N`` or ``/(N-1)``) and
-    the bound of that computation (:func:`bnrepro.check.tolerances.mean_bound`,
-    :func:`~bnrepro.check.tolerances.variance_bound`); ``None`` when the unbiased variance does
-    not exist (one value per channel)."""
+    ``batch_variance``): as recorded (bound 0), else from its ``batch_input`` under the layer's
+    ``mode`` (:func:`moments_with_bounds`, the variance ``/N`` or ``/(N-1)`` by ``convention``);
+    ``None`` when the unbiased variance does not exist (one value per channel)."""
     if statistic in update:
         return update[statistic], 0.0
-    x = np.asarray(update["batch_input"], dtype=np.float64)
-    pair = moments(x, convention)
+    moments = moments_with_bounds(update["batch_input"], convention, mode)
+    if moments is None:
+        return None
+    return moments[0] if statistic == "batch_mean" else moments[1]
+
+
+def moments_with_bounds(x, convention, mode):
+    """``((mean, bound), (variance, bound))`` of a layer input ``x`` as the layer's update consumes
+    them under its :class:`~bnrepro.check.layer_modes.LayerMode` (the batch's moments, or the mean
+    of its ghost batches'), each with the bound of TensorFlow's float32 computation
+    (:func:`bnrepro.check.tolerances.mean_bound`,
+    :func:`~bnrepro.check.tolerances.variance_bound`); ``None`` when the unbiased variance does
+    not exist. :class:`ValueError` when declared ghost batches do not split the batch."""
+    x = np.asarray(x, dtype=np.float64)
+    pair = mode.moments(x, convention)
     if pair is None:
         return None
     axes = formulas.reduction_axes(x)
-    if statistic == "batch_mean":
-        return pair[0], tolerances.mean_bound(x, axes)
+    ghost_batches = x.shape[0] // mode.virtual_batch_size if mode.ghost else 1
     ddof = 1 if convention == formulas.UNBIASED else 0
-    return pair[1], tolerances.variance_bound(x, axes, ddof)
+    return ((pair[0], tolerances.mean_bound(x, axes, ghost_batches=ghost_batches)),
+            (pair[1], tolerances.variance_bound(x, axes, ddof, ghost_batches=ghost_batches)))
 
 
 def flattened(state):

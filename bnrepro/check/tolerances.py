@@ -10,9 +10,10 @@ the sizes of those operands. A bound follows the numbers: a variance of 1e-6 get
 
 Sums over ``N`` values are bounded for any order of summation (recursive, pairwise, vectorised
 blocks): ``|fl(sum x) - sum x| <= gamma(N - 1) * sum |x|`` with ``gamma(n) = n u / (1 - n u)``
+(:func:`accumulated_rounding`)
 (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 4.2). Where several
 evaluation orders are in use (tf_keras' ``assign_sub`` form and the fused kernel's weighted sum of
-a moving average; the two-pass and the one-pass variance) a bound covers all of them. Terms of order
+a moving average) a bound covers all of them. Terms of order
 ``u^2`` are absorbed by rounding the small integer factors up.
 
 TensorFlow on CPU also flushes float32 subnormals to zero (:func:`flush_slack`): every bound below
@@ -60,8 +61,9 @@ def flush_slack(count=1, gain=1.0):
     return count * np.asarray(gain, dtype=np.float64) * SMALLEST_NORMAL
 
 
-def gamma(count):
-    """``gamma(n) = n u / (1 - n u)``: the relative error bound of ``n`` rounded operations."""
+def accumulated_rounding(count):
+    """``gamma(n) = n u / (1 - n u)`` (Higham's notation): the relative error bound of ``n``
+    rounded operations compounded, ``|prod (1 + d_i)^(+-1) - 1| <= gamma(n)`` for ``|d_i| <= u``."""
     count = np.asarray(count, dtype=np.float64)
     return count * UNIT_ROUNDOFF / (1.0 - count * UNIT_ROUNDOFF)
 
@@ -116,49 +118,82 @@ def zero_debiased_bound(old, statistic, momentum, old_step, step, biased_old, bi
                           denominator_error=denominator_error)
 
 
-def mean_bound(x, axes):
-    """Bound of ``mean = sum(x) / N`` over ``axes``::
-
-        |fl(mean) - mean| <= (gamma(N) + 2u) * mean(|x|)  +  flush_slack(2N + 1)
-
-    (the sum's ``gamma(N - 1) sum |x|``, divided by ``N``, and the division's own rounding; then
-    the values that may be flushed: summed first, the ``N`` operands and ``N - 1`` partial sums
-    reach the mean with weight ``1/N`` and the quotient with 1; scaled first (``sum(x / N)``), the
-    ``N`` quotients and ``N - 1`` partial sums with weight 1: at most ``2N + 1`` either way).
-    """
-    magnitude = np.mean(np.abs(_f64(x)), axis=axes)
-    count = np.size(x) // max(np.size(magnitude), 1)
-    return (gamma(count) + 2.0 * UNIT_ROUNDOFF) * magnitude + flush_slack(2 * count + 1)
-
-
-def variance_bound(x, axes, ddof=0):
-    """Bound of ``var = sum((x - mean)^2) / (N - ddof)`` over ``axes``, for either way of computing it:
-
-    * two-pass (``tf.nn.moments``: the mean first, then the mean squared difference): the computed
-      mean's error ``delta`` adds ``delta^2`` exactly, the differences, squares and sum
-      ``(gamma(N) + 3u) var``;
-    * one-pass (``mean(x^2) - mean(x)^2``, which kernels for the CPU use): ``mean(x^2)`` and
-      ``mean(x)^2`` each carry ``(gamma(N) + 2u)`` of themselves, the square doubles the latter,
-      and the subtraction cancels: ``(3 gamma(N) + 7u) mean(x^2)``.
-
-    Both stay below ``(3 gamma(N) + 9u) * mean(x^2) * N / (N - ddof)`` (``mean(x^2) = var + mean^2``
-    is at least the variance and the squared mean; 9u leaves room for the ghost batches' extra
-    average). The bound grows with ``mean^2 / var``: a variance much smaller than the squared
-    mean is computed with few correct digits, and no tolerance can do better than that.
-
-    Flushed subnormals add ``flush_slack(4N + 4) * N / (N - ddof)``: the mean's own ``2N + 1``
-    (:func:`mean_bound`; it moves the two-pass variance by its square only, the one-pass one by
-    ``2 |mean|`` times it, below the rounding term unless everything is subnormal), and the
-    ``N`` squares, ``N - 1`` partial sums and the quotient, each reaching the sum divided by
-    ``N - ddof`` with weight at most 1.
-    """
+def _per_batch(x, axes, ghost_batches):
+    """``(n, G, max |x|, mean |x|)``: the values each statistic reduces per ghost batch (``n``, all
+    of them when ``G = 1``), the ghost batches averaged, and the magnitudes over ``axes``."""
     x = _f64(x)
-    second_moment = np.mean(x * x, axis=axes)
-    count = x.size // max(np.size(second_moment), 1)
-    if count - ddof <= 0:
-        return np.full(np.shape(second_moment), np.inf)
-    return ((3.0 * gamma(count) + 9.0 * UNIT_ROUNDOFF) * second_moment
-            + flush_slack(4 * count + 4)) * count / (count - ddof)
+    magnitude = np.abs(x)
+    mean_magnitude = np.mean(magnitude, axis=axes)
+    count = x.size // max(np.size(mean_magnitude), 1)
+    ghost_batches = max(int(ghost_batches), 1)
+    return (count // ghost_batches, ghost_batches, np.max(magnitude, axis=axes, initial=0.0),
+            mean_magnitude)
+
+
+def _ghost_average_rounding(ghost_batches):
+    """The roundings of averaging ``G`` ghost batches' statistics (tf_keras' ``reduce_mean`` over
+    the ghost axis): the sum's ``G - 1``, the division's 2; none for one batch."""
+    return ghost_batches + 1 if ghost_batches > 1 else 0
+
+
+def mean_bound(x, axes, *, ghost_batches=1):
+    """Bound of the batch mean over ``axes``, ``sum(x) / n`` (``reduce_mean``, or the fused kernel's
+    ``sum(x) * (1 / n)``), or with ``G`` ghost batches of ``n`` values each the mean of their
+    means::
+
+        |fl(mean) - mean| <= accumulated_rounding(n + 1 + a_G) * mean(|x|)  +  flush_slack(2N + 1)
+
+    (the sum's ``n - 1`` roundings in any order, relative to ``sum |x|``; the division's 2, a
+    rounded ``1 / n`` and its product; ``a_G`` :func:`_ghost_average_rounding`: ``G + 1``
+    for the average of the ghost batches' means, 0 for one batch). Flushed: the ``N`` operands and
+    ``N - 1`` partial sums reach the mean with weight at most 1, the result with 1.
+    """
+    values, ghost_batches, _, mean_magnitude = _per_batch(x, axes, ghost_batches)
+    count = values * ghost_batches
+    return (accumulated_rounding(values + 1 + _ghost_average_rounding(ghost_batches))
+            * mean_magnitude + flush_slack(2 * count + 1))
+
+
+def variance_bound(x, axes, ddof=0, *, ghost_batches=1):
+    """Bound of the batch variance over ``axes``, ``var = sum((x - mean)^2) / (n - ddof)``, as the
+    layers bnrepro finds compute it: in two passes, the mean first, then the mean of squared
+    differences from it (``tf.nn.moments``' ``reduce_mean(squared_difference(x, mean))``, the fused
+    kernel's ``sum((x - mean)^2) * (1 / n)`` times ``n / (n - 1)`` for its unbiased variance, and
+    ``mean(square(x - mean))`` by hand; a one-pass ``mean(x^2) - mean^2`` pairs with no mean in
+    :mod:`bnrepro.graphs.discover`). With ``G`` ghost batches of ``n`` values, the mean of their
+    variances.
+
+    The differences from the computed mean ``m + delta`` give ``var + delta^2 n / (n - ddof)``
+    exactly (``D`` below); each difference and its square round once (2), the sum of ``n``
+    non-negative terms ``n - 1`` times in any order, the division 2 (a rounded ``1 / n`` and its
+    product), the unbiased factor ``n / (n - 1)`` 2 more (a rounded constant and its product), all
+    relative to the non-negative sum; ``a_G`` (:func:`_ghost_average_rounding`) for the ghost
+    batches' average. Relative errors compound into ``accumulated_rounding`` of their count
+    (Higham, lemma 3.3)::
+
+        |fl(var) - var| <= accumulated_rounding(n + 3 + 2 [ddof > 0] + a_G) * (V + D)  +  D
+                           + flush_slack(4N + 4) * n / (n - ddof)
+
+    with ``V`` the biased variance of all ``N`` values times ``n / (n - ddof)`` (with ghost batches
+    at least the mean of theirs: the law of total variance) and ``delta`` at most the mean's
+    error, ``accumulated_rounding(n + 1) * max |x|``. The bound is relative to the variance itself:
+    a large mean against the spread (``mean^2 >> var``) costs only through ``delta^2``.
+
+    Flushed subnormals: the mean's ``2N + 1`` (:func:`mean_bound`; through ``delta^2`` only) and the
+    ``N`` squares, ``N - 1`` partial sums and the quotient, each reaching the variance with weight at
+    most ``n / (n - ddof)``.
+    """
+    values, ghost_batches, largest, _ = _per_batch(x, axes, ghost_batches)
+    x = _f64(x)
+    count = values * ghost_batches
+    if values - ddof <= 0:
+        return np.full(np.shape(largest), np.inf)
+    correction = values / (values - ddof)
+    variance = np.var(x, axis=axes) * correction
+    shift = (accumulated_rounding(values + 1) * largest) ** 2 * correction
+    roundings = values + 3 + (2 if ddof else 0) + _ghost_average_rounding(ghost_batches)
+    return (accumulated_rounding(roundings) * (variance + shift) + shift
+            + flush_slack(4 * count + 4) * correction)
 
 
 def normalize_bound(x, mean, variance, gamma_, beta, epsilon, output, *, mean_error=0.0,

@@ -75,7 +75,7 @@ from typing import Optional
 import numpy as np
 
 from bnrepro.check import formulas, records, tolerances
-from bnrepro.check.diagnose import diagnose_trace
+from bnrepro.check.diagnose import diagnose_trace, frozen_by_momentum
 from bnrepro.check.layer_modes import LayerMode, moving_stddev_with_bound, renorm_variable
 from bnrepro.check.tolerances import Check
 
@@ -333,7 +333,11 @@ def _verify_layer(trace, layer, mode, checks, report):
                     unordered.setdefault(f"{statistic} {label}", []).append(record["step"])
         # the layer's own flag: a run that trains another network only (a GAN's other half) runs
         # this layer without training it
-        if previous is not None and state.get("trained", record.get("run", {}).get("trained")):
+        trained = previous is not None and state.get("trained",
+                                                     record.get("run", {}).get("trained"))
+        if trained and frozen_by_momentum(settings, state):  # momentum 1: moving = old by design
+            report.not_checked.add(MOVES_CHECK)  # the diagnosis says so
+        elif trained:
             still = not records.moved(previous["bn"][layer], state)
             checks[MOVES_CHECK].compared += 1
             if still and checks[MOVES_CHECK].first_failure is None:
@@ -478,7 +482,7 @@ def _fitting_outcome(outcomes, old, recorded, links, name, momenta, convention, 
     :data:`NO_FIT` and the first outcome's value and bound when none does),
     the consumed values ``name`` of ``links`` as recorded or from their inputs under
     ``convention``; ``(NO_FIT, nan, 0)`` when the unbiased variance does not exist."""
-    consumed = [records.consumed(link, name, convention, mode.moments) for link in links]
+    consumed = [records.consumed(link, name, convention, mode) for link in links]
     if None in consumed:
         return NO_FIT, np.full(np.shape(recorded), np.nan), 0.0
     first = None
@@ -552,21 +556,17 @@ def _holds(recorded, expected, bound):
 def _verify_from_inputs(checks, variance_checks, where, mode, update):
     """An update's consumed ``batch_mean`` and ``batch_variance`` against the moments of its
     ``batch_input`` (under ``mode``: ghost batches), the variance both biased and unbiased."""
-    x = update["batch_input"]
     try:
-        moments = {convention: mode.moments(x, convention)
+        moments = {convention: records.moments_with_bounds(update["batch_input"], convention, mode)
                    for convention in formulas.VARIANCE_CONVENTIONS}
     except ValueError as error:  # the declared ghost batches do not split the batch
         checks["batch_mean from inputs"].fail(where, str(error))
         return
-    axes = formulas.reduction_axes(x)
-    checks["batch_mean from inputs"].compare(
-        where, update["batch_mean"], moments[formulas.BIASED][0], tolerances.mean_bound(x, axes))
+    mean, bound = moments[formulas.BIASED][0]
+    checks["batch_mean from inputs"].compare(where, update["batch_mean"], mean, bound)
     for convention, pair in moments.items():
         if pair is not None:  # None: N - 1 = 0, the unbiased variance does not exist
-            ddof = 1 if convention == formulas.UNBIASED else 0
-            variance_checks[convention].compare(where, update["batch_variance"], pair[1],
-                                                tolerances.variance_bound(x, axes, ddof))
+            variance_checks[convention].compare(where, update["batch_variance"], *pair[1])
 
 
 def _verify_inference(check, where, old, pair, epsilon):
