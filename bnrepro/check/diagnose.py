@@ -550,7 +550,7 @@ def _from_zero_findings(trace, layer):
     momentum = records.momentum_of(settings, step.new, "moving_variance", update)
     try:
         consumed = records.consumed(update, "batch_variance", step.declared_variance,
-                                    LayerMode.from_header(settings, layer).moments)
+                                    LayerMode.from_header(settings, layer))
     except ValueError:  # declared ghost batches that do not split the batch (verify says so)
         return []
     if momentum is None or consumed is None:
