@@ -27,6 +27,7 @@ def option(default, help_text):
 
 POSITIVE_INTEGER_FIELDS = {"batch_size", "epochs", "steps", "units", "eval_every", "trace_every"}
 POSITIVE_REAL_FIELDS = {"learning_rate", "epsilon"}
+MOMENTUM_FIELDS = {"momentum", "renorm_momentum"}  # the weight of the old value: in [0, 1]
 
 
 def check_config(config):
@@ -42,7 +43,7 @@ def check_config(config):
             raise UserError(f"{flag} must be a positive whole number, got {value}")
         if item.name in POSITIVE_REAL_FIELDS and value <= 0:
             raise UserError(f"{flag} must be greater than 0, got {value}")
-        if item.name == "momentum" and not 0.0 <= value <= 1.0:
+        if item.name in MOMENTUM_FIELDS and not 0.0 <= value <= 1.0:
             raise UserError(f"{flag} must be in [0, 1], got {value}")
     return config
 

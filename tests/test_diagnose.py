@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import importlib.util
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -30,6 +31,8 @@ FUSED = "fused/batch_normalization"
 # (scenario, overrides, {(layer, quantity): convention}, verify passes?)
 SCENARIO_TABLE = [
     ("cubic", {}, {}, True),
+    ("cubic", {"momentum": 1.0}, {(BN, "moving statistics"): "frozen by design"}, True),
+    ("cubic", {"momentum": 0.0}, {}, True),  # the moving statistics are the last batch's
     ("two-sample", {"hidden_kernel_init": 1.4059724, "output_kernel_init": -0.284}, {}, True),
     ("fused-variance", {}, {(FUSED, "moving_variance"): "unbiased",
                             (FUSED, "batch statistics"): "unbiased"}, True),
@@ -183,6 +186,26 @@ def test_cli_exit_status_and_printed_diagnosis(scenario_trace, capsys):
     assert undeclared.passed
     assert ("moving_variance follows the unbiased (N-1) batch variance: fused batch norm"
             in undeclared.format())
+
+
+def test_momentum_1_freezes_the_statistics_by_design(scenario_trace, capsys):
+    """``bnrepro run cubic --momentum 1``: moving = 1 * old + 0 * batch, so the statistics stay at 0
+    and 1 while training. verify passes it, says why 'statistics move when training' was not
+    checked (frozen by design, not an update left out of training), and NumPy warns of nothing
+    (zero-debiasing's 1 - momentum^t is 0 there)."""
+    trace = scenario_trace("cubic", momentum=1.0)
+    assert all(record["bn"][BN]["moving_mean"].tolist() == [0.0]
+               and record["bn"][BN]["moving_variance"].tolist() == [1.0] for record in trace.steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["verify", trace.path]) == 0
+    out = capsys.readouterr().out
+    assert "statistics move when training            0" in out and "not checked" in out, out
+    assert ("diagnosis: batch_normalization: moving_mean and moving_variance are frozen by design "
+            "at every training step (10): momentum 1 makes each update moving = 1 * old + 0 * "
+            "batch = old") in out, out
+    assert "UPDATE_OPS" not in out and "not part of the training run" not in out, out
+    assert out.rstrip().splitlines()[-1].startswith("PASS"), out
 
 
 # --- hand-made traces ----------------------------------------------------------------------------

@@ -165,13 +165,15 @@ def _unchanged(step, statistic):
 def _zero_debiased(step, prediction, statistic):
     """The zero-debiased average after ``step.updates`` updates
     (:func:`bnrepro.check.formulas.zero_debiased_average`): ``local_step`` as recorded, else the count
-    of updates."""
+    of updates; not applicable where ``1 - momentum^t`` is 0 (momentum 1: nothing to debias)."""
     momentum = step.momenta[statistic]
     if prediction is None or momentum is None or step.in_chain:
         return None
     old = step.old[statistic]
     steps = (float(np.ravel(step.old["local_step"])[0]), float(np.ravel(step.new["local_step"])[0])) \
         if "local_step" in step.new and "local_step" in step.old else (step.updates - 1, step.updates)
+    if momentum ** float(steps[1]) == 1.0:  # momentum 1 (or t = 0): 1 - momentum^t is 0
+        return None
     biased_old, biased_new, value = formulas.zero_debiased_average(old, prediction.value, momentum,
                                                                    *steps)
     return Prediction(value, tolerances.zero_debiased_bound(
@@ -474,7 +476,8 @@ def diagnose_trace(trace):
         settings = trace.layers[layer]
         mode = LayerMode.from_header(settings, layer)
         steps = list(_steps(trace, layer))
-        findings += _run_findings(trace, layer) + _from_zero_findings(trace, layer)
+        findings += (_run_findings(trace, layer) + _from_zero_findings(trace, layer)
+                     + _frozen_findings(trace, layer))
         for quantity, candidates, observed in QUANTITIES:
             declared = _declared_candidate(mode, quantity)
             if declared is not None:
@@ -522,11 +525,50 @@ def _run_findings(trace, layer):
              and not record["run"].get("trained") and not record["bn"][layer].get("set")]
     if not moved or not any(record.get("run", {}).get("trained") for record in trace.steps):
         return []  # a program that never trains: its runs update the averages by design
-    shown = ", ".join(map(str, moved[:8])) + (", ..." if len(moved) > 8 else "")
     return [Finding(layer, "runs", "moved without training",
                     f"the moving statistics moved in {len(moved)} runs that did not train (steps "
-                    f"{shown}): those runs ran the update, e.g. an evaluation whose output depends "
-                    "on it (tf.control_dependencies) or that ran the layer with training=True")]
+                    f"{_steps_shown(moved)}): those runs ran the update, e.g. an evaluation "
+                    "whose output depends on it (tf.control_dependencies) or that ran the layer "
+                    "with training=True")]
+
+
+def frozen_by_momentum(settings, state):
+    """Whether momentum 1 holds both moving statistics still at this step by design: with ``m = 1``
+    each update is ``moving = m * old + (1 - m) * batch = old``, so they cannot move whether or not
+    the update ran. Every update the step records takes momentum 1 for ``moving_mean`` and
+    ``moving_variance`` (:func:`bnrepro.check.records.momentum_of`: recorded, else the header's);
+    ``False`` when a momentum is unknown."""
+    return all(records.momentum_of(settings, state, statistic, update) == 1.0
+               for update in state.get(records.UPDATES) or [None] for statistic in STATISTICS)
+
+
+FROZEN = "frozen by design"
+
+
+def _frozen_findings(trace, layer):
+    """The training steps at which momentum 1 froze the layer's moving statistics
+    (:func:`frozen_by_momentum`): named, so that statistics that do not move while training are
+    not taken for an update left out of the training run (``verify`` does not hold those steps to
+    'statistics move when training')."""
+    settings = trace.layers[layer]
+    training = [record for record in trace.steps
+                if layer in record["bn"] and trace.before(record, layer) is not None
+                and record["bn"][layer].get("trained", record.get("run", {}).get("trained", True))]
+    frozen = [record["step"] for record in training if frozen_by_momentum(settings,
+                                                                          record["bn"][layer])]
+    if not frozen:
+        return []
+    where = (f"at every training step ({len(frozen)})" if len(frozen) == len(training) else
+             f"at steps {_steps_shown(frozen)} (of {len(training)} training steps)")
+    return [Finding(layer, "moving statistics", FROZEN,
+                    f"moving_mean and moving_variance are frozen by design {where}: momentum 1 "
+                    "makes each update moving = 1 * old + 0 * batch = old, so they keep their "
+                    "values whether or not the update runs (not an update left out of training)")]
+
+
+def _steps_shown(steps):
+    """Up to 8 step numbers, comma-separated, ``...`` after them when there are more."""
+    return ", ".join(map(str, steps[:8])) + (", ..." if len(steps) > 8 else "")
 
 
 def _from_zero_findings(trace, layer):
