@@ -33,3 +33,44 @@ def test_steps_outside_the_trace(cubic_trace, step):
     from bnrepro.errors import UserError
     with pytest.raises(UserError, match="not a training step"):
         explain_step(cubic_trace, step)
+
+
+@pytest.mark.parametrize("scenario, layer, mode", [
+    ("ghost-batch", None, "mode (from the header): ghost batches of 2 strided samples "
+                          "(virtual_batch_size=2)"),
+    ("ghost-batch", None, "mode (from the header): ghost batches of 4 strided samples "
+                          "(virtual_batch_size=4)"),
+    ("renorm", None, "mode (from the header): renorm (renorm_momentum 0.9, clipping rmin 0.667, "
+                     "rmax 1.5, dmax 0.5)"),
+    ("fused-variance", "fused/batch_normalization",
+     "mode (from the header): the fused kernel (its update averages the unbiased /(N-1) batch "
+     "variance)"),
+], ids=["ghost-2", "ghost-4", "renorm", "fused"])
+def test_a_layers_mode_is_named_and_computed_under(scenario_trace, scenario, layer, mode):
+    """Every step's explanation names the layer's mode on its second line and recomputes what
+    TensorFlow stored under it to float32 rounding (a ghost-batch step's batch variance computed
+    over the whole batch was 0.78 off; renorm's moving variance, averaged as a variance, 2e-5)."""
+    trace = scenario_trace(scenario, **({"virtual_batch_size": 4} if "4 strided" in mode else {}))
+    for record in trace.steps[1:]:
+        lines = explain_step(trace, record["step"], layer).splitlines()
+        assert lines[1] == mode
+        differences = [float(d) for d in re.findall(r"difference (\S+)", "\n".join(lines))]
+        assert len(differences) >= 5 and max(map(abs, differences)) < 1e-5, "\n".join(lines)
+
+
+def test_ghost_batches_are_listed_as_tensorflow_splits_them(scenario_trace):
+    """8 samples in ghost batches of 2: tf_keras reshapes the batch to (2, 4, C), so ghost batch
+    j holds samples j and j + 4 (strided); the batch statistics are the mean of the 4 ghost
+    batches' moments, each variance over 2 samples."""
+    trace = scenario_trace("ghost-batch")
+    lines = explain_step(trace, 1).splitlines()
+    assert "4 ghost batches of 2 strided samples, each normalised with its own moments:" in lines
+    listed = [line for line in lines if line.startswith("  ghost batch ")]
+    assert [line.split(":")[0] for line in listed] == [
+        f"  ghost batch {j + 1}, samples {j}, {j + 4}" for j in range(4)]
+    assert all(") / 2 = " in line for line in listed)
+    assert any(line.startswith("batch_variance = (") and ") / 4 = " in line for line in lines)
+
+
+def test_a_standard_layer_names_no_mode(cubic_trace):
+    assert not explain_step(cubic_trace, 3).splitlines()[1].startswith("mode")

@@ -43,14 +43,22 @@ def ghost_batch_moments(x, virtual_batch_size, layout=STRIDED, convention=formul
         mean     = (1 / G) * sum_j mean(x_j)
         variance = (1 / G) * sum_j var(x_j)        (each var over the k samples of ghost batch j)
 
-    with ``G = N / k`` ghost batches ``x_j`` (:func:`ghost_rows`). tf_keras updates the moving
-    statistics once per step with these averages, not once per ghost batch.
+    with ``G = N / k`` ghost batches ``x_j`` (:func:`ghost_rows`, :func:`each_ghost_batch_moments`).
+    tf_keras updates the moving statistics once per step with these averages, not once per ghost
+    batch.
     """
+    means, variances = each_ghost_batch_moments(x, virtual_batch_size, layout, convention)
+    return np.mean(means, axis=0), np.mean(variances, axis=0)
+
+
+def each_ghost_batch_moments(x, virtual_batch_size, layout=STRIDED, convention=formulas.BIASED):
+    """``(means, variances)``: ``mean(x_j)`` and ``var(x_j)`` (``/k`` biased, ``/(k - 1)``
+    unbiased, over each channel's values) of each ghost batch ``x_j`` (:func:`ghost_rows`), in
+    order, each ``(C,)``."""
     x = np.asarray(x, dtype=np.float64)
     rows = ghost_rows(x.shape[0], virtual_batch_size, layout)
-    means = [formulas.batch_mean(x[index]) for index in rows]
-    variances = [formulas.batch_variance(x[index], convention) for index in rows]
-    return np.mean(means, axis=0), np.mean(variances, axis=0)
+    return ([formulas.batch_mean(x[index]) for index in rows],
+            [formulas.batch_variance(x[index], convention) for index in rows])
 
 
 def ghost_batch_normalize(x, virtual_batch_size, gamma, beta, epsilon, layout=STRIDED):
@@ -89,12 +97,6 @@ def renorm_corrections(batch_mean, batch_variance, renorm_mean, renorm_stddev, e
     if dmax is not None:
         d = np.clip(d, -dmax, dmax)
     return r, d
-
-
-def renorm_normalize(x, batch_mean, batch_variance, gamma, beta, epsilon, r, d):
-    """Training-mode output with renorm: ``gamma * ((x - mean) / sqrt(var + epsilon) * r + d) + beta``."""
-    unit = formulas.normalize(x, batch_mean, batch_variance, 1.0, 0.0, epsilon)
-    return gamma * (unit * r + d) + beta
 
 
 def renorm_moving_variance(old_moving_stddev, batch_variance, momentum, epsilon):
