@@ -1,6 +1,7 @@
 """The trace format (:mod:`~bnrepro.trace.format`), its writers (:mod:`~bnrepro.trace.writer`, and
 :mod:`~bnrepro.trace.process` in a child process), its reader (:mod:`~bnrepro.trace.reader`, and
-:mod:`~bnrepro.trace.load` for arrays per quantity), the figures of a trace
+:mod:`~bnrepro.trace.load` for arrays per quantity; :mod:`~bnrepro.trace.npz_archive` reads an
+``.npz`` with one-line errors), the figures of a trace
 (:mod:`~bnrepro.trace.plots`) and its JSON Schema (``schema.json``).
 
 Nothing here imports TensorFlow. The names most programs need are importable from here:
