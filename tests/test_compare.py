@@ -145,7 +145,7 @@ def _one_line_error(capsys):
     (["--eval-batch-size", "0"], "--eval-batch-size must be a positive whole number"),
     (["--weight-init", "ones"], "unknown --weight-init 'ones'"),
     (["--data", "missing.npz"], "missing.npz: no such file or directory"),
-    (["--data", "corrupt.npz"], "corrupt.npz: not an .npz archive"),
+    (["--data", "corrupt.npz"], "corrupt.npz: cut short or damaged"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(capsys, tmp_path, monkeypatch, options,
                                                          words):

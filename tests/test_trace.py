@@ -32,7 +32,9 @@ def test_header_and_csv(cubic_trace):
     entry = header["layers"]["batch_normalization"]
     assert (entry["momentum"], entry["epsilon"], entry["fused"]) == (0.9, 0.001, False)
     assert entry["variables"] == {"moving_mean": "batch_normalization/moving_mean:0",
-                                  "moving_variance": "batch_normalization/moving_variance:0"}
+                                  "moving_variance": "batch_normalization/moving_variance:0",
+                                  "gamma": "batch_normalization/gamma:0",
+                                  "beta": "batch_normalization/beta:0"}
     assert header["averages"] == {}
     assert header["config"]["batch_size"] == 3
     assert header["versions"]["tensorflow"].startswith("2.")

@@ -743,3 +743,81 @@ def test_statistics_set_without_their_update_start_the_next_step_afresh():
     wrong = _generic_trace({}, [(0.5, 1.0, update), (0.0, 1.0, {"set": True}),
                                 (0.875, 1.0, update)])
     assert not verify_trace(wrong).passed
+
+
+def _coverage_lines(report, layer):
+    (coverage,) = [entry for entry in report.coverage if entry.layer == layer]
+    return coverage.lines()
+
+
+def test_the_coverage_of_a_post_trace_is_every_quantity_at_every_step(cubic_trace):
+    """``bnrepro run`` records the batch, the input, an inference pair and every variable at each
+    of the post's 10 steps: every quantity is checked at all of them, gamma and beta both in the
+    inference formula and against the variables read after the step."""
+    report = verify_trace(cubic_trace)
+    assert _coverage_lines(report, LAYER) == [
+        f"coverage of {LAYER} (10 steps):",
+        "  moving_mean, moving_variance updates: 10 of 10 steps",
+        "  batch_mean, batch_variance from inputs: 10 of 10 steps",
+        "  inference formula: 10 of 10 steps",
+        "  gamma, beta: 10 of 10 steps (in the inference formula at 10; against the variables read "
+        "after the step at 10)"]
+    assert "\n".join(_coverage_lines(report, LAYER)) in report.format()
+
+
+def _five_steps(inputs_at, inference_at):
+    """Five updates of x_k = (0, 2k) (mean k, biased variance k^2) with momentum 0.75 from (0, 1),
+    the input kept at ``inputs_at``; an inference pair (input 0) at ``inference_at``, output
+    ``-m / sqrt(v + 0.001)`` with the state before the step. Worked with the formulas in float64."""
+    updates, extra, mean, variance = [], {}, 0.0, 1.0
+    for step in range(1, 6):
+        if step in inference_at:
+            extra[step] = {"inference": {"bn": {"input": np.array([[0.0]]), "output": np.array(
+                [[-mean / np.sqrt(variance + 0.001)]])}}}
+        consumed = _consumed([0.0, 2.0 * step])
+        if step not in inputs_at:
+            del consumed["batch_input"]
+        mean, variance = 0.75 * mean + 0.25 * step, 0.75 * variance + 0.25 * step ** 2
+        updates.append((mean, variance, consumed))
+    return _generic_trace({}, updates, extra=extra)
+
+
+def test_the_coverage_says_at_how_many_steps_each_quantity_was_checked_and_why_not_the_others():
+    report = verify_trace(_five_steps(inputs_at={1, 2}, inference_at={3}))
+    assert report.passed, report.format()
+    assert _coverage_lines(report, "bn") == [
+        "coverage of bn (5 steps):",
+        "  moving_mean, moving_variance updates: 5 of 5 steps",
+        "  batch_mean, batch_variance from inputs: 2 of 5 steps (3: the layer's input was not kept)",
+        "  inference formula: 1 of 5 steps (4: no inference record)",
+        "  gamma, beta: 1 of 5 steps (in the inference formula at 1; 4: no inference record, and "
+        "no variables read after the step)"]
+
+
+def test_a_gamma_no_check_reads_passes_and_the_coverage_says_it_was_not_checked_there():
+    """gamma changed at step 4 enters no formula (step 5 has no inference pair): verify cannot see
+    it, and its coverage line says that gamma was checked at 1 of 5 steps, not at step 4."""
+    trace = _five_steps(inputs_at={1, 2, 3, 4, 5}, inference_at={3})
+    trace.step(4)["bn"]["bn"]["gamma"] = np.array([1.5])
+    report = verify_trace(trace)
+    assert report.passed
+    assert _coverage_lines(report, "bn")[-1].startswith("  gamma, beta: 1 of 5 steps")
+
+
+def test_gamma_and_beta_read_twice_are_checked_at_every_step_that_has_the_variables():
+    """With the variables read after each step (``bnrepro run``, ``compare``) and their names in
+    the header, gamma and beta are checked at every step: one changed at step 4 fails there."""
+    variables = {step: {"variables": {"bn/gamma:0": np.array([1.0]), "bn/beta:0": np.array([0.0])}}
+                 for step in range(6)}
+    trace = _five_steps(inputs_at={1, 2, 3, 4, 5}, inference_at={3})
+    trace.header["layers"]["bn"]["variables"] = {"gamma": "bn/gamma:0", "beta": "bn/beta:0"}
+    for record in trace.steps:
+        record.update(variables[record["step"]])
+    report = verify_trace(trace)
+    assert report.passed, report.format()
+    assert _coverage_lines(report, "bn")[-1] == (
+        "  gamma, beta: 5 of 5 steps (in the inference formula at 1; against the variables read "
+        "after the step at 5)")
+    trace.step(4)["bn"]["bn"]["gamma"] = np.array([1.5])
+    failed = {c.name: c.first_failure for c in verify_trace(trace).checks if not c.passed}
+    assert failed["gamma, beta as read twice"].startswith("step 4, layer bn, gamma")

@@ -5,18 +5,15 @@ a program in which nothing is found, and a layer updated twice in one run (in an
 fixes, and in none).
 
 Each program in ``tests/verify_programs/`` runs traced in both modes (``disable_v2_behavior()`` and
-``disable_eager_execution()``), all of one mode in one interpreter (``trace_all.py``). Each feeds its
+``disable_eager_execution()``), all of one mode in one interpreter (``trace_all.py``, the fixture
+``verify_program_traces`` of ``conftest.py``). Each feeds its
 layer batches drawn from ``numpy.random.RandomState(0)``, so the moving statistics it should end
 with are recomputed here with NumPy from the same draws (``np.mean``, ``np.var``), with the bounds
 of :mod:`bnrepro.check.tolerances`, independently of verify; then verify's verdict, diagnosis and
 what it says it did not check are held to what each program does.
 """
-import concurrent.futures
 import copy
 import dataclasses
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,34 +22,14 @@ from bnrepro.check import tolerances
 from bnrepro.check.verify import verify_trace
 from bnrepro.cli import main
 from bnrepro.trace import read_trace
+from conftest import GRAPH_MODES
 
-PROGRAMS = os.path.join(os.path.dirname(__file__), "verify_programs")
-NAMES = ["epsilon_unknown", "two_decays", "subnormal_inputs", "keras_fused_conv",
-         "keras_momentum_zero", "nothing_found", "shared_layer", "shared_layer_unordered"]
-MODES = ["v2", "graph"]
-
-
-def _trace_all(mode, out):
-    environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, os.path.join(PROGRAMS, "trace_all.py"), mode, out]
-                          + [os.path.join(PROGRAMS, f"{name}.py") for name in NAMES],
-                          capture_output=True, text=True, env=environment, timeout=600)
-    return done.returncode, done.stdout, done.stderr
+MODES = GRAPH_MODES
 
 
 @pytest.fixture(scope="module")
-def traces(tmp_path_factory):
-    """(mode, name) -> trace directory: every program traced in each mode, the modes side by
-    side."""
-    work = tmp_path_factory.mktemp("verify_programs")
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = {mode: pool.submit(_trace_all, mode, str(work / mode)) for mode in MODES}
-    for mode, job in jobs.items():
-        status, out, err = job.result()
-        assert status == 0, err[-3000:]
-        assert [line.split()[-1] for line in out.splitlines() if line.split()[:1]
-                and line.split()[0] in NAMES] == ["0"] * len(NAMES), out
-    return {(mode, name): str(work / mode / name) for mode in MODES for name in NAMES}
+def traces(verify_program_traces):
+    return verify_program_traces
 
 
 def _draws(count, draw):

@@ -74,7 +74,7 @@ from typing import Optional
 
 import numpy as np
 
-from bnrepro.check import formulas, records, tolerances
+from bnrepro.check import coverage as covered, formulas, records, tolerances
 from bnrepro.check.diagnose import diagnose_trace, frozen_by_momentum
 from bnrepro.check.layer_modes import LayerMode, moving_stddev_with_bound, renorm_variable
 from bnrepro.check.tolerances import Check
@@ -99,6 +99,7 @@ class Report:
     diverged: bool = False  # the run ended with non-finite values
     nothing: Optional[str] = None  # why a whole trace holds no step (NOTHING TO CHECK)
     notes: list = field(default_factory=list)  # the tracer's notes (header "tracer_notes")
+    coverage: list = field(default_factory=list)  # bnrepro.check.coverage.Coverage per layer
 
     @property
     def formulas_hold(self):
@@ -134,6 +135,10 @@ class Report:
                          "them apart")
             lines.append(f"batch_variance of {layer}: {label}")
         lines.extend(notes)
+        for layer in self.coverage:
+            lines.extend(layer.lines())
+        if any(layer.count(covered.FROM_INPUTS) for layer in self.coverage):
+            lines.append(BATCH_STATISTICS_BOUND)
         lines.extend(self.skipped)
         lines.extend(finding.format() for finding in self.diagnosis)
         lines.append(self.verdict())
@@ -166,6 +171,11 @@ CHECK_NAMES = ("moving_mean update", "moving_variance update", "batch_mean from 
 RENORM_CHECK_NAMES = ("moving_stddev update", "renorm_mean, renorm_stddev", "renorm r, d (clipped)")
 MOVES_CHECK = "statistics move when training"
 AVERAGE_CHECK = "moving average update"
+SCALE_AND_OFFSET_CHECK = "gamma, beta as read twice"
+BATCH_STATISTICS_BOUND = (
+    "bounds of the batch statistics from inputs: the mean's and the two-pass variance's (the mean, "
+    "then the mean of squared differences from it), the computation of tf.nn.moments and of the "
+    "fused kernel, the only ones bnrepro trace pairs into a layer (bnrepro.check.tolerances)")
 
 
 def verify_trace(trace):
@@ -178,6 +188,9 @@ def verify_trace(trace):
     names = CHECK_NAMES + (RENORM_CHECK_NAMES if any(m.renorm for m in modes.values()) else ())
     if trace.generic:
         names += (MOVES_CHECK,) + ((AVERAGE_CHECK,) if trace.averages else ())
+    if any("variables" in record for record in trace.steps) and any(
+            {"gamma", "beta"} & set(settings.get("variables", {})) for settings in trace.layers.values()):
+        names += (SCALE_AND_OFFSET_CHECK,)
     checks = {name: Check(name) for name in (FINITE_CHECK,) + names}
     report = Report(path=trace.path, checks=list(checks.values()),
                     modes={layer: m.describe() for layer, m in modes.items() if not m.standard},
@@ -308,23 +321,42 @@ def _verify_layer(trace, layer, mode, checks, report):
     # input); steps that moved the statistics with neither what the update consumed nor the input
     held = None  # the variances with which every update from the layer's input held
     set_steps = []  # steps whose run set the statistics without their update
+    coverage = covered.Coverage(layer)
+    report.coverage.append(coverage)
+    first = next((record for record in trace.steps if layer in record["bn"]), None)
     for record in trace.steps:
         if layer not in record["bn"]:
             continue
         previous = trace.before(record, layer)
         state = record["bn"][layer]
+        step = record["step"]
+        initial = record is first  # the layer's first state: no formula's result
+        if not initial:
+            coverage.add_step(step)
+            _verify_scale_and_offset(checks, coverage, settings, record, layer)
         if state.get("set"):  # changed without its update: the next step starts from here
-            set_steps.append(record["step"])
+            set_steps.append(step)
+            for quantity in covered.QUANTITIES:
+                coverage.miss(quantity, step, "the run set the statistics without their update")
             continue
+        if previous is None and not initial:
+            for quantity in (covered.UPDATES, covered.INFERENCE, covered.SCALE_AND_OFFSET):
+                coverage.miss(quantity, step, "the state before the step was not recorded")
         links = records.updates(state, None if previous is None else previous["bn"][layer])
-        where = f"step {record['step']}, layer {layer}"
+        where = f"step {step}, layer {layer}"
         ran += bool(links)
-        blind += bool(previous is not None and not links
-                      and records.moved(previous["bn"][layer], state))
+        moved_unseen = bool(previous is not None and not links
+                            and records.moved(previous["bn"][layer], state))
+        blind += moved_unseen
+        if not links:
+            for quantity in (covered.UPDATES, covered.FROM_INPUTS):
+                coverage.miss(quantity, step, (
+                    "the statistics moved, but neither what the update consumed nor the input "
+                    "was recorded") if moved_unseen else "the run did not update the layer")
         derived += sum("batch_mean" not in link for link in links)
         if previous is not None and links:
             followed = _verify_updates(checks, where, settings, mode, previous, record, layer,
-                                       links, unchecked)
+                                       links, unchecked, coverage)
             if "variance from inputs" in followed:
                 fits = followed.pop("variance from inputs")
                 held = fits if held is None else held & fits
@@ -347,13 +379,28 @@ def _verify_layer(trace, layer, mode, checks, report):
         for number, link in enumerate(links, start=1):
             if "batch_input" in link and "batch_mean" in link:
                 inputs += 1
+                coverage.check(covered.FROM_INPUTS, step)
                 _verify_from_inputs(checks, variance_checks, _update_place(where, number, links),
                                     mode, link)
+        if links and not any("batch_input" in link and "batch_mean" in link for link in links):
+            coverage.miss(covered.FROM_INPUTS, step, (
+                "what the update consumed was not recorded: the update was checked with the "
+                "input's moments") if any("batch_input" in link for link in links) else
+                "the layer's input was not kept")
         if previous is not None and layer in record.get("inference", {}):
             inference += 1
             if epsilon is not None:
+                coverage.check(covered.INFERENCE, step)
+                coverage.check(covered.SCALE_AND_OFFSET, step, covered.IN_INFERENCE)
                 _verify_inference(checks["inference formula"], where, previous["bn"][layer],
                                   record["inference"][layer], epsilon)
+            else:
+                coverage.miss(covered.INFERENCE, step, "the epsilon is unknown")
+        elif not initial:
+            coverage.miss(covered.INFERENCE, step, "no inference record")
+        coverage.miss(covered.SCALE_AND_OFFSET, step,
+                      "no inference record, and no variables read after the step"
+                      if {"gamma", "beta"} & set(state) else "the layer has no gamma or beta")
     if epsilon is None:
         what = "which epsilon the inference output follows (the diagnosis' epsilons)"
         if inference:
@@ -411,7 +458,8 @@ def _update_place(where, number, links):
     return where if len(links) == 1 else f"{where}, update {number} of {len(links)}"
 
 
-def _verify_updates(checks, where, settings, mode, previous, record, layer, links, unchecked):
+def _verify_updates(checks, where, settings, mode, previous, record, layer, links, unchecked,
+                    coverage):
     """A step's moving-average updates: ``moving_mean`` and ``moving_variance`` from the state
     before the run through each update in the order they ran (:func:`_combined`); when the run
     orders them no way, each statistic (its updates race on their own) through the first of
@@ -419,21 +467,27 @@ def _verify_updates(checks, where, settings, mode, previous, record, layer, link
     ``batch_variance``, or where the trace has only the layer's input, its moments
     (:func:`bnrepro.check.records.consumed`; the variance the header declares first, ``/(N-1)`` for
     a fused layer, then the other). A zero-debiased or renorm layer has its own formulas (one
-    recorded update per run). Returns ``{statistic: label of the outcome}`` (``None`` for ordered
+    recorded update per run). The step is counted in ``coverage`` as checked, or why not. Returns ``{statistic: label of the outcome}`` (``None`` for ordered
     updates) and, for the variance computed from the input, the conventions with which it held
     (``"variance from inputs"``)."""
     old, state = previous["bn"][layer], records.flattened(record["bn"][layer])
     momenta = {statistic: [records.momentum_of(settings, state, statistic, link) for link in links]
                for statistic in ("moving_mean", "moving_variance")}
     unknown = [statistic for statistic, values in momenta.items() if None in values]
+    step = record["step"]
     if unknown:
         unchecked[f"the {' and '.join(unknown)} updates"] = (
             "the momentum is computed at run time and was not recorded at some steps")
+        coverage.miss(covered.UPDATES, step, "the momentum was not recorded")
     derived = any("batch_mean" not in link for link in links)
     if (len(links) > 1 or derived) and (settings.get("zero_debias") or mode.renorm):
         unchecked["the updates of a zero-debiased or renorm layer at some steps"] = (
             "they are checked one recorded update per run, with the values it consumed")
+        coverage.miss(covered.UPDATES, step, "a zero-debiased or renorm layer updated several "
+                      "times or without what it consumed")
         return {}
+    if not unknown:
+        coverage.check(covered.UPDATES, step)
     if settings.get("zero_debias"):
         if not unknown:
             _verify_zero_debiased(checks, where, old, state,
@@ -567,6 +621,21 @@ def _verify_from_inputs(checks, variance_checks, where, mode, update):
     for convention, pair in moments.items():
         if pair is not None:  # None: N - 1 = 0, the unbiased variance does not exist
             variance_checks[convention].compare(where, update["batch_variance"], *pair[1])
+
+
+def _verify_scale_and_offset(checks, coverage, settings, record, layer):
+    """The layer's ``gamma`` and ``beta`` as the tracer read them against the same variables in the
+    step's ``variables`` (``bnrepro run`` and ``compare`` read every variable after the step): two
+    reads of one variable after one run, equal bit for bit."""
+    names = settings.get("variables", {})
+    state, variables = record["bn"][layer], record.get("variables", {})
+    compared = [(role, names[role]) for role in ("gamma", "beta")
+                if role in state and names.get(role) in variables]
+    for role, name in compared:
+        checks[SCALE_AND_OFFSET_CHECK].compare(f"step {record['step']}, layer {layer}, {role}",
+                                               state[role], variables[name], 0.0)
+    if compared:
+        coverage.check(covered.SCALE_AND_OFFSET, record["step"], covered.AS_VARIABLES)
 
 
 def _verify_inference(check, where, old, pair, epsilon):

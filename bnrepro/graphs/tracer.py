@@ -589,8 +589,9 @@ def _layer_header(layer):
     entry = {"momentum": layer.training_momentum, "epsilon": layer.epsilon, "kind": layer.kind,
              "fused": layer.fused, "convention": convention,
              "zero_debias": layer.mean.zero_debias,
-             "variables": {"moving_mean": layer.mean.variable.name,
-                           "moving_variance": layer.variance.variable.name},
+             "variables": {role: variable.name for role, variable in (
+                 ("moving_mean", layer.mean.variable), ("moving_variance", layer.variance.variable),
+                 ("gamma", layer.gamma), ("beta", layer.beta)) if variable is not None},
              **layer.mode.header_entry()}  # ghost batches, renorm
     if layer.channel_axis is not None:  # the program's channel axis; recorded channel-last
         entry["input_channel_axis"] = layer.channel_axis
