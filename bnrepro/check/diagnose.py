@@ -579,7 +579,7 @@ def _from_zero_findings(trace, layer):
     momentum ``m_v`` (``m_v * 1 + (1 - m_v) * v`` against ``(1 - m_v) * v``), which must exceed
     that update's bound; with momentum 0 the start leaves no trace in any value."""
     settings, first = trace.layers[layer], trace.steps[0]["bn"].get(layer)
-    if first is None or settings.get("zero_debias") or not trace.generic:
+    if first is None or settings.get("zero_debias") or not trace.steps_are_runs:
         return []
     if not all(np.all(np.asarray(first[name]) == 0) for name in STATISTICS):
         return []

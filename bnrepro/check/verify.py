@@ -186,7 +186,7 @@ def verify_trace(trace):
         return report
     modes = {layer: LayerMode.from_header(settings, layer) for layer, settings in trace.layers.items()}
     names = CHECK_NAMES + (RENORM_CHECK_NAMES if any(m.renorm for m in modes.values()) else ())
-    if trace.generic:
+    if trace.steps_are_runs:
         names += (MOVES_CHECK,) + ((AVERAGE_CHECK,) if trace.averages else ())
     if any("variables" in record for record in trace.steps) and any(
             {"gamma", "beta"} & set(settings.get("variables", {})) for settings in trace.layers.values()):

@@ -507,7 +507,7 @@ def _renorm_variance_averages(sites, variables):
         constant = scalar_constant(weight)
         if constant is None:
             continue
-        update = Update(variable, consumed, momentum_of(weight, constant), shape="renorm",
+        update = Update(variable, consumed, momentum_of(weight, constant), form="renorm",
                         site=site, stddev=stddev)
         averages.setdefault(variable, Average(variable, variables[variable], update))
     return averages
@@ -541,8 +541,8 @@ def _pair_into_layers(graph, averages, renorm_variances, variables):
             continue
         mean, mean_found = _preferred(statistics["mean"], "moving_mean")
         variance, variance_found = _preferred(statistics["variance"], "moving_variance")
-        renorm = variance.update.shape == "renorm"
-        if mean.update.shape == "renorm" or mean_found.ghost != variance_found.ghost:
+        renorm = variance.update.form == "renorm"
+        if mean.update.form == "renorm" or mean_found.ghost != variance_found.ghost:
             continue
         x, virtual_batch_size = mean_found.x, None
         if mean_found.ghost:
@@ -598,7 +598,7 @@ def _kind(mean, variance, fused):
         return f"{KERAS_KIND}, {'fused kernel' if fused else 'not fused'})"
     if mean.zero_debias:
         return f"{kernel} + assign_moving_average (zero-debiased)"
-    if mean.update.shape == "weighted_sum":
+    if mean.update.form == "weighted_sum":
         return f"{kernel} + tf.assign of a weighted sum (written by hand)"
     return (f"{kernel} + assign_sub moving averages (assign_moving_average, "
             "ExponentialMovingAverage or by hand)")

@@ -602,7 +602,7 @@ def _layer_header(layer):
 
 def _average_header(average):
     kind = {"assign_sub": "moving average (assign_moving_average / ExponentialMovingAverage)",
-            "weighted_sum": "moving average (tf.assign of a weighted sum)"}[average.update.shape]
+            "weighted_sum": "moving average (tf.assign of a weighted sum)"}[average.update.form]
     return {"momentum": average.training_momentum, "kind": kind,
             "convention": "zero-debiased" if average.zero_debias else "standard",
             "zero_debias": average.zero_debias, "variable": average.variable.name,

@@ -1,4 +1,4 @@
-"""The two shapes of a moving-average update, read from the graph: ``assign_sub(V, (V - x) * d)``
+"""The two forms of a moving-average update, read from the graph: ``assign_sub(V, (V - x) * d)``
 (tf_keras' batch norm, ``assign_moving_average``, ``ExponentialMovingAverage``) and ``assign(V,
 V * m + x * (1 - m))`` in any order of its terms (a plain ``tf.assign``); with the consumed value
 ``x`` and the momentum, read from the graph's constants where it is one."""
@@ -12,7 +12,7 @@ import numpy as np
 from bnrepro.graphs.graph_values import (ADD, ASSIGN_SUB, PASS_THROUGH, VARIABLE_OPS, GraphValue,
                                          Value)
 
-# --- the two shapes of a moving-average update ----------------------------------------------------
+# --- the two forms of a moving-average update -----------------------------------------------------
 
 
 def variable_name(value, depth=0):
@@ -64,7 +64,7 @@ class Update:
     tensors a run can fetch. ``zero_debias``: the average is kept on ``variable/biased`` and
     ``variable = biased / (1 - momentum^t)``.
 
-    ``shape`` ``"renorm"`` (a renorm layer's variance, found by
+    ``form`` ``"renorm"`` (a renorm layer's variance, found by
     :func:`bnrepro.graphs.discover._renorm_variance_averages`): the average is kept on the variable
     ``stddev`` (``moving_stddev``), which mixes in ``sqrt(consumed + epsilon)`` with ``momentum``,
     and ``variable`` is assigned ``max(stddev^2 - epsilon, 0)``.
@@ -74,10 +74,10 @@ class Update:
     consumed: object  # tf.Tensor
     momentum: Optional[float]
     weight_tensor: Optional[object] = None  # tf.Tensor when the momentum is computed at run time
-    shape: str = "assign_sub"  # or "weighted_sum"
+    form: str = "assign_sub"  # how the assignment is written: or "weighted_sum", "renorm"
     zero_debias: bool = False
     site: object = None  # the graph op that runs the assignment (itself, an If, or in a cond)
-    stddev: Optional[str] = None  # renorm: the averaged variable's op name (shape "renorm")
+    stddev: Optional[str] = None  # renorm: the averaged variable's op name (form "renorm")
     # the consumed value where it is computed: ``consumed`` is None when that is inside a TF2
     # ``tf.cond`` branch (an ``If`` op's function), which a run cannot fetch
     consumed_value: Optional[Value] = None
@@ -145,9 +145,9 @@ def update_of(assignment, site):
     """The :class:`Update` an assignment performs, or ``None`` when it is not a moving average
     (or its consumed value cannot be fetched)."""
     if assignment.op_type in ASSIGN_SUB:
-        matched, shape = match_assign_sub(assignment), "assign_sub"
+        matched, form = match_assign_sub(assignment), "assign_sub"
     else:
-        matched, shape = _match_weighted_sum(assignment), "weighted_sum"
+        matched, form = _match_weighted_sum(assignment), "weighted_sum"
     if matched is None:
         return None
     variable, consumed, weight = matched
@@ -159,7 +159,7 @@ def update_of(assignment, site):
     if constant is None and weight_tensor is None:
         return None
     momentum = None if constant is None else momentum_of(weight, constant)
-    return Update(variable, consumed_tensor, momentum, weight_tensor, shape, site=site,
+    return Update(variable, consumed_tensor, momentum, weight_tensor, form, site=site,
                   consumed_value=consumed)
 
 

@@ -32,8 +32,10 @@ class Trace:
         return self.header["layers"]
 
     @property
-    def generic(self):
-        """A ``bnrepro-trace/2`` trace (any program's runs, :mod:`bnrepro.graphs.tracer`)."""
+    def steps_are_runs(self):
+        """A ``bnrepro-trace/2`` trace, whose every step is one run of the program that moved a
+        statistic or trained (:mod:`bnrepro.graphs.tracer`), numbered in order; ``False`` for
+        ``bnrepro-trace/1``, whose steps are training steps."""
         return self.header.get("format") == FORMAT_2
 
     @property
@@ -51,7 +53,7 @@ class Trace:
         record holding ``name`` (``bnrepro-trace/2``, where every run that moves it is a step,
         numbered in order; ``None`` when step numbers are missing in between: a trace that keeps
         some steps only, ``bnrepro compare --trace-every``)."""
-        if not self.generic:
+        if not self.steps_are_runs:
             return self.step(record["step"] - 1)
         key = (section, name, len(self.steps))
         if key not in self._previous:
