@@ -177,11 +177,22 @@ def test_a_ghost_batch_variance_off_by_five_times_its_roundings_fails(scenario_t
                   lambda record, value: 5 * 10 * U * _first(value))
 
 
+def test_a_ghost_batch_mean_off_by_five_times_its_roundings_fails(scenario_trace):
+    """Each ghost batch's mean of 2 samples rounds ``2 + 1`` times, their average of 4 ``4 + 1``:
+    ``8 u`` of ``mean |x|``; five times that fails."""
+    trace = scenario_trace("ghost-batch")
+    (layer,) = trace.layers
+    _assert_tight(trace, 2, ("bn", layer, "batch_mean"), "batch_mean from inputs",
+                  lambda record, value: 5 * 8 * U * _mean_magnitude(record, layer))
+
+
 @pytest.mark.parametrize("path, check, roundings", [
     (("bn", "{layer}", "moving_variance"), "moving_variance update", 20),
     (("variables", "{layer}/moving_stddev:0"), "moving_stddev update", 10),
     (("variables", "{layer}/renorm_mean:0"), "renorm_mean, renorm_stddev", 10),
+    (("variables", "{layer}/renorm_stddev:0"), "renorm_mean, renorm_stddev", 10),
     (("metrics", "{layer} renorm_r"), "renorm r, d (clipped)", 10),
+    (("metrics", "{layer} renorm_d"), "renorm r, d (clipped)", 10),
 ])
 def test_each_renorm_value_off_by_five_times_its_roundings_fails(scenario_trace, path, check,
                                                                roundings):
