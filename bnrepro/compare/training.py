@@ -21,6 +21,7 @@ import numpy as np
 
 from bnrepro.config import config_as_dict
 from bnrepro.graphs.mnist import build_graph
+from bnrepro.graphs.runner import traced_training
 from bnrepro.graphs.tfv1 import tf, tf1
 from bnrepro.graphs.tracer import Tracer
 from bnrepro.trace import TraceWriter
@@ -92,10 +93,10 @@ class BatchNormTracer:
     def has_tensors(self, step):
         return self._due(step, self.tensors_every)
 
-    def initial_record(self):
-        """Step 0: the tracer's record of the initial state, with the layer's ``variables``."""
-        record = self.tracer.records[0]
-        return {**record, "variables": self._variables(record["bn"])}
+    def initial_record(self, traced):
+        """Step 0: the tracer's record of the initial state (``traced``), with the layer's
+        ``variables``."""
+        return {**traced, "variables": self._variables(traced["bn"])}
 
     def record(self, step, traced, fetched, indices=None, labels=None, inference=None):
         """Step ``step``: the tracer's record of its training run (``traced``) with the program's
@@ -237,13 +238,15 @@ def evaluate(session, net, images, labels, batch_size=None):
 
 def train_method(method, config, data, *, trace_writer=None, progress=None, evaluate_test=True,
                  net=None, preactivation_every=None, keep_weights_at=()):
-    """Train ``method`` on ``data``; return its :class:`MethodRun`.
+    """Train ``method`` on ``data`` in :func:`bnrepro.graphs.runner.traced_training`; return its
+    :class:`MethodRun`.
 
     ``trace_writer`` (a :class:`~bnrepro.trace.TraceWriter` or one like it, see
     :func:`open_trace_writer`) receives the bn trace and is flushed before the clock stops;
     ``progress`` is called as ``progress(step, loss, accuracy)`` after every step;
     ``preactivation_every``: record :class:`PreActivationRecorder`'s statistics into
     ``run.preactivations`` every N steps (``keep_weights_at``: with the weights at those steps).
+    The loop stops after a step whose loss is not finite (its record left out of the trace).
     """
     net = net or build_graph(method, config)
     schedule = batch_schedule(config, len(data.train_labels))
@@ -253,56 +256,71 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
                 if preactivation_every else None)
     run = MethodRun(method)
     eval_steps = evaluation_steps(config) if evaluate_test else set()
-    with tf1.Session(graph=net.graph) as session, _installed(traced_steps):
-        with net.graph.as_default():
-            session.run(tf1.global_variables_initializer())  # the tracer reads the initial state
-        if net.data_init is not None:
-            session.run(net.data_init, _feed(net, data, schedule[0]))
-        if traced_steps:
-            trace_writer.write_step(traced_steps.initial_record())
-        if 0 in eval_steps:
-            run.rows.append(_row(method, 0, None, evaluate(session, net, data.test_images,
-                                                           data.test_labels,
-                                                           config.eval_batch_size)))
+    train_fetches = {"train_op": net.train_op, "loss": net.loss, "metrics": dict(net.metrics)}
+    # a step's batch: (indices, images, labels)
+    batches = ((indices, data.train_images[indices], data.train_labels[indices])
+               for indices in schedule)
+    with tf1.Session(graph=net.graph) as session:
         run_step = StepRunner(session, net)
-        train_fetches = {"train_op": net.train_op, "loss": net.loss, "metrics": dict(net.metrics)}
-        started = time.perf_counter()
-        for step in range(1, config.steps + 1):
-            indices = schedule[step - 1]
-            images, labels = data.train_images[indices], data.train_labels[indices]
+
+        def train(step, batch):
+            _, images, labels = batch
             key, fetches = ("first", net.first_step) if step == 1 and net.first_step else (
                 "train", train_fetches)
-            inference = None
-            recorded = traced_steps is not None and traced_steps.recorded(step)
-            if recorded and traced_steps.has_tensors(step):
-                inference = run_step("inference", traced_steps.inference_fetches, images, labels,
-                                     training=False)
             if recorder and recorder.due(step):
                 kept = step in recorder.keep_weights_at
                 key, fetches = (key, "preactivation", kept), {
                     **fetches, "preactivation": recorder.fetches[kept]}
-            records_before = len(traced_steps.tracer.records) if traced_steps else 0
             fetched = run_step(key, fetches, images, labels)
             if step == 1 and net.after_first_step is not None:
                 run_step("after first", net.after_first_step, images, labels, training=False)
-            loss, accuracy = float(fetched["loss"]), float(fetched["metrics"]["accuracy"])
-            run.steps_done = step
-            if "preactivation" in fetched and math.isfinite(loss):
-                run.preactivations.append(recorder.record(step, fetched["preactivation"]))
-            if recorded and math.isfinite(loss):  # the trace stops before a NaN step
-                traced = traced_steps.tracer.take_step(records_before)
-                trace_writer.write_step(traced_steps.record(step, traced, fetched, indices, labels,
-                                                            inference))
-            test = None
-            if math.isfinite(loss) and step in eval_steps:
-                test = evaluate(session, net, data.test_images, data.test_labels,
-                                config.eval_batch_size)
-            run.rows.append(_row(method, step, (loss, accuracy), test))
-            if progress is not None:
-                progress(step, loss, accuracy)
-            if not math.isfinite(loss):
-                run.diverged_at = step
-                break
+            return fetched
+
+        def inference(step, batch):
+            if not traced_steps.has_tensors(step):
+                return None
+            _, images, labels = batch
+            return run_step("inference", traced_steps.inference_fetches, images, labels,
+                            training=False)
+
+        def record(step, batch, traced, fetched, inferred):
+            indices, _, labels = batch
+            return traced_steps.record(step, traced, fetched, indices, labels, inferred)
+
+        steps = traced_training(
+            session, traced_steps and traced_steps.tracer, batches, train=train,
+            records_step=traced_steps and traced_steps.recorded, inference=inference,
+            make_record=record,
+            initial_record=traced_steps and traced_steps.initial_record,
+            stops=lambda fetched: not math.isfinite(float(fetched["loss"])))
+        with contextlib.closing(steps):
+            initialised = next(steps)
+            if net.data_init is not None:
+                session.run(net.data_init, _feed(net, data, schedule[0]))
+            if initialised.record is not None:
+                trace_writer.write_step(initialised.record)
+            if 0 in eval_steps:
+                run.rows.append(_row(method, 0, None, evaluate(session, net, data.test_images,
+                                                               data.test_labels,
+                                                               config.eval_batch_size)))
+            started = time.perf_counter()
+            for done in steps:
+                step, fetched = done.step, done.fetched
+                loss, accuracy = float(fetched["loss"]), float(fetched["metrics"]["accuracy"])
+                run.steps_done = step
+                if "preactivation" in fetched and math.isfinite(loss):
+                    run.preactivations.append(recorder.record(step, fetched["preactivation"]))
+                if done.record is not None:  # the trace stops before a NaN step
+                    trace_writer.write_step(done.record)
+                test = None
+                if math.isfinite(loss) and step in eval_steps:
+                    test = evaluate(session, net, data.test_images, data.test_labels,
+                                    config.eval_batch_size)
+                run.rows.append(_row(method, step, (loss, accuracy), test))
+                if progress is not None:
+                    progress(step, loss, accuracy)
+                if not math.isfinite(loss):
+                    run.diverged_at = step
         if traced_steps:
             if run.diverged_at is None:
                 trace_writer.finish("complete", last_step=run.steps_done)
@@ -313,19 +331,6 @@ def train_method(method, config, data, *, trace_writer=None, progress=None, eval
             trace_writer.flush()  # the trace's whole cost: a writer process may still be busy
         run.train_seconds = time.perf_counter() - started - run_step.compile_seconds
     return run
-
-
-@contextlib.contextmanager
-def _installed(traced_steps):
-    """``traced_steps``' tracer installed inside the block (``None``: no tracer)."""
-    if traced_steps is None:
-        yield
-        return
-    traced_steps.tracer.install()
-    try:
-        yield
-    finally:
-        traced_steps.tracer.uninstall()
 
 
 class StepRunner:
