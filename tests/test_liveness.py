@@ -108,3 +108,47 @@ def test_a_read_unordered_against_the_update_is_named(ordered):
     else:
         assert len(sentences) == 1 and "population_mean" in sentences[0]
         assert "no fixed order" in sentences[0]
+
+
+def test_the_state_after_a_run_is_never_read_where_the_read_may_be_dead():
+    """A read of the running mean outside a TF1 ``tf.cond``, ordered after the update in its
+    training branch by a control dependency: it follows the update and needs nothing the run does
+    not execute, but it is dead when the branch is not taken (fetching it would fail the program's
+    run: 'Retval does not have value'). ``state_after_run`` must not take it as the state after
+    the run (the tracer then reads the state itself)."""
+    from tensorflow.python.ops import control_flow_util
+    from bnrepro.graphs import run_plan
+
+    v2_control_flow = control_flow_util.ENABLE_CONTROL_FLOW_V2
+    tf1.disable_control_flow_v2()
+    try:
+        graph = tf.Graph()
+        with graph.as_default():
+            x = tf1.placeholder(tf.float32, (None,))
+            training = tf1.placeholder(tf.bool, ())
+            running = tf1.get_variable("running_mean", initializer=0.0, trainable=False,
+                                       use_resource=True)
+            assigns = []
+
+            def update():
+                assigns.append(running.assign(running * 0.5 + tf.reduce_mean(x) * 0.5,
+                                              read_value=False))
+                with tf.control_dependencies(assigns):
+                    return tf.identity(x)
+
+            value = tf1.cond(training, update, lambda: tf.identity(x))
+            with tf.control_dependencies(assigns):
+                read = tf.raw_ops.ReadVariableOp(resource=running.handle, dtype=tf.float32)
+            initialise = tf1.global_variables_initializer()
+    finally:
+        if v2_control_flow:
+            tf1.enable_control_flow_v2()
+    fed = {x.name, training.name}
+    executed = run_plan._executed(graph, [value.name], fed)  # noqa: SLF001
+    assert read.op in run_plan._handle_users(running.handle)  # noqa: SLF001  a candidate read
+    assert liveness.Liveness(fed).alive_when(read) == {(training.name, True)}
+    assert run_plan.state_after_run({("running_mean", "value"): running}, executed, fed) is None
+    with tf1.Session(graph=graph) as session:  # what fetching it would do when not training
+        session.run(initialise)
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            session.run([value, read], {x: [1.0, 3.0], training: False})
