@@ -1,17 +1,16 @@
 """``bnrepro trace`` on programs written as users write them (tests/user_scripts/README.md).
 
-Each program runs twice in a fresh interpreter, as ``python PROGRAM`` and as ``bnrepro trace --out
-DIR PROGRAM``, in both TF1 graph modes (as written, ``disable_eager_execution()``; and with
-``disable_v2_behavior()`` first, as TF1 code runs): its own output must be the same. Each program normalises batches it draws from
-``numpy.random.RandomState(0)``, so the moving statistics it should end with are recomputed here
-with NumPy from the same batches, step by step, with their float32 rounding bounds
+Each program runs twice, plainly (as ``python PROGRAM``) and traced (as ``bnrepro trace --out DIR
+PROGRAM`` runs it: ``bnrepro.graphs.tracing.trace_script``), in both TF1 graph modes, all programs
+of a mode in one process (tests/zoo/harness.py, as the zoo's): ``eager``, ``disable_eager_execution()``
+(resource variables, ``If``); and ``v1``, ``disable_v2_behavior()`` first, as TF1 code runs (ref
+variables, ``Switch``/``Merge``). Its own output must be the same. Each program normalises batches
+it draws from ``numpy.random.RandomState(0)``, so the moving statistics it should end with are
+recomputed here with NumPy from the same batches, step by step, with their float32 rounding bounds
 (:mod:`bnrepro.check.tolerances`), independently of TensorFlow and of ``bnrepro verify``; then verify's
 verdict and diagnosis are checked against what each program does wrong.
 """
-import concurrent.futures
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,53 +19,49 @@ from bnrepro.check import formulas, tolerances
 from bnrepro.check.diagnose import conventions_followed
 from bnrepro.trace import read_trace
 from bnrepro.check.verify import verify_trace
+from zoo import harness
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "user_scripts")
 TRACED = ["layers_update_ops", "layers_forgot_update_ops", "keras_layer_graph", "keras_fit",
           "moments_assign_moving_average", "moments_ema_cond", "plain_assign",
           "evaluation_moves", "monitored_session_hooks"]
+SELF_TRACED = ["monitored_session"]  # writes its own trace through bnrepro.TraceHook
 
 
-def _python(*arguments, cwd):
-    environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, cwd=cwd,
-                          env=environment, timeout=300)
-    return done.returncode, done.stdout, done.stderr
+@pytest.fixture(scope="module")
+def harness_runs(tmp_path_factory):
+    """{mode: the harness' results}: every program of tests/user_scripts run plainly and traced,
+    in each mode's own process, the two modes at once."""
+    return harness.run_modes(str(tmp_path_factory.mktemp("traced")), programs=SCRIPTS,
+                             self_traced=SELF_TRACED, timeout=300)
 
 
-# TF1 code as it ran on TensorFlow 1.x (ref variables, Switch/Merge): disable_v2_behavior() before
-# the program, whose own disable_eager_execution() then changes nothing; ``python -c V1 SCRIPT
-# ARGS`` runs SCRIPT as ``python SCRIPT ARGS`` would, ``python -c V1 bnrepro ARGS`` the CLI
-V1 = ("import runpy, sys; import tensorflow as tf; tf.compat.v1.disable_v2_behavior(); "
-      "sys.argv = sys.argv[1:]; from bnrepro.cli import main; "
-      "sys.exit(main(sys.argv[1:])) if sys.argv[0] == 'bnrepro' "
-      "else runpy.run_path(sys.argv[0], run_name='__main__')")
-MODES = {"disable_eager_execution": (), "disable_v2_behavior": ("-c", V1)}
+def test_each_mode_is_the_graph_mode_it_names(harness_runs):
+    """``v1``: ref variables and TF1 control flow (``Switch``/``Merge``); ``eager``: resource
+    variables and ``If``; graph mode in both."""
+    for mode in harness.MODES:
+        assert harness_runs[mode]["flags"] == {"eager": False,
+                                               "resource_variables": mode == "eager",
+                                               "control_flow_v2": mode == "eager"}, mode
 
 
-@pytest.fixture(scope="module", params=sorted(MODES))
-def runs(request, tmp_path_factory):
-    """name -> {"plain": (status, out, err), "traced": (...), "trace": path}: every program run
-    plainly and under ``bnrepro trace``, two at a time, in each TF1 graph mode: as written
-    (``disable_eager_execution()``: resource variables, ``If``) and with v2 behaviour disabled."""
-    work = tmp_path_factory.mktemp("traced")
-    mode = MODES[request.param]
-    cli = ("bnrepro",) if mode else ("-m", "bnrepro")
-    jobs = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        for name in TRACED:
-            script = os.path.join(SCRIPTS, f"{name}.py")
-            jobs[name, "plain"] = pool.submit(_python, *mode, script, cwd=work)
-            jobs[name, "traced"] = pool.submit(_python, *mode, *cli, "trace", "--out",
-                                               str(work / name), script, cwd=work)
-        hooked = work / "monitored_session"
-        jobs["monitored_session", "plain"] = pool.submit(
-            _python, *mode, os.path.join(SCRIPTS, "monitored_session.py"), str(hooked), cwd=work)
-    results = {}
-    for (name, kind), job in jobs.items():
-        results.setdefault(name, {})[kind] = job.result()
-        results[name]["trace"] = str(work / name)
-    return results
+@pytest.fixture(params=harness.MODES)
+def runs(request, harness_runs):
+    """name -> {"plain": {"status", "stdout", ...}, "traced": {... "summary"}, "trace": path}:
+    each program's runs in one graph mode (``v1``: v2 behaviour disabled; ``eager``: eager
+    execution disabled only)."""
+    results = harness_runs[request.param]
+    if set(results["programs"]) != set(TRACED + SELF_TRACED):
+        pytest.fail(f"the {request.param} harness ran {sorted(results['programs'])}: "
+                    f"{results.get('log', '')}")
+    programs = {}
+    for name, entry in results["programs"].items():
+        if "harness_error" in entry:
+            pytest.fail(f"the harness failed on {name}:\n{entry['harness_error']}")
+        traced = entry.get("traced", {})
+        programs[name] = {**entry, "trace": entry.get("trace") or traced.get("trace"),
+                          "flags": results["flags"]}
+    return programs
 
 
 def _batches(count, shape, draw):
@@ -128,10 +123,12 @@ def _assert_sequence(got, expected, bounds):
 @pytest.mark.parametrize("name", TRACED)
 def test_the_programs_output_is_unchanged_and_the_summary_follows(runs, name):
     plain, traced = runs[name]["plain"], runs[name]["traced"]
-    assert plain[0] == 0, plain[2][-2000:]
-    assert traced[0] == 0, traced[2][-2000:]
-    assert traced[1] == plain[1]
-    assert f"bnrepro trace: " in traced[2] and f"bnrepro verify {runs[name]['trace']}" in traced[2]
+    assert plain["status"] == 0, plain["error"]
+    assert traced["status"] == 0, traced["error"]
+    assert traced["stdout"] == plain["stdout"]
+    assert traced["summary"].startswith("bnrepro trace: ")
+    assert f"bnrepro verify {runs[name]['trace']}" in traced["summary"]
+    assert plain["flags"] == traced["flags"] == runs[name]["flags"], "a program changed the mode"
 
 
 # --- each program's statistics, recomputed -----------------------------------------------------------
@@ -246,8 +243,8 @@ def test_an_evaluation_that_moves_the_statistics_is_named(runs):
 
 
 def test_monitored_training_session_through_the_hook(runs):
-    status, out, err = runs["monitored_session"]["plain"]
-    assert status == 0 and out == "done\n", err[-2000:]
+    plain = runs["monitored_session"]["plain"]
+    assert plain["status"] == 0 and plain["stdout"] == "done\n", plain["error"]
     trace = read_trace(runs["monitored_session"]["trace"])
     batches = _uniform_batches(4, (8, 3))
     expected, bounds = expected_averages(batches, 0.6, np.zeros(3), mean_of)
@@ -259,8 +256,8 @@ def test_monitored_training_session_through_the_hook(runs):
 def test_monitored_training_session_with_tensorflows_own_hooks(runs):
     """Under ``bnrepro trace``: the session merges the hooks' fetches into a dict keyed by the hook
     objects, which must be walked as ``session.run`` walks it (unsorted) without changing the run."""
-    status, out, err = runs["monitored_session_hooks"]["traced"]
-    assert status == 0 and len(out.splitlines()) == 5, err[-2000:]
+    traced = runs["monitored_session_hooks"]["traced"]
+    assert traced["status"] == 0 and len(traced["stdout"].splitlines()) == 5, traced["error"]
     trace = read_trace(runs["monitored_session_hooks"]["trace"])
     batches = _uniform_batches(5, (8, 3))
     for quantity, statistic, initial in (("moving_mean", mean_of, 0.0),

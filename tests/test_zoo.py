@@ -23,11 +23,8 @@ running the programs (the harness: ``python tests/zoo/harness.py --mode v1 --out
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -38,12 +35,10 @@ from bnrepro.check import formulas, tolerances
 from bnrepro.check.verify import verify_trace
 from bnrepro.trace import read_trace
 from test_tracer import expected_averages, mean_of, variance_of
+from zoo import harness
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-HARNESS = os.path.join(HERE, "zoo", "harness.py")
-PROGRAMS = os.path.join(HERE, "zoo", "programs")
-MODES = ("v1", "eager")
-NAMES = sorted(name[:-3] for name in os.listdir(PROGRAMS) if name.endswith(".py"))
+MODES = harness.MODES
+NAMES = harness.program_names()
 
 
 # --- what each program really does ------------------------------------------------------------
@@ -274,35 +269,9 @@ def _cases(names, check):
 def zoo(tmp_path_factory):
     """{mode: results.json} of the harness, both modes run at once (two processes)."""
     reuse = os.environ.get("BNREPRO_ZOO_RESULTS")
-    out = reuse or str(tmp_path_factory.mktemp("zoo"))
-    if not reuse:
-        environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        processes = {}
-        for mode in MODES:
-            log = open(os.path.join(out, f"{mode}.log"), "w")  # noqa: SIM115
-            processes[mode] = (subprocess.Popen(
-                [sys.executable, HARNESS, "--mode", mode, "--out", out], stdout=log,
-                stderr=subprocess.STDOUT, env=environment, cwd=out), log)
-        for mode, (process, log) in processes.items():
-            process.wait(timeout=900)
-            log.close()
-    results = {}
-    for mode in MODES:
-        path = os.path.join(out, mode, "results.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                results[mode] = json.load(handle)
-        else:
-            results[mode] = {"programs": {}, "log": _log_tail(out, mode)}
-    return results
-
-
-def _log_tail(out, mode):
-    path = os.path.join(out, f"{mode}.log")
-    if not os.path.isfile(path):
-        return "(no log)"
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        return handle.read()[-4000:]
+    if reuse:
+        return harness.read_results(reuse)
+    return harness.run_modes(str(tmp_path_factory.mktemp("zoo")))
 
 
 def _entry(zoo, name, mode):

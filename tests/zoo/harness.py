@@ -1,7 +1,8 @@
-"""Run the zoo's programs (tests/zoo/programs/*.py) in one TF1 graph mode, each plain and traced,
-all in ONE process; write ``OUT/<mode>/results.json``.
+"""Run the zoo's programs (tests/zoo/programs/*.py, or those of ``--programs DIR``) in one TF1 graph
+mode, each plain and traced, all in ONE process; write ``OUT/<mode>/results.json``.
 
-    python tests/zoo/harness.py --mode v1|eager --out DIR [NAMES...]
+    python tests/zoo/harness.py --mode v1|eager --out DIR [--programs DIR] [--self-traced NAME]
+                                [NAMES...]
 
 * ``v1``: ``tf.compat.v1.disable_v2_behavior()`` before any program (ref variables, TF1 control
   flow ``Switch``/``Merge``): what real TF1 code and its ports run.
@@ -12,9 +13,13 @@ all in ONE process; write ``OUT/<mode>/results.json``.
 For each program: the graph and Keras state are reset, the program runs as ``__main__`` with its
 stdout captured (``plain``); the state is reset again and it runs under
 ``bnrepro.graphs.tracing.trace_script`` (``traced``), its trace in ``OUT/<mode>/traces/<name>``.
-A program's failure (an exception, ``SystemExit``) or the tracer's is recorded, never fatal: the
-results file is rewritten after every program, so even a crash of the process leaves the programs
-before it.
+A program that traces itself (``--self-traced NAME``: through ``bnrepro.TraceHook``) runs plain only,
+with ``OUT/<mode>/traces/<name>`` as its argument, where it writes its trace. A program's failure
+(an exception, ``SystemExit``) or the tracer's is recorded, never fatal: the results file is
+rewritten after every program, so even a crash of the process leaves the programs before it.
+
+:func:`run_modes` runs both modes at once, one process each, and reads their results (the zoo's
+and tests/test_tracer.py's fixtures).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -33,8 +39,8 @@ MODES = ("v1", "eager")
 ERROR_TAIL = 6000  # characters of stderr / traceback kept per run
 
 
-def program_names():
-    return sorted(name[:-3] for name in os.listdir(PROGRAMS)
+def program_names(programs=PROGRAMS):
+    return sorted(name[:-3] for name in os.listdir(programs)
                   if name.endswith(".py") and not name.startswith("_"))
 
 
@@ -68,13 +74,13 @@ def _tail(text):
     return text if len(text) <= ERROR_TAIL else "...\n" + text[-ERROR_TAIL:]
 
 
-def run_plain(path):
-    """Run ``path`` as ``python path``: its status (0, the SystemExit code, 1 for an exception),
-    stdout and the traceback."""
+def run_plain(path, arguments=()):
+    """Run ``path`` as ``python path ARGUMENTS``: its status (0, the SystemExit code, 1 for an
+    exception), stdout and the traceback."""
     import runpy
     out, err = io.StringIO(), io.StringIO()
     saved_argv, saved_path = sys.argv, list(sys.path)
-    sys.argv = [path]
+    sys.argv = [path, *arguments]
     sys.path.insert(0, os.path.dirname(path))
     status, error = 0, None
     started = time.perf_counter()
@@ -130,13 +136,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--programs", default=PROGRAMS,
+                        help="the folder of the programs (default: the zoo's)")
+    parser.add_argument("--self-traced", action="append", default=[], metavar="NAME",
+                        help="a program that writes its own trace into the folder its argument "
+                             "names: run plain only")
     parser.add_argument("names", nargs="*", help="programs to run (default: all)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    names = args.names or program_names()
-    unknown = [name for name in names if not os.path.isfile(os.path.join(PROGRAMS, f"{name}.py"))]
+    programs = os.path.abspath(args.programs)
+    names = args.names or program_names(programs)
+    unknown = [name for name in names
+               if not os.path.isfile(os.path.join(programs, f"{name}.py"))]
     if unknown:
         parser.error(f"no such program: {', '.join(unknown)}")
     out = os.path.abspath(os.path.join(args.out, args.mode))
@@ -154,27 +167,74 @@ def main(argv=None):
     results = {"mode": args.mode, "flags": expected_flags, "programs": {}}
     path_of_results = os.path.join(out, "results.json")
     for name in names:
-        path = os.path.join(PROGRAMS, f"{name}.py")
+        path = os.path.join(programs, f"{name}.py")
+        trace_dir = os.path.join(traces, name)
+        self_traced = name in args.self_traced
         entry = {}
         started = time.perf_counter()
         try:
             reset(tf)
-            entry["plain"] = run_plain(path)
+            entry["plain"] = run_plain(path, [trace_dir] if self_traced else [])
             entry["plain"]["flags"] = mode_flags(tf)
             reset(tf)
-            entry["traced"] = run_traced(path, os.path.join(traces, name))
-            entry["traced"]["flags"] = mode_flags(tf)
-            reset(tf)
+            if self_traced:
+                entry["trace"] = trace_dir
+            else:
+                entry["traced"] = run_traced(path, trace_dir)
+                entry["traced"]["flags"] = mode_flags(tf)
+                reset(tf)
         except BaseException:  # noqa: BLE001  the harness' own trouble with this program
             entry["harness_error"] = traceback.format_exc()
         entry["seconds"] = round(time.perf_counter() - started, 3)
         results["programs"][name] = entry
         _write(path_of_results, results)
         plain, traced = entry.get("plain", {}), entry.get("traced", {})
-        print(f"{args.mode} {name}: plain {plain.get('status')} traced {traced.get('status')} "
+        print(f"{args.mode} {name}: plain {plain.get('status')} "
+              f"traced {traced.get('status', 'by itself' if self_traced else None)} "
               f"({entry['seconds']:.1f} s)", file=sys.__stderr__, flush=True)
     _write(path_of_results, results)
     return 0
+
+
+def run_modes(out, *, programs=PROGRAMS, self_traced=(), timeout=900):
+    """Run the harness on every program of ``programs`` in both modes at once (a process each,
+    logging into ``OUT/<mode>.log``); return ``{mode: results}`` (``results.json``, or, for a
+    process that wrote none, no programs and the ``log``'s tail)."""
+    environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    options = ["--programs", programs]
+    for name in self_traced:
+        options += ["--self-traced", name]
+    processes = {}
+    for mode in MODES:
+        log = open(os.path.join(out, f"{mode}.log"), "w")  # noqa: SIM115
+        processes[mode] = (subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--mode", mode, "--out", out, *options],
+            stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=out), log)
+    for process, log in processes.values():
+        process.wait(timeout=timeout)
+        log.close()
+    return read_results(out)
+
+
+def read_results(out):
+    """``{mode: results}`` of harness runs into ``out`` (see :func:`run_modes`)."""
+    results = {}
+    for mode in MODES:
+        path = os.path.join(out, mode, "results.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                results[mode] = json.load(handle)
+        else:
+            results[mode] = {"programs": {}, "log": _log_tail(out, mode)}
+    return results
+
+
+def _log_tail(out, mode):
+    path = os.path.join(out, f"{mode}.log")
+    if not os.path.isfile(path):
+        return "(no log)"
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()[-4000:]
 
 
 def _write(path, results):
