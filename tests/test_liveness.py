@@ -110,14 +110,12 @@ def test_a_read_unordered_against_the_update_is_named(ordered):
         assert "no fixed order" in sentences[0]
 
 
-def test_the_state_after_a_run_is_never_read_where_the_read_may_be_dead():
-    """A read of the running mean outside a TF1 ``tf.cond``, ordered after the update in its
-    training branch by a control dependency: it follows the update and needs nothing the run does
-    not execute, but it is dead when the branch is not taken (fetching it would fail the program's
-    run: 'Retval does not have value'). ``state_after_run`` must not take it as the state after
-    the run (the tracer then reads the state itself)."""
+def _running_mean_in_a_tf1_cond(read_in_branch):
+    """A TF1 ``tf.cond`` (``Switch``/``Merge``) whose training branch updates a resource variable
+    ``running_mean``, and a read of it ordered after that update: inside the branch
+    (``read_in_branch``), or outside the cond through a control dependency on the branch's
+    assignment. ``(graph, x, training, running, value, read, initialise)``."""
     from tensorflow.python.ops import control_flow_util
-    from bnrepro.graphs import run_plan
 
     v2_control_flow = control_flow_util.ENABLE_CONTROL_FLOW_V2
     tf1.disable_control_flow_v2()
@@ -128,21 +126,61 @@ def test_the_state_after_a_run_is_never_read_where_the_read_may_be_dead():
             training = tf1.placeholder(tf.bool, ())
             running = tf1.get_variable("running_mean", initializer=0.0, trainable=False,
                                        use_resource=True)
-            assigns = []
+            assigns, reads = [], []
 
             def update():
                 assigns.append(running.assign(running * 0.5 + tf.reduce_mean(x) * 0.5,
                                               read_value=False))
                 with tf.control_dependencies(assigns):
+                    if read_in_branch:
+                        reads.append(tf.raw_ops.ReadVariableOp(resource=running.handle,
+                                                               dtype=tf.float32))
                     return tf.identity(x)
 
             value = tf1.cond(training, update, lambda: tf.identity(x))
-            with tf.control_dependencies(assigns):
-                read = tf.raw_ops.ReadVariableOp(resource=running.handle, dtype=tf.float32)
+            if not read_in_branch:
+                with tf.control_dependencies(assigns):
+                    reads.append(tf.raw_ops.ReadVariableOp(resource=running.handle,
+                                                           dtype=tf.float32))
             initialise = tf1.global_variables_initializer()
     finally:
         if v2_control_flow:
             tf1.enable_control_flow_v2()
+    assert {op.type for op in graph.get_operations()} >= {"Switch", "Merge"}
+    return graph, x, training, running, value, reads[0], initialise
+
+
+def test_a_read_in_a_tf1_cond_branch_is_not_fetched():
+    """A read after the update inside a ``tf.cond`` branch is dead when the other branch runs, and
+    fetching it would fail the program's run. It follows the update and needs nothing the run does
+    not execute, but it is not used as the state after the run: the tracer reads the state
+    instead."""
+    from bnrepro.graphs import run_plan
+
+    graph, x, training, running, value, read, _ = _running_mean_in_a_tf1_cond(True)
+    fed = {x.name, training.name}
+    executed = run_plan._executed(graph, [value.name], fed)  # noqa: SLF001
+    writers = {op.name for op in run_plan._handle_users(running.handle)  # noqa: SLF001
+               if op.name in executed and op.type not in run_plan.HANDLE_READS
+               and op.type != "Identity"}
+    assert writers and read.op.name not in executed
+    assert run_plan._follows(read.op, writers, executed, fed)  # noqa: SLF001  ordered, executable
+    # alive only when the fed flag is true: not a read every run computes
+    assert liveness.Liveness(fed).alive_when(read) == {(training.name, True)}
+    assert run_plan.state_after_run({("running_mean", "value"): running}, executed, fed) is None
+
+
+def test_the_state_after_a_run_is_never_read_where_the_read_may_be_dead():
+    """A read of the running mean outside a TF1 ``tf.cond``, ordered after the update in its
+    training branch by a control dependency: it follows the update and needs nothing the run does
+    not execute, but it is dead when the branch is not taken (fetching it would fail the program's
+    run). ``state_after_run`` must not take it as the state after the run (the tracer then reads
+    the state itself). Unlike a read inside the branch, which reaches the handle through a
+    ``Switch``, this read is one ``state_after_run`` considers: only the liveness guard keeps it
+    out."""
+    from bnrepro.graphs import run_plan
+
+    graph, x, training, running, value, read, initialise = _running_mean_in_a_tf1_cond(False)
     fed = {x.name, training.name}
     executed = run_plan._executed(graph, [value.name], fed)  # noqa: SLF001
     assert read.op in run_plan._handle_users(running.handle)  # noqa: SLF001  a candidate read
