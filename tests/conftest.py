@@ -1,7 +1,16 @@
 """Traces shared by the tests: each scenario is trained once per test session (TensorFlow graphs cost
-about a second each after the ~4 s import)."""
+about a second each after the ~4 s import).
+
+With ``BNREPRO_TEST_TRACE_CACHE=DIR`` set, the traces are kept in ``DIR`` across sessions: each is
+read from there when present and traced into it when not (``scripts/mutation_test.py`` runs the
+tests once per mutant and sets it). Nothing checks that a kept trace is still what the tracing code
+makes: empty ``DIR`` after changing it. Unset (the default), every session traces into temporary
+directories.
+"""
 import concurrent.futures
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,15 +18,40 @@ import pytest
 
 from bnrepro.reproduce import POST_SETTINGS
 
+TRACE_CACHE = os.environ.get("BNREPRO_TEST_TRACE_CACHE")
+
+
+def _directory(tmp_path_factory, key, make):
+    """The directory ``make(directory)`` fills, under ``key``: a new temporary one, or with
+    :data:`TRACE_CACHE` set the one kept there, made first when missing (into a directory of its
+    own, then renamed into place: sessions running side by side keep the first complete one)."""
+    if not TRACE_CACHE:
+        directory = tmp_path_factory.mktemp(key[:40]) / "run"
+        make(str(directory))
+        return str(directory)
+    kept = os.path.join(TRACE_CACHE, key)
+    if not os.path.isdir(kept):
+        os.makedirs(TRACE_CACHE, exist_ok=True)
+        staging = os.path.join(TRACE_CACHE, f".{key}.{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        make(os.path.join(staging, "run"))
+        try:
+            os.rename(staging, kept)
+        except OSError:  # another session kept it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return os.path.join(kept, "run")
+
 
 def _run(tmp_path_factory, scenario_name, **overrides):
     from bnrepro.scenarios import get_scenario, run_scenario
-    from bnrepro.trace import read_trace
+    from bnrepro.trace import TRACE_FILE, read_trace
 
     scenario = get_scenario(scenario_name)
-    out = tmp_path_factory.mktemp(scenario_name) / "run"
-    path = run_scenario(scenario_name, scenario.config_type(**overrides), str(out), write=None)
-    return read_trace(path)
+    setting = repr(sorted(overrides.items()))
+    key = f"{scenario_name}-{hashlib.sha256(setting.encode()).hexdigest()[:12]}"
+    out = _directory(tmp_path_factory, key, lambda directory: run_scenario(
+        scenario_name, scenario.config_type(**overrides), directory, write=None))
+    return read_trace(os.path.join(out, TRACE_FILE))
 
 
 @pytest.fixture(scope="session")
@@ -73,13 +107,17 @@ def _trace_programs(mode, out):
 def verify_program_traces(tmp_path_factory):
     """(mode, name) -> trace directory: every program of ``tests/verify_programs`` traced in each
     graph mode, all of one mode in one interpreter, the modes side by side."""
-    work = tmp_path_factory.mktemp("verify_programs")
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = {mode: pool.submit(_trace_programs, mode, str(work / mode)) for mode in GRAPH_MODES}
-    for mode, job in jobs.items():
-        status, out, err = job.result()
-        assert status == 0, err[-3000:]
-        assert [line.split()[-1] for line in out.splitlines() if line.split()[:1]
-                and line.split()[0] in VERIFY_PROGRAM_NAMES] == ["0"] * len(VERIFY_PROGRAM_NAMES), out
-    return {(mode, name): str(work / mode / name) for mode in GRAPH_MODES
+    def trace(work):
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            jobs = {mode: pool.submit(_trace_programs, mode, os.path.join(work, mode))
+                    for mode in GRAPH_MODES}
+        for mode, job in jobs.items():
+            status, out, err = job.result()
+            assert status == 0, err[-3000:]
+            assert [line.split()[-1] for line in out.splitlines() if line.split()[:1]
+                    and line.split()[0] in VERIFY_PROGRAM_NAMES] == ["0"] * len(VERIFY_PROGRAM_NAMES), out
+
+    names = hashlib.sha256(repr(VERIFY_PROGRAM_NAMES).encode()).hexdigest()[:12]
+    work = _directory(tmp_path_factory, f"verify_programs-{names}", trace)
+    return {(mode, name): os.path.join(work, mode, name) for mode in GRAPH_MODES
             for name in VERIFY_PROGRAM_NAMES}
