@@ -73,6 +73,13 @@ def _add_out(parser, what):
                              "any other non-empty directory is refused and left untouched")
 
 
+def _add_csv(parser):
+    parser.add_argument("--csv", action="store_true",
+                        help="also write trace.csv: every number of the trace as text, one line "
+                             "each (step, section, key, quantity, index, value), for spreadsheets; "
+                             "large (about 20 bytes per number)")
+
+
 def build_parser():
     """The parser of every command in :data:`COMMANDS`; each sets ``handler`` (see the module
     docstring). Every option is known here, without TensorFlow, so ``--help`` lists them all."""
@@ -89,13 +96,15 @@ def build_parser():
 
 def _add_run(commands):
     run = commands.add_parser("run", help="train one scenario and write its trace",
-                              description="Train one scenario; write DIR/trace.jsonl and trace.csv.")
+                              description="Train one scenario; write DIR/trace.jsonl and its "
+                                          "arrays (DIR/trace_arrays/), and with --csv trace.csv.")
     run.set_defaults(handler=_run)
     scenarios = run.add_subparsers(dest="scenario", metavar="SCENARIO", parser_class=_Parser)
     scenarios.required = True
     for name, summary in SCENARIO_SUMMARIES.items():
         scenario_parser = scenarios.add_parser(name, help=summary, description=summary)
-        _add_out(scenario_parser, "trace.jsonl and trace.csv")
+        _add_out(scenario_parser, "trace.jsonl and its arrays (trace_arrays/)")
+        _add_csv(scenario_parser)
         scenario_parser.add_argument("--quiet", action="store_true",
                                      help="do not print the post-style printout")
         add_config_options(scenario_parser, SCENARIO_CONFIGS[name])
@@ -107,8 +116,9 @@ def _run(arguments):
     check_output_directory(arguments.out, force=arguments.force)  # both before TensorFlow
     write = None if arguments.quiet else print
     path = run_scenario(arguments.scenario, config, arguments.out, force=arguments.force,
-                        write=write)
-    print(f"trace written to {path} (and trace.csv); check it with: bnrepro verify {path}")
+                        write=write, csv=arguments.csv)
+    also = " (and trace.csv)" if arguments.csv else ""
+    print(f"trace written to {path}{also}; check it with: bnrepro verify {path}")
     return 0
 
 
@@ -211,7 +221,8 @@ def _add_trace(commands):
                     "each update consumed. Writes DIR/trace.jsonl (bnrepro-trace/2) for "
                     "`bnrepro verify DIR`. The script's output and exit status are its own; "
                     "bnrepro's summary goes to stderr.")
-    _add_out(trace, "trace.jsonl and trace.csv")
+    _add_out(trace, "trace.jsonl and its arrays (trace_arrays/)")
+    _add_csv(trace)
     trace.add_argument("--inputs-every", type=int, default=None, metavar="N",
                        help="record each layer's input every N steps (the batch statistics are "
                             "recorded at every step) [default: every step up to 100, then every "
@@ -232,7 +243,7 @@ def _trace(arguments):
     from bnrepro.graphs.tracing import trace_script
 
     return trace_script(arguments.script, arguments.arguments, arguments.out, force=arguments.force,
-                        inputs_every=arguments.inputs_every,
+                        inputs_every=arguments.inputs_every, csv=arguments.csv,
                         write=lambda line: print(line, file=sys.stderr))
 
 

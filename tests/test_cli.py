@@ -1,10 +1,14 @@
 """The command line: exit codes and one-line messages for bad input, and whole-or-nothing output."""
+import csv
 import json
 import os
+import shutil
 
+import numpy as np
 import pytest
 
 from bnrepro.cli import EXIT_FAILED, EXIT_USAGE, main
+from bnrepro.trace import ARRAYS_DIRECTORY
 
 
 def run_cli(capsys, *argv):
@@ -66,10 +70,47 @@ def test_existing_output_is_refused_then_replaced_only_if_bnrepro_wrote_it(capsy
         code, stdout, _ = run_cli(capsys, "run", "cubic", "--epochs", "2", "--quiet", *extra,
                                   "--out", str(out))
         assert code == 0
-        assert sorted(os.listdir(out)) == [".bnrepro-output.json", "trace.csv", "trace.jsonl"]
+        assert sorted(os.listdir(out)) == [".bnrepro-output.json", "trace.jsonl", "trace_arrays"]
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging directory left behind
     lines = (out / "trace.jsonl").read_text().splitlines()
     assert len(lines) == 1 + 3 + 1  # header, step 0, two steps, the end line
+
+
+def _csv_rows(path):
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_csv_is_written_only_when_asked(capsys, tmp_path):
+    """``bnrepro run --csv`` and ``bnrepro trace --csv``: trace.csv beside the trace, every number
+    in it (the binary ones too); without the flag, none (the other tests list the files)."""
+    import subprocess
+    import sys
+
+    from bnrepro.trace import read_trace
+
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "run", "cubic", "--epochs", "1", "--quiet", "--csv",
+                              "--out", str(out))
+    assert code == 0 and "(and trace.csv)" in stdout
+    trace, rows = read_trace(str(out)), _csv_rows(out / "trace.csv")
+    moving_mean = [float(row["value"]) for row in rows if row["step"] == "1"
+                   and row["section"] == "bn" and row["quantity"] == "moving_mean"]
+    assert moving_mean == trace.step(1)["bn"]["batch_normalization"]["moving_mean"].tolist()
+    inputs = [float(row["value"]) for row in rows if row["step"] == "1"
+              and row["section"] == "batch" and row["quantity"] == "inputs"]
+    assert inputs == np.ravel(trace.step(1)["batch"]["inputs"]).tolist() and len(inputs) == 3
+    script = os.path.join(os.path.dirname(__file__), "user_scripts", "layers_update_ops.py")
+    environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "bnrepro", "trace", "--csv", "--out",
+                           str(tmp_path / "traced"), script], capture_output=True, text=True,
+                          env=environment, timeout=600)
+    assert done.returncode == 0, done.stderr
+    traced = read_trace(str(tmp_path / "traced"))
+    rows = _csv_rows(tmp_path / "traced" / "trace.csv")
+    batch_mean = [float(row["value"]) for row in rows if row["step"] == "2"
+                  and row["quantity"] == "batch_mean"]
+    assert batch_mean == traced.step(2)["bn"]["batch_normalization"]["batch_mean"].tolist()
 
 
 def test_run_verify_explain_round_trip(capsys, tmp_path):
@@ -90,9 +131,13 @@ def test_run_verify_explain_round_trip(capsys, tmp_path):
     assert code == EXIT_USAGE and "no batch-norm layer or average 'nope'" in one_line_error(err)
 
 
-def _write_trace(tmp_path, lines):
+def _write_trace(tmp_path, lines, arrays_of=None):
+    """``lines`` as ``tmp_path/trace.jsonl``, with the chunk files of trace ``arrays_of``."""
     path = tmp_path / "trace.jsonl"
     path.write_text("".join(line + "\n" for line in lines))
+    if arrays_of is not None:
+        shutil.copytree(os.path.join(os.path.dirname(arrays_of.path), ARRAYS_DIRECTORY),
+                        tmp_path / ARRAYS_DIRECTORY, dirs_exist_ok=True)
     return str(path)
 
 
@@ -109,7 +154,7 @@ def test_bad_traces(capsys, tmp_path, cubic_trace):
     step["bn"]["batch_normalization"]["moving_mean"] = [0.0, 1.0]
     mismatched = json.dumps(step)
     cases = {
-        "truncated": (good[:3] + [good[3][: len(good[3]) // 2]], "truncated"),
+        "truncated": (good[:3] + [good[3][: len(good[3]) // 2]] + good[4:], "line 4 is not valid"),
         "not JSON": (["this is not json"], "line 1 is not valid JSON"),
         "other version": ([other_version] + good[1:], "bnrepro-trace/9"),
         "mismatched shapes": (good[:2] + [mismatched], "has shape"),
@@ -117,18 +162,30 @@ def test_bad_traces(capsys, tmp_path, cubic_trace):
         "empty": ([], "is empty"),
     }
     for name, (lines, words) in cases.items():
-        path = _write_trace(tmp_path, lines)
+        path = _write_trace(tmp_path, lines, arrays_of=cubic_trace)
         code, _, err = run_cli(capsys, "verify", path)
         assert code == EXIT_USAGE, name
         assert words in one_line_error(err), name
 
 
+def test_a_last_line_cut_short_is_left_out(capsys, tmp_path, cubic_trace):
+    """A run killed while it wrote a line: the trace reads without it and verify says INCOMPLETE
+    (exit 1), not an error."""
+    good = _good_lines(cubic_trace)
+    path = _write_trace(tmp_path, good[:4] + [good[4][: len(good[4]) // 2]], arrays_of=cubic_trace)
+    code, stdout, err = run_cli(capsys, "verify", path)
+    assert code == EXIT_FAILED and err == ""
+    assert stdout.rstrip().splitlines()[-1].startswith(
+        "INCOMPLETE: the trace has no end line after step 2")
+
+
 def test_verify_exits_1_on_a_wrong_value(capsys, tmp_path, cubic_trace):
     lines = _good_lines(cubic_trace)
-    step = json.loads(lines[5])
-    step["bn"]["batch_normalization"]["moving_mean"][0] += 0.01
+    step = json.loads(lines[5])  # step 4; its moving_mean a reference, replaced by text
+    moving_mean = cubic_trace.step(4)["bn"]["batch_normalization"]["moving_mean"]
+    step["bn"]["batch_normalization"]["moving_mean"] = (moving_mean + [0.01]).tolist()
     lines[5] = json.dumps(step)
-    code, stdout, _ = run_cli(capsys, "verify", _write_trace(tmp_path, lines))
+    code, stdout, _ = run_cli(capsys, "verify", _write_trace(tmp_path, lines, cubic_trace))
     assert code == EXIT_FAILED
     assert "FAIL: moving_mean update: step 4" in stdout
 
@@ -188,8 +245,8 @@ def test_missing_parents_of_out_are_created_and_removed_on_failure(capsys, tmp_p
     """README's first command writes ``out/reproduce`` on a fresh clone, where ``out/`` is missing."""
     out = tmp_path / "out" / "runs" / "cubic"
     code, _, _ = run_cli(capsys, "run", "cubic", "--epochs", "1", "--quiet", "--out", str(out))
-    assert code == 0 and sorted(os.listdir(out)) == [".bnrepro-output.json", "trace.csv",
-                                                     "trace.jsonl"]
+    assert code == 0 and sorted(os.listdir(out)) == [".bnrepro-output.json", "trace.jsonl",
+                                                     "trace_arrays"]
     from bnrepro.outdir import output_directory
 
     with pytest.raises(RuntimeError):  # a command failing half-way

@@ -278,8 +278,8 @@ def test_run_twice_with_force_then_a_stray_file_is_refused(capsys, tmp_path):
         code, _, _ = run_cli(capsys, "run", "cubic", "--epochs", "1", "--quiet", "--force",
                              "--out", str(out))
         assert code == 0
-    assert sorted(os.listdir(out)) == [MARKER, "trace.csv", "trace.jsonl"]
-    assert marker_entries(out) == ["trace.csv", "trace.jsonl"]
+    assert sorted(os.listdir(out)) == [MARKER, "trace.jsonl", "trace_arrays"]
+    assert marker_entries(out) == ["trace.jsonl", "trace_arrays/", "trace_arrays/000001.npz"]
     (out / "notes.txt").write_text("mine")
     code, _, err = run_cli(capsys, "run", "cubic", "--epochs", "1", "--quiet", "--force",
                            "--out", str(out))

@@ -1,14 +1,16 @@
-"""The trace file: float32 values read back exactly, the header, the CSV twin, and the fast writer's
-text against a straightforward formatting of the same records."""
+"""The trace file: float32 values read back exactly, the header, arrays binary in chunks and the rest
+text, the chunks' limits, and the CSV export against a straightforward formatting of the same
+records."""
 import csv
 import io
 import json
+import os
 
 import numpy as np
 import pytest
 
-from bnrepro.trace import (CSV_FILE, FORMAT, TRACE_FILE, TraceWriter, make_header, read_trace,
-                           to_json_value)
+from bnrepro.trace import (ARRAYS_DIRECTORY, CSV_FILE, FORMAT, TRACE_FILE, TraceWriter,
+                           make_header, read_trace, to_json_value)
 
 
 def test_float32_values_round_trip_exactly(tmp_path):
@@ -25,7 +27,7 @@ def test_float32_values_round_trip_exactly(tmp_path):
     assert np.array_equal(read_back, values.astype(np.float64))  # no rounding through text
 
 
-def test_header_and_csv(cubic_trace):
+def test_header_and_no_csv_by_default(cubic_trace):
     header = cubic_trace.header
     assert header["scenario"] == "cubic"
     assert header["format"] == "bnrepro-trace/2"
@@ -39,17 +41,17 @@ def test_header_and_csv(cubic_trace):
     assert header["config"]["batch_size"] == 3
     assert header["versions"]["tensorflow"].startswith("2.")
     assert [record["step"] for record in cubic_trace.steps] == list(range(11))
-    csv_path = cubic_trace.path.replace("trace.jsonl", "trace.csv")
-    with open(csv_path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    moving_mean_9 = [row for row in rows if row["step"] == "9" and row["section"] == "bn"
-                     and row["quantity"] == "moving_mean"]
-    assert len(moving_mean_9) == 1
-    assert float(moving_mean_9[0]["value"]) == cubic_trace.step(9)["bn"][
-        "batch_normalization"]["moving_mean"][0]
+    directory = os.path.dirname(cubic_trace.path)
+    assert sorted(os.listdir(directory)) == sorted([".bnrepro-output.json", ARRAYS_DIRECTORY,
+                                                    TRACE_FILE])  # no trace.csv
     step_1 = cubic_trace.step(1)
     assert set(step_1) >= {"bn", "variables", "loss", "inference", "batch"}
     assert set(step_1["bn"]["batch_normalization"]) >= {"batch_mean", "batch_variance"}
+    with open(cubic_trace.path, encoding="utf-8") as handle:
+        line = json.loads(handle.read().splitlines()[2])  # step 1 as written
+    assert line["arrays"] == "trace_arrays/000001.npz"
+    assert line["bn"]["batch_normalization"]["moving_mean"] == {"row": 1}  # even a (1,) array
+    assert isinstance(line["loss"], float) and line["run"]["trained"] is True  # text
 
 
 def _csv_entries(step):
@@ -65,51 +67,119 @@ def _csv_entries(step):
     return entries + ([("loss", "", "loss", step["loss"])] if "loss" in step else [])
 
 
-def _straightforward_trace(header, records):
-    """(trace.jsonl, trace.csv) text written the plain way: ``json.dumps`` of each record's JSON
-    form, one ``csv.writer`` row per number (``repr`` of its float64 value)."""
-    jsonl = json.dumps(header, allow_nan=True) + "\n"
+def _straightforward_csv(records):
+    """trace.csv written the plain way: one ``csv.writer`` row per number (``repr`` of its float64
+    value)."""
     rows = io.StringIO(newline="")
     writer = csv.writer(rows)
     writer.writerow(["step", "section", "key", "quantity", "index", "value"])
     for record in records:
         step = to_json_value(record)
-        jsonl += json.dumps(step, allow_nan=True) + "\n"
         for section, key, quantity, value in _csv_entries(step):
             for index, number in enumerate(np.asarray(value, dtype=np.float64).ravel()):
                 writer.writerow([step["step"], section, key, quantity, index, repr(float(number))])
-    return jsonl, rows.getvalue()
+    return rows.getvalue()
 
 
-@pytest.mark.parametrize("csv_twin, batch", [(True, 1), (False, 1), (False, 2)])
-def test_writer_text_equals_straightforward_formatting(tmp_path, csv_twin, batch):
-    rng = np.random.default_rng(1)
-    weird = 'layer, "quoted"\nname é'  # needs CSV quoting and JSON escaping
-    header = make_header("synthetic", {"n": 1}, {"bn": {"momentum": 0.5, "epsilon": 1e-3}})
-    state = {"moving_mean": rng.standard_normal(3).astype(np.float32),
-             "moving_variance": np.array([np.nan, np.inf, -np.inf], dtype=np.float32),
-             "gamma": np.ones(3, dtype=np.float32) * np.float32(1e-7),
-             "beta": np.array([1e16, -0.0, 123456789.0])}  # float64, exponent forms
-    records = [
-        {"step": 0, "bn": {"bn": state}, "variables": {"bn/gamma:0": state["gamma"]}},
-        {"step": np.int64(1), "bn": {"bn": {**state, "batch_input": rng.standard_normal(
-            (2, 2, 3)).astype(np.float32), "empty": np.zeros((0, 3), np.float32)}},
-         "loss": np.float32(0.25),
-         "metrics": {"accuracy": 0.5, "count": 7, weird: [[1, 2.5], [3, 4]]},
-         "inference": {"bn": {"input": np.arange(6, dtype=np.float16).reshape(2, 3),
-                              "output": [np.float32(0.1), np.float64(np.nan)]}},
-         "batch": {"indices": np.array([4, 0, 2]), "labels": np.array([True, False, True])},
-         "variables": {weird: state["moving_mean"]}, "after": {"x": np.float64(-2.5e-5)},
-         "note": {"text": weird, "none": None, "flag": True}},
-    ]
-    with TraceWriter(str(tmp_path), header, csv=csv_twin, batch=batch) as writer:
-        for record in records:
+RNG = np.random.default_rng(1)
+WEIRD = 'layer, "quoted"\nname é'  # needs CSV quoting and JSON escaping
+HEADER = make_header("synthetic", {"n": 1}, {"bn": {"momentum": 0.5, "epsilon": 1e-3}})
+STATE = {"moving_mean": RNG.standard_normal(3).astype(np.float32),
+         "moving_variance": np.array([np.nan, np.inf, -np.inf], dtype=np.float32),
+         "gamma": np.ones(3, dtype=np.float32) * np.float32(1e-7),
+         "beta": np.array([1e16, -0.0, 123456789.0])}  # float64, exponent forms
+RECORDS = [
+    {"step": 0, "bn": {"bn": STATE}, "variables": {"bn/gamma:0": STATE["gamma"]}},
+    {"step": np.int64(1), "bn": {"bn": {**STATE, "batch_input": RNG.standard_normal(
+        (2, 2, 3)).astype(np.float32), "empty": np.zeros((0, 3), np.float32)}},
+     "loss": np.float32(0.25),
+     "metrics": {"accuracy": 0.5, "count": 7, WEIRD: [[1, 2.5], [3, 4]]},
+     "inference": {"bn": {"input": np.arange(6, dtype=np.float16).reshape(2, 3),
+                          "output": [[np.float32(0.1), np.float64(np.nan), 0.0], [1.0, 2.0, 3.0]]}},
+     "batch": {"indices": np.array([4, 0, 2]), "labels": np.array([True, False, True])},
+     "variables": {WEIRD: STATE["moving_mean"]}, "after": {"x": np.float64(-2.5e-5)},
+     "note": {"text": WEIRD, "none": None, "flag": True}},
+]
+
+
+@pytest.mark.parametrize("csv_export, chunk_records", [(True, 256), (False, 1), (False, 2)])
+def test_arrays_are_binary_and_the_csv_holds_every_number(tmp_path, csv_export, chunk_records):
+    """Every array with an axis is a row of a chunk in its own dtype; everything else is JSON text
+    as ``json.dumps`` writes it; read back, the records are the ones written (their JSON text
+    the same); the CSV export, when asked for, holds every number as the straightforward
+    formatting does."""
+    with TraceWriter(str(tmp_path), HEADER, csv=csv_export,
+                     chunk_records=chunk_records) as writer:
+        for record in RECORDS:
             writer.write_step(record)
-    expected_jsonl, expected_csv = _straightforward_trace(header, records)
     with open(tmp_path / TRACE_FILE, encoding="utf-8") as handle:
-        assert handle.read() == expected_jsonl
-    if not csv_twin:
+        lines = handle.read().splitlines()
+    assert lines[0] == json.dumps(HEADER)
+    line = json.loads(lines[2])
+    chunk = f"{ARRAYS_DIRECTORY}/{'000002' if chunk_records == 1 else '000001'}.npz"
+    assert line["arrays"] == chunk and list(line)[:2] == ["step", "arrays"]
+    assert line["bn"]["bn"]["moving_mean"] == {"row": 0 if chunk_records == 1 else 1}
+    assert line["batch"]["labels"] == {"row": 0}  # bool, int, float16: binary too
+    output = line["inference"]["bn"]["output"]  # a list stays text
+    assert output[0][0] == float(np.float32(0.1)) and np.isnan(output[0][1])
+    assert line["loss"] == 0.25 and line["metrics"]["count"] == 7 and line["note"]["flag"] is True
+    assert lines[2].endswith('"after": {"x": -2.5e-05}, "note": {"text": '
+                             + json.dumps(WEIRD) + ', "none": null, "flag": true}}')
+    with np.load(tmp_path / chunk) as stored:
+        assert stored["batch|labels"].dtype == bool
+        assert stored["inference|bn|input"].dtype == np.float16
+        assert stored["bn|bn|moving_mean"].dtype == np.float32
+        assert stored["bn|bn|beta"].dtype == np.float64
+        np.testing.assert_array_equal(stored[f"variables|{WEIRD}"][-1], STATE["moving_mean"])
+    read = read_trace(str(tmp_path))
+    for record, step in zip(RECORDS, read.steps, strict=True):
+        assert (json.dumps(to_json_value(step), allow_nan=True)
+                == json.dumps(to_json_value(record), allow_nan=True))
+    if not csv_export:
         assert not (tmp_path / CSV_FILE).exists()
         return
     with open(tmp_path / CSV_FILE, encoding="utf-8", newline="") as handle:
-        assert handle.read() == expected_csv
+        assert handle.read() == _straightforward_csv(RECORDS)
+
+
+def test_a_second_shape_in_a_chunk_is_a_second_member(tmp_path):
+    """Layer inputs of two batch sizes in one chunk: the second shape's member is ``...#2``, named
+    in its reference; the next chunk starts again from the default names."""
+    header = make_header("synthetic", {}, {"bn": {"momentum": 0.5, "epsilon": 1e-3}})
+    shapes = [(4, 2), (3, 2), (4, 2), (3, 2)]
+    with TraceWriter(str(tmp_path), header, chunk_records=2) as writer:
+        for step, shape in enumerate(shapes):
+            writer.write_step({"step": step, "bn": {"bn": {"batch_input": np.full(
+                shape, step, np.float32)}}})
+    with open(tmp_path / TRACE_FILE, encoding="utf-8") as handle:
+        references = [json.loads(line)["bn"]["bn"]["batch_input"]
+                      for line in handle.read().splitlines()[1:]]
+    member = "bn|bn|batch_input"
+    assert references == [{"row": 0}, {"row": 0, "key": f"{member}#2"}] * 2
+    with np.load(tmp_path / ARRAYS_DIRECTORY / "000002.npz") as stored:
+        assert sorted(stored.files) == [member, f"{member}#2"]
+        assert stored[f"{member}#2"].shape == (1, 3, 2)
+
+
+def test_chunks_are_written_at_their_record_or_byte_limit(tmp_path):
+    """Chunks of 3 records, or of 2 when 2 records' arrays reach the byte limit; a record without
+    arrays has no "arrays" and takes no file."""
+    header = make_header("synthetic", {}, {"bn": {"momentum": 0.5, "epsilon": 1e-3}})
+    for chunk_bytes, expected in ((10**6, 3), (2 * 400, 2)):
+        directory = tmp_path / str(chunk_bytes)
+        directory.mkdir()
+        with TraceWriter(str(directory), header, chunk_records=3,
+                         chunk_bytes=chunk_bytes) as writer:
+            for step in range(6):
+                writer.write_step({"step": step, "variables": {"v": np.zeros(100, np.float32)}})
+                lines = (directory / TRACE_FILE).read_text().count("\n")
+                assert lines == 1 + (step + 1) // expected * expected  # whole chunks only
+            writer.write_step({"step": 6, "loss": 1.0})
+        assert len(os.listdir(directory / ARRAYS_DIRECTORY)) == 6 // expected
+        last = json.loads((directory / TRACE_FILE).read_text().splitlines()[-1])
+        assert last == {"step": 6, "loss": 1.0}
+
+
+def test_chunk_limits_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="at least 1"):
+        TraceWriter(str(tmp_path), {"format": "bnrepro-trace/2"}, chunk_records=0)

@@ -1,5 +1,7 @@
-"""Large arrays in trace_arrays.npz beside trace.jsonl: written exactly, read back the same, and every
-reader (verify, explain, load_trace) gives the same answers on the binary and the all-text form."""
+"""Arrays in chunk files beside trace.jsonl (``trace_arrays/000001.npz``): written exactly, read back
+the same, and every reader (verify, explain, load_trace) gives the same answers on them as on the
+forms earlier versions wrote (large arrays in one ``trace_arrays.npz``; every number as text), and
+every unreadable arrays file of either form is one line."""
 import io
 import json
 import os
@@ -8,18 +10,21 @@ import zipfile
 import numpy as np
 import pytest
 
-from bnrepro.trace import writer as trace_module
 from bnrepro.check.explain import explain_step
 from bnrepro.trace.load import load_trace
-from bnrepro.trace import ARRAYS_FILE, TRACE_FILE, TraceWriter, read_trace
+from bnrepro.trace import (ARRAYS_DIRECTORY, ARRAYS_FILE, TRACE_FILE, TraceWriter, read_trace,
+                           to_json_value)
+from bnrepro.trace.format import map_arrays
 from bnrepro.check.verify import verify_trace
 
 LAYER = "layer1/batch_normalization"
+CHUNK = f"{ARRAYS_DIRECTORY}/000001.npz"
+OLD_BINARY_MIN_VALUES = 100  # earlier versions wrote arrays this large to trace_arrays.npz
 
 
 @pytest.fixture(scope="module")
 def binary_trace(tmp_path_factory):
-    """A short comparison's bn trace (128 units, so its arrays go to the .npz), 30 steps."""
+    """A short comparison's bn trace (128 units), 30 steps: one chunk."""
     from bnrepro.config import EMBEDDED_DATA, CompareConfig
     from bnrepro.compare.run import run_compare
 
@@ -29,65 +34,113 @@ def binary_trace(tmp_path_factory):
     return str(out / "bn")
 
 
-@pytest.fixture(scope="module")
-def text_trace(binary_trace, tmp_path_factory, monkeypatch_module):
-    """The same records written with every number as text (no .npz), and trace.csv."""
-    original = read_trace(binary_trace)
-    directory = tmp_path_factory.mktemp("text")
-    monkeypatch_module.setattr(trace_module, "BINARY_MIN_VALUES", 10**9)
-    with TraceWriter(str(directory), original.header) as writer:
-        for record in original.steps:
-            writer.write_step(record)
-        writer.finish(**{key: original.end[key] for key in ("status", "last_step")})
-    monkeypatch_module.undo()
+def write_earlier_form(directory, trace, binary_min_values=None):
+    """``trace`` written as earlier versions wrote it: every number as JSON text, or with
+    ``binary_min_values`` the arrays of at least that many numbers in one ``trace_arrays.npz``
+    (float32, members ``section|name|quantity``, ``#2`` for another shape), referenced as
+    ``{"array": "trace_arrays.npz", "key": member, "index": row}``."""
+    members, names = {}, {}
+
+    def stored(value, member):
+        if (binary_min_values is None or not isinstance(value, np.ndarray)
+                or value.size < binary_min_values):
+            return to_json_value(value)
+        value = value.astype(np.float32) if value.dtype.kind == "f" else value
+        if (member, value.shape) not in names:
+            name, suffix = member, 2
+            while name in members:
+                name, suffix = f"{member}#{suffix}", suffix + 1
+            names[member, value.shape], members[name] = name, []
+        name = names[member, value.shape]
+        members[name].append(value)
+        return {"array": ARRAYS_FILE, "key": name, "index": len(members[name]) - 1}
+
+    lines = [trace.header] + [map_arrays(record, stored) for record in trace.steps]
+    lines += [{"end": trace.end}] if trace.end is not None else []
+    with open(os.path.join(directory, TRACE_FILE), "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(to_json_value(line), allow_nan=True) + "\n"
+                          for line in lines)
+    if members:
+        np.savez(os.path.join(directory, ARRAYS_FILE),
+                 **{name: np.stack(rows) for name, rows in members.items()})
     return str(directory)
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def old_binary_trace(binary_trace, tmp_path_factory):
+    """The same records as an earlier version wrote them: large arrays in trace_arrays.npz."""
+    return write_earlier_form(tmp_path_factory.mktemp("old"), read_trace(binary_trace),
+                              OLD_BINARY_MIN_VALUES)
 
 
-def test_large_arrays_are_referenced_and_readable_without_bnrepro(binary_trace):
-    assert sorted(os.listdir(binary_trace)) == sorted([ARRAYS_FILE, TRACE_FILE])  # no CSV
+@pytest.fixture(scope="module")
+def text_trace(binary_trace, tmp_path_factory):
+    """The same records with every number as text (no arrays file)."""
+    return write_earlier_form(tmp_path_factory.mktemp("text"), read_trace(binary_trace))
+
+
+@pytest.fixture(scope="module")
+def forms(binary_trace, old_binary_trace, text_trace):
+    return {"chunks": binary_trace, "trace_arrays.npz": old_binary_trace, "text": text_trace}
+
+
+def test_arrays_are_referenced_and_readable_without_bnrepro(binary_trace):
+    assert sorted(os.listdir(binary_trace)) == sorted([ARRAYS_DIRECTORY, TRACE_FILE])  # no CSV
+    assert os.listdir(os.path.join(binary_trace, ARRAYS_DIRECTORY)) == ["000001.npz"]
     with open(os.path.join(binary_trace, TRACE_FILE), encoding="utf-8") as handle:
         lines = [json.loads(line) for line in handle]
-    reference = lines[5]["bn"][LAYER]["moving_mean"]
-    assert reference == {"array": ARRAYS_FILE, "key": f"bn|{LAYER}|moving_mean", "index": 4}
-    with np.load(os.path.join(binary_trace, ARRAYS_FILE)) as stored:  # NumPy alone
+    assert lines[5]["arrays"] == CHUNK and lines[5]["step"] == 4
+    assert lines[5]["bn"][LAYER]["moving_mean"] == {"row": 4}
+    with np.load(os.path.join(binary_trace, CHUNK)) as stored:  # NumPy alone
         table = stored[f"bn|{LAYER}|moving_mean"]
         assert table.shape == (31, 128) and table.dtype == np.float32
         inputs = stored[f"bn|{LAYER}|batch_input"]
         assert inputs.shape == (3, 128, 128)  # steps 10, 20, 30 (--trace-tensors-every 10)
-    assert isinstance(lines[5]["loss"], float)  # small values stay text
+    assert isinstance(lines[5]["loss"], float)  # scalars stay text
 
 
-def test_both_forms_read_back_the_same_numbers(binary_trace, text_trace):
-    binary, text = read_trace(binary_trace), read_trace(text_trace)
-    assert not os.path.exists(os.path.join(text_trace, ARRAYS_FILE))
-    assert len(binary.steps) == len(text.steps) == 31 and binary.end == text.end
-    for left, right in zip(binary.steps, text.steps):
-        for quantity, value in left["bn"][LAYER].items():
-            np.testing.assert_array_equal(value, right["bn"][LAYER][quantity])
+def test_earlier_forms_are_what_earlier_versions_wrote(old_binary_trace, text_trace):
+    """The helper's files have the old layout: one trace_arrays.npz and its references, or no
+    arrays file at all."""
+    assert sorted(os.listdir(old_binary_trace)) == sorted([ARRAYS_FILE, TRACE_FILE])
+    assert os.listdir(text_trace) == [TRACE_FILE]
+    with open(os.path.join(old_binary_trace, TRACE_FILE), encoding="utf-8") as handle:
+        line = json.loads(handle.read().splitlines()[5])
+    assert line["bn"][LAYER]["moving_mean"] == {"array": ARRAYS_FILE,
+                                                "key": f"bn|{LAYER}|moving_mean", "index": 4}
 
 
-def test_every_reader_agrees_on_both_forms(binary_trace, text_trace):
-    binary, text = verify_trace(read_trace(binary_trace)), verify_trace(read_trace(text_trace))
-    assert binary.passed and text.passed
+def test_every_form_reads_back_the_same_records(forms):
+    """Every step of every section, as JSON values (a row, a float64 array or a list of numbers
+    give the same), and the end line."""
+    traces = {form: read_trace(path) for form, path in forms.items()}
+    chunks = traces.pop("chunks")
+    assert len(chunks.steps) == 31
+    for form, trace in traces.items():
+        assert trace.end == chunks.end, form
+        assert len(trace.steps) == len(chunks.steps), form
+        for left, right in zip(chunks.steps, trace.steps):
+            assert to_json_value(left) == to_json_value(right), (form, left["step"])
+
+
+def test_every_reader_agrees_on_every_form(forms):
+    reports = {form: verify_trace(read_trace(path)) for form, path in forms.items()}
+    assert all(report.passed for report in reports.values())
     strip = lambda report: report.format().split("\n", 1)[1]  # noqa: E731 (the path differs)
-    assert strip(binary) == strip(text)
-    assert (explain_step(read_trace(binary_trace), 20, channel=5)
-            == explain_step(read_trace(text_trace), 20, channel=5))
-    left, right = load_trace(binary_trace), load_trace(text_trace)
-    for quantity, array in left.layers[LAYER].items():
-        other = right.layers[LAYER][quantity]
-        if isinstance(array, dict):
-            assert array.keys() == other.keys()
-            for step in array:
-                np.testing.assert_array_equal(array[step], other[step])
-        else:
-            np.testing.assert_array_equal(array, other)
+    assert len({strip(report) for report in reports.values()}) == 1
+    explained = {form: explain_step(read_trace(path), 20, channel=5) for form, path in forms.items()}
+    assert len(set(explained.values())) == 1
+    left = load_trace(forms["chunks"])
+    for form in ("trace_arrays.npz", "text"):
+        right = load_trace(forms[form])
+        for quantity, array in left.layers[LAYER].items():
+            other = right.layers[LAYER][quantity]
+            if isinstance(array, dict):
+                assert array.keys() == other.keys()
+                for step in array:
+                    np.testing.assert_array_equal(array[step], other[step])
+            else:
+                np.testing.assert_array_equal(array, other)
 
 
 def test_load_trace_gives_steps_by_units(binary_trace):
@@ -107,19 +160,21 @@ def test_load_trace_gives_steps_by_units(binary_trace):
     assert row.value.tolist() == [layer["moving_variance"][3, 7]]
 
 
-def test_a_missing_arrays_file_is_one_line(binary_trace, tmp_path):
+@pytest.mark.parametrize("form", ["chunks", "trace_arrays.npz"])
+def test_a_missing_arrays_file_is_one_line(forms, tmp_path, form):
     from bnrepro.errors import UserError
 
     copy = tmp_path / "copy"
     copy.mkdir()
-    (copy / TRACE_FILE).write_text(open(os.path.join(binary_trace, TRACE_FILE)).read())
-    with pytest.raises(UserError, match=r"line 2 refers to .*trace_arrays.npz: no such file"):
+    (copy / TRACE_FILE).write_text(open(os.path.join(forms[form], TRACE_FILE)).read())
+    missing = CHUNK if form == "chunks" else ARRAYS_FILE
+    with pytest.raises(UserError, match=rf"line 2 refers to .*{missing}: no such file"):
         read_trace(str(copy))
 
 
-def _members(binary_trace):
-    """The binary trace's arrays, by member."""
-    with np.load(os.path.join(binary_trace, ARRAYS_FILE)) as stored:
+def _members(path):
+    """An arrays file's arrays, by member."""
+    with np.load(path) as stored:
         return {name: stored[name] for name in stored.files}
 
 
@@ -195,22 +250,26 @@ def _npy_bytes(array):
     return buffer.getvalue()
 
 
+@pytest.mark.parametrize("form", ["chunks", "trace_arrays.npz"])
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
-def test_every_unreadable_arrays_file_is_one_line_from_every_reader(binary_trace, tmp_path,
-                                                                    capsys, corruption):
+def test_every_unreadable_arrays_file_is_one_line_from_every_reader(forms, tmp_path, capsys,
+                                                                    corruption, form):
     """verify, explain and reference (the command line, in-process) and load_trace: a one-line
-    error naming the line that refers to the .npz, the file and the problem, exit status 2."""
+    error naming the line that refers to the arrays file (a chunk, or an earlier version's
+    trace_arrays.npz), the file and the problem, exit status 2."""
     from bnrepro.cli import EXIT_USAGE, main
     from bnrepro.errors import UserError
 
     make, problem = CORRUPTIONS[corruption]
-    with open(os.path.join(binary_trace, ARRAYS_FILE), "rb") as handle:
+    arrays = CHUNK if form == "chunks" else ARRAYS_FILE
+    source = os.path.join(forms[form], arrays)
+    with open(source, "rb") as handle:
         data = handle.read()
     copy = tmp_path / "copy"
-    copy.mkdir()
-    (copy / TRACE_FILE).write_text(open(os.path.join(binary_trace, TRACE_FILE)).read())
-    (copy / ARRAYS_FILE).write_bytes(make(data, _members(binary_trace)))
-    npz = str(copy / ARRAYS_FILE)
+    (copy / ARRAYS_DIRECTORY).mkdir(parents=True)
+    (copy / TRACE_FILE).write_text(open(os.path.join(forms[form], TRACE_FILE)).read())
+    (copy / arrays).write_bytes(make(data, _members(source)))
+    npz = str(copy / arrays)
     line = 5 if corruption == "too few rows" else 2  # the first reference to what fails
     expected = f"bnrepro: error: {copy / TRACE_FILE} line {line} refers to "
     for argv in (["verify", str(copy)], ["explain", str(copy), "--step", "3"],
@@ -225,8 +284,10 @@ def test_every_unreadable_arrays_file_is_one_line_from_every_reader(binary_trace
     assert problem in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_every_line_of_the_binary_form_validates(binary_trace):
-    """The references into trace_arrays.npz are part of the documented format."""
+@pytest.mark.parametrize("form", ["chunks", "trace_arrays.npz"])
+def test_every_line_of_the_binary_forms_validates(forms, form):
+    """The references (a chunk's rows and an earlier version's trace_arrays.npz) and the step's
+    "arrays" are part of the documented format."""
     import jsonschema
 
     import bnrepro
@@ -234,48 +295,33 @@ def test_every_line_of_the_binary_form_validates(binary_trace):
     with open(os.path.join(os.path.dirname(bnrepro.__file__), "trace", "schema.json"),
               encoding="utf-8") as handle:
         validator = jsonschema.Draft202012Validator(json.load(handle))
-    with open(os.path.join(binary_trace, TRACE_FILE), encoding="utf-8") as handle:
+    with open(os.path.join(forms[form], TRACE_FILE), encoding="utf-8") as handle:
         lines = [json.loads(line) for line in handle]
-    assert any("array" in str(line) for line in lines[1:])
+    assert any(("row" if form == "chunks" else "array") in str(line) for line in lines[1:])
     for number, line in enumerate(lines, start=1):
         errors = [error.message for error in validator.iter_errors(line)]
         assert not errors, f"line {number}: {errors[:3]}"
-    bad = dict(lines[3])
-    bad["bn"] = {LAYER: dict(lines[3]["bn"][LAYER], moving_mean={"array": "other.npz", "key": "x",
-                                                                  "index": 0})}
-    assert not validator.is_valid(bad)
+    layer = lines[3]["bn"][LAYER]
+    for reference in ({"array": "other.npz", "key": "x", "index": 0}, {"row": -1},
+                      {"row": 0, "key": 3}, {"row": 0, "index": 0}):
+        assert not validator.is_valid(dict(lines[3], bn={LAYER: dict(layer, moving_mean=reference)}))
+    for outside in ("../elsewhere.npz", "/tmp/x.npz", "trace_arrays/../../x.npz", ""):
+        assert not validator.is_valid(dict(lines[3], arrays=outside)), outside
 
 
-def test_batched_writing_gives_the_same_files(binary_trace, tmp_path):
-    """Records handed over and written 7 at a time, or all at the end (``None``): nothing but the
-    header on disk until a batch is full (or the end), and then the same trace.jsonl and
-    trace_arrays.npz as written one by one."""
+def test_any_chunk_size_gives_the_same_records(binary_trace, tmp_path):
+    """Written in chunks of 1, 7 or 256 records (one file per chunk, the last one short), the
+    records read back the same."""
     original = read_trace(binary_trace)
-    written = {}
-    for batch in (1, 7, None):
-        directory = tmp_path / f"batch{batch}"
+    for chunk_records, files in ((1, 31), (7, 5), (256, 1)):
+        directory = tmp_path / f"chunk{chunk_records}"
         directory.mkdir()
-        with TraceWriter(str(directory), original.header, csv=False, batch=batch) as writer:
-            for count, record in enumerate(original.steps, start=1):
+        with TraceWriter(str(directory), original.header, chunk_records=chunk_records) as writer:
+            for record in original.steps:
                 writer.write_step(record)
-                writer._jsonl.flush()  # what the writer has written, not what it holds
-                with open(directory / TRACE_FILE, encoding="utf-8") as handle:
-                    lines = handle.read().count("\n")
-                assert lines == (1 if batch is None else 1 + count - count % batch)
             writer.finish(**{key: original.end[key] for key in ("status", "last_step")})
-        with open(directory / TRACE_FILE, encoding="utf-8") as handle:
-            text = handle.read()
-        with np.load(directory / ARRAYS_FILE) as stored:
-            written[batch] = (text, {name: stored[name] for name in stored.files})
-    for batch in (7, None):
-        assert written[batch][0] == written[1][0]
-        assert written[batch][1].keys() == written[1][1].keys()
-        for name, array in written[1][1].items():
-            assert array.dtype == written[batch][1][name].dtype
-            assert np.array_equal(array, written[batch][1][name], equal_nan=True)
-        assert read_trace(str(tmp_path / f"batch{batch}")).end["records"] == len(original.steps)
-
-
-def test_batch_must_be_positive(tmp_path):
-    with pytest.raises(ValueError, match="at least 1 or None"):
-        TraceWriter(str(tmp_path), {"format": "bnrepro-trace/2"}, batch=0)
+        assert len(os.listdir(directory / ARRAYS_DIRECTORY)) == files
+        read = read_trace(str(directory))
+        assert read.end == original.end
+        assert [to_json_value(step) for step in read.steps] == \
+            [to_json_value(step) for step in original.steps]

@@ -159,4 +159,6 @@ def test_every_line_bnrepro_trace_writes_validates(validator, tmp_path):
         errors = [error.message for error in validator.iter_errors(line)]
         assert not errors, f"line {number}: {errors[:3]}"
     assert all(step2.is_valid(line) for line in lines[1:-1])
-    assert lines[2]["averages"]["running"]["value"] == [1.0, 0.25]  # 0.5 * 0 + 0.5 * mean
+    assert lines[2]["averages"]["running"]["value"] == {"row": 1}  # in trace_arrays/000001.npz
+    assert bnrepro.read_trace(str(tmp_path / "out")).steps[1]["averages"]["running"][
+        "value"].tolist() == [1.0, 0.25]  # 0.5 * 0 + 0.5 * mean

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bnrepro.cli import main
-from bnrepro.trace import TRACE_FILE, read_trace
+from bnrepro.trace import ARRAYS_DIRECTORY, TRACE_FILE, read_trace
 from bnrepro.check.verify import verify_trace
 
 
@@ -20,10 +20,14 @@ def _lines(path):
         return handle.read().splitlines(keepends=True)
 
 
-def _write(directory, lines):
+def _write(directory, lines, arrays_of=None):
+    """``lines`` as ``directory/trace.jsonl``, with the chunk files of trace ``arrays_of``."""
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, TRACE_FILE), "w", encoding="utf-8") as handle:
         handle.writelines(lines)
+    if arrays_of is not None:
+        shutil.copytree(os.path.join(os.path.dirname(arrays_of.path), ARRAYS_DIRECTORY),
+                        os.path.join(directory, ARRAYS_DIRECTORY))
     return str(directory)
 
 
@@ -36,7 +40,7 @@ def test_a_whole_trace_ends_with_its_end_line(cubic_trace):
 
 def test_a_trace_cut_at_a_line_boundary_does_not_pass(cubic_trace, tmp_path, capsys):
     """``head -n 4 trace.jsonl``: the header and steps 0-2 of 10, every line whole."""
-    path = _write(tmp_path / "cut", _lines(cubic_trace.path)[:4])
+    path = _write(tmp_path / "cut", _lines(cubic_trace.path)[:4], cubic_trace)
     report = verify_trace(read_trace(path))
     assert report.formulas_hold and not report.passed
     assert main(["verify", path]) == 1
@@ -47,7 +51,7 @@ def test_a_trace_cut_at_a_line_boundary_does_not_pass(cubic_trace, tmp_path, cap
 
 def test_a_missing_middle_line_does_not_pass(cubic_trace, tmp_path):
     lines = _lines(cubic_trace.path)
-    path = _write(tmp_path / "gap", lines[:5] + lines[6:])  # step 4 left out
+    path = _write(tmp_path / "gap", lines[:5] + lines[6:], cubic_trace)  # step 4 left out
     report = verify_trace(read_trace(path))
     assert not report.passed
     assert "the end line counts 11 step records, the trace holds 10" in report.verdict()

@@ -534,9 +534,9 @@ def test_a_chain_of_updates_is_diagnosed_through_every_update():
 
 
 def test_a_trace_with_several_updates_is_written_and_read_back(tmp_path):
-    """Through the writer (CSV and the .npz for inputs of 100 values) and the reader: 50 zeros and
-    50 fours (mean 2, variance 4), then 50 twos and 50 fours (mean 3, variance 1), the numbers of
-    :func:`_two_updates`; every line validates against the schema."""
+    """Through the writer (the CSV export, and a chunk holding every array) and the reader: 50
+    zeros and 50 fours (mean 2, variance 4), then 50 twos and 50 fours (mean 3, variance 1), the
+    numbers of :func:`_two_updates`; every line validates against the schema."""
     import json
 
     import jsonschema
@@ -548,7 +548,7 @@ def test_a_trace_with_several_updates_is_written_and_read_back(tmp_path):
     for update, (low, high) in zip(trace.steps[1]["bn"]["bn"]["updates"], [(0.0, 4.0), (2.0, 4.0)]):
         update["batch_input"] = np.repeat([low, high], 50).reshape(100, 1)
     trace.steps[1]["bn"]["bn"]["updates_ordered"] = True  # as the tracer writes it
-    with TraceWriter(str(tmp_path), trace.header) as writer:
+    with TraceWriter(str(tmp_path), trace.header, csv=True) as writer:
         for record in trace.steps:
             writer.write_step(record)
         writer.finish()
@@ -566,7 +566,11 @@ def test_a_trace_with_several_updates_is_written_and_read_back(tmp_path):
         assert "1,bn,bn,updates.2.batch_variance,0,1.0\n" in handle.read()
     with open(tmp_path / "trace.jsonl", encoding="utf-8") as handle:
         lines = [json.loads(line) for line in handle]
-    assert lines[2]["bn"]["bn"]["updates"][0]["batch_input"]["array"] == "trace_arrays.npz"
+    assert lines[2]["arrays"] == "trace_arrays/000001.npz"
+    assert [update["batch_input"] for update in lines[2]["bn"]["bn"]["updates"]] == [
+        {"row": 0}, {"row": 1}]  # member bn|bn|updates|batch_input, one row per update
+    with np.load(tmp_path / "trace_arrays" / "000001.npz") as stored:
+        assert stored["bn|bn|updates|batch_input"].shape == (2, 100, 1)
     with open(os.path.join(os.path.dirname(bnrepro.__file__), "trace", "schema.json"),
               encoding="utf-8") as handle:
         validator = jsonschema.Draft202012Validator(json.load(handle))

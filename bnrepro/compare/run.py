@@ -10,8 +10,8 @@ the moving statistics after it. The test set is evaluated every ``eval_every`` s
 
 ``OUT/`` receives ``history.csv``, ``results.md``, ``<method>.png`` per method, ``compare.png``
 (all methods), ``preactivations.png`` (the first layer's pre-activation per unit over training, see
-:class:`~bnrepro.compare.training.PreActivationRecorder`) and, for bn, ``bn/trace.jsonl`` (+ ``bn/trace_arrays.npz``, and
-``bn/trace.csv`` with ``--trace-csv``) in the ``bnrepro-trace/2`` format (see
+:class:`~bnrepro.compare.training.PreActivationRecorder`) and, for bn, ``bn/trace.jsonl`` (+ its arrays in
+``bn/trace_arrays/``, and ``bn/trace.csv`` with ``--trace-csv``) in the ``bnrepro-trace/2`` format (see
 :class:`~bnrepro.compare.training.BatchNormTracer` for what is recorded when), checked with ``bnrepro verify``.
 """
 from __future__ import annotations

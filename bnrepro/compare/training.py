@@ -29,8 +29,6 @@ from bnrepro.trace.process import BackgroundTraceWriter
 
 INFERENCE_EXAMPLES = 8  # examples of the batch whose inference-mode pass the bn trace records
 PREACTIVATION_EVERY = 10  # record the first layer's pre-activation statistics every N steps
-TRACE_WRITE_BATCH = None  # TraceWriter's batch: the bn records are written when the loop ends, as
-# its .npz is (the tracer's records are fresh arrays that nothing changes afterwards)
 
 
 def batch_schedule(config, n_train):
@@ -141,15 +139,14 @@ def trace_header(net, config):
 
 def open_trace_writer(directory, net, config):
     """The writer of the bn trace into ``directory``. The layer's (units,) vectors and inputs go
-    to ``trace_arrays.npz`` (:class:`~bnrepro.trace.TraceWriter`), and the records are written
-    when the loop flushes the writer at its end (:data:`TRACE_WRITE_BATCH`), where writing them
-    costs a fraction of what it costs between steps. With ``trace_csv`` every number is also
-    written as text, which costs about as much as a training step: a child process does that
-    while the loop trains (:class:`~bnrepro.trace.process.BackgroundTraceWriter`)."""
+    to chunk files ``trace_arrays/000001.npz``, ... (:class:`~bnrepro.trace.TraceWriter`), copied
+    when a record is handed over and written a chunk at a time. With ``trace_csv`` every number
+    is also written as text, which costs about as much as a training step: a child process does
+    that while the loop trains (:class:`~bnrepro.trace.process.BackgroundTraceWriter`)."""
     header = trace_header(net, config)
     if config.trace_csv:
         return BackgroundTraceWriter(directory, header, csv=True)
-    return TraceWriter(directory, header, csv=False, batch=TRACE_WRITE_BATCH)
+    return TraceWriter(directory, header)
 
 
 # --- training -------------------------------------------------------------------------------------

@@ -549,9 +549,10 @@ class Tracer:
             header["tracer_notes"] = list(self.notes)
         return header
 
-    def write(self, directory, *, status="complete", reason=None, scenario="trace"):
-        """Write ``trace.jsonl`` (and ``trace.csv``) of everything recorded into ``directory``."""
-        with TraceWriter(directory, self.header(scenario)) as writer:
+    def write(self, directory, *, status="complete", reason=None, scenario="trace", csv=False):
+        """Write ``trace.jsonl`` and its arrays (with ``csv``, also ``trace.csv``) of everything
+        recorded into ``directory``."""
+        with TraceWriter(directory, self.header(scenario), csv=csv) as writer:
             for record in self.records:
                 writer.write_step(record)
             writer.finish(status, last_step=max(len(self.records) - 1, 0), reason=reason)

@@ -74,12 +74,14 @@ class TraceHook(tf1.train.SessionRunHook):
             self.tracer.write(staging)
 
 
-def trace_script(script, arguments, out, *, force=False, inputs_every=None, write=print):
+def trace_script(script, arguments, out, *, force=False, inputs_every=None, write=print,
+                 csv=False):
     """Run ``script`` as ``python script arguments`` would, traced; return its exit status.
 
     The script runs as ``__main__`` with its ``sys.argv`` and its folder first on ``sys.path``; its
     output is its own. A script that raises prints its own traceback (exit status 1) and the trace
     of the runs before the error is kept. The summary goes to ``write`` (stderr from the CLI).
+    ``csv``: also write ``trace.csv``, every number as text.
     """
     path = os.path.abspath(script)
     saved_argv, saved_path = sys.argv, list(sys.path)
@@ -103,7 +105,7 @@ def trace_script(script, arguments, out, *, force=False, inputs_every=None, writ
                 end, reason = "stopped", f"the script raised {type(error).__name__}: {error}"
             finally:
                 tracer.uninstall()
-            tracer.write(staging, status=end, reason=reason)
+            tracer.write(staging, status=end, reason=reason, csv=csv)
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
     if write is not None:

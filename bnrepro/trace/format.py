@@ -55,8 +55,24 @@ lines before it, ``reason`` (optional) what stopped a run that is not complete. 
 reads back (``Trace.end`` is ``None``); ``bnrepro verify`` then says it may be cut short and does
 not pass it.
 
-Numbers are float32 values written as JSON numbers through float64, so they read back exactly. This
-package uses only NumPy and the standard library.
+Every per-step array (a NumPy array of numbers with at least one axis, in the sections of
+:data:`ARRAY_SECTIONS`) is binary, in its own dtype (float32 stays float32, exact): it goes to a chunk
+file beside the trace, ``trace_arrays/000001.npz``, ``000002.npz``, ... (NumPy's ``.npz``), each
+holding the arrays of a run of consecutive step lines. A step line names its chunk once and each
+array is a row of a member of it::
+
+    {"step": 5, "arrays": "trace_arrays/000001.npz", "run": {...},
+     "bn": {"layer1/batch_normalization": {"moving_mean": {"row": 5}, ...}}, "loss": 0.25}
+
+Member ``key`` is named only when it is not the place's default name (:func:`array_member`: a
+second shape or dtype of one quantity within a chunk, ``bn|layer1/batch_normalization|batch_input#2``).
+Scalars (the loss, metrics, a per-step momentum, 0-d arrays), the header, ``run``, flags and plain
+lists stay JSON text, so that ``head trace.jsonl`` shows what ran; they are float32 values written
+as JSON numbers through float64, so they read back exactly.
+
+Earlier versions wrote large arrays to one ``trace_arrays.npz`` (``{"array": "trace_arrays.npz",
+"key": member, "index": row}``) and small ones as text; other programs write every number as text.
+Both are read as before. This package uses only NumPy and the standard library.
 """
 from __future__ import annotations
 
@@ -71,9 +87,12 @@ FORMATS = (FORMAT, FORMAT_2)
 END_STATUSES = ("complete", "diverged", "stopped")
 TRACE_FILE = "trace.jsonl"
 CSV_FILE = "trace.csv"
-ARRAYS_FILE = "trace_arrays.npz"
-BINARY_MIN_VALUES = 100  # an array this large goes to ARRAYS_FILE; smaller ones stay JSON text
+ARRAYS_FILE = "trace_arrays.npz"  # the one arrays file of earlier versions (read, not written)
+ARRAYS_DIRECTORY = "trace_arrays"  # the chunk files: trace_arrays/000001.npz, 000002.npz, ...
+CHUNK_RECORDS = 256  # a chunk is written when it holds this many step records
+CHUNK_BYTES = 16 << 20  # or this many bytes of arrays (16 MiB), whichever comes first
 ARRAY_SECTIONS = ("bn", "inference", "averages", "variables", "batch", "metrics", "after")
+ROW, KEY = "row", "key"  # an array's reference in a step line: {"row": 5[, "key": member]}
 LAYER_STATE = ("moving_mean", "moving_variance", "gamma", "beta")
 BATCH_STATISTICS = ("batch_mean", "batch_variance")
 UPDATES = "updates"  # a layer updated several times in one run: what each update consumed, in order
@@ -122,3 +141,52 @@ def end_record(status, last_step, records, reason=None):
     if reason:
         end["reason"] = str(reason)
     return {"end": end}
+
+
+def chunk_path(number):
+    """The path of chunk ``number`` (from 1) relative to the trace's directory:
+    ``trace_arrays/000003.npz``."""
+    return f"{ARRAYS_DIRECTORY}/{number:06d}.npz"
+
+
+def array_member(section, name, quantity=None):
+    """The default name of the chunk member that stacks the arrays of one place, ``|``-joined:
+    ``bn|layer1/batch_normalization|moving_mean`` (a section of ``{name: {quantity: value}}``),
+    ``bn|layer1/batch_normalization|updates|batch_mean`` (what a layer's updates consumed: the
+    quantity ``updates|batch_mean``), ``variables|dense/kernel:0`` (a section of ``{name:
+    value}``)."""
+    return "|".join((section, name) if quantity is None else (section, name, quantity))
+
+
+def map_arrays(record, function):
+    """``record`` with every value in its :data:`ARRAY_SECTIONS` replaced by ``function(value,
+    member)``, ``member`` the default name of its place (:func:`array_member`); the other fields
+    as they are. A dict in a section holds quantities (``{layer: {quantity: value}}``) unless
+    :func:`is_reference` says it is one value; a layer's ``updates`` is a list of ``{quantity:
+    value}``, one per update (quantity ``updates|<quantity>``)."""
+    mapped = dict(record)
+    for section in ARRAY_SECTIONS:
+        entries = record.get(section)
+        if not isinstance(entries, dict):
+            continue
+        mapped[section] = {
+            name: ({quantity: _map_quantity(section, name, quantity, item, function)
+                    for quantity, item in value.items()}
+                   if isinstance(value, dict) and not is_reference(value)
+                   else function(value, array_member(section, name)))
+            for name, value in entries.items()}
+    return mapped
+
+
+def _map_quantity(section, name, quantity, value, function):
+    if quantity == UPDATES and isinstance(value, list):
+        return [{consumed: function(item, array_member(section, name, f"{UPDATES}|{consumed}"))
+                 for consumed, item in update.items()} if isinstance(update, dict) else update
+                for update in value]
+    return function(value, array_member(section, name, quantity))
+
+
+def is_reference(value):
+    """Whether ``value`` (from a step line) refers to an array in a chunk (``{"row": 5}``) or in
+    an earlier version's ``trace_arrays.npz`` (``{"array": ..., "key": ..., "index": ...}``)."""
+    return isinstance(value, dict) and (ROW in value or "array" in value)

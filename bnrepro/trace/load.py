@@ -8,8 +8,9 @@
     trace.loss                                    # (S,), NaN where a step has none
     trace.frame()                                 # pandas: step, layer, quantity, unit, value
 
-It reads either form of a trace (every number in ``trace.jsonl``, or the large arrays in
-``trace_arrays.npz``) and either version (:func:`bnrepro.trace.read_trace`). A per-channel quantity
+It reads every form of a trace (the arrays in chunk files ``trace_arrays/000001.npz``, ..., an
+earlier version's ``trace_arrays.npz``, or every number in ``trace.jsonl``) and either version
+(:func:`bnrepro.trace.read_trace`). A per-channel quantity
 (one value per unit at each step) becomes one ``(steps, units)`` array, NaN at the steps that do not
 have it (step 0 has no batch statistics); a quantity whose shape changes from step to step (a
 layer's input, recorded every N steps) stays a dict ``{step: array}``, and a layer's ``updates`` (a

@@ -1,7 +1,7 @@
-"""A :class:`~bnrepro.trace.TraceWriter` in a child process, so that turning numbers into text
-overlaps with the training steps.
+"""A :class:`~bnrepro.trace.TraceWriter` in a child process, so that turning numbers into text (the
+CSV export, ``bnrepro compare --trace-csv``) overlaps with the training steps.
 
-Formatting a bn record costs about as much as a training step (``repr`` of every float, ~0.6 us
+Formatting a bn record as CSV costs about as much as a training step (``repr`` of every float, ~0.6 us
 each: 0.76 ms for six (128,) vectors, 20 ms with the (128, 128) batch input), so another core
 formats while the loop trains; the loop only pickles the records (NumPy arrays) into a pipe, 16
 at a time, and at the end waits for the child to catch up. The child runs at the lowest priority
@@ -9,7 +9,7 @@ at a time, and at the end waits for the child to catch up. The child runs at the
 compete for a 2-core machine (see ``scripts/benchmark.py``: the trace costs less than written in
 the loop, but not nothing).
 
-The child is a fresh interpreter, ``python -m bnrepro.trace.process DIRECTORY`` started by
+The child is a fresh interpreter, ``python -m bnrepro.trace.process DIRECTORY [--csv]`` started by
 ``subprocess`` (exec right after fork: no copy of TensorFlow's running threads, and unlike
 ``multiprocessing``'s spawn it does not import the parent's main script, which would import
 TensorFlow). It imports only NumPy and :mod:`bnrepro.trace`, so the files are byte for byte what
@@ -35,7 +35,7 @@ from bnrepro.trace import TraceWriter
 PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size: a tensor record and the steps after it fit
 RECORDS_PER_MESSAGE = 16  # records handed over together: fewer system calls and wake-ups
 STEPS, END, FLUSH = "steps", "end", "flush"
-NO_CSV = "--no-csv"
+CSV = "--csv"
 
 
 class TraceWriterError(RuntimeError):
@@ -51,19 +51,19 @@ class TraceWriterError(RuntimeError):
 
 
 class BackgroundTraceWriter:
-    """Hands records to a child process that writes ``trace.jsonl`` and ``trace.csv`` into
-    ``directory`` with :class:`~bnrepro.trace.TraceWriter`. ``flush`` waits until everything
-    handed over is written; ``close`` (or leaving the ``with`` block) waits for the child to end,
-    and raises :class:`TraceWriterError` if it failed."""
+    """Hands records to a child process that writes ``trace.jsonl``, its arrays and with ``csv``
+    ``trace.csv`` into ``directory`` with :class:`~bnrepro.trace.TraceWriter`. ``flush`` waits
+    until everything handed over is written; ``close`` (or leaving the ``with`` block) waits for
+    the child to end, and raises :class:`TraceWriterError` if it failed."""
 
-    def __init__(self, directory, header, *, csv=True):
+    def __init__(self, directory, header, *, csv=False):
         self.header = header
         self._stderr = tempfile.TemporaryFile()
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
         self._child = subprocess.Popen([sys.executable, "-m", __name__, directory]
-                                       + ([] if csv else [NO_CSV]),
+                                       + ([CSV] if csv else []),
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=self._stderr, env=environment)
         _grow_pipe(self._child.stdin)
@@ -160,7 +160,7 @@ def _grow_pipe(stream):
         pass  # a smaller pipe only makes the loop wait for the child more often
 
 
-def main(directory, csv=True):
+def main(directory, csv=False):
     """The child: read the header and the messages from stdin, write the trace into
     ``directory``."""
     os.nice(19)  # TensorFlow's threads first
@@ -183,4 +183,4 @@ def main(directory, csv=True):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], csv=NO_CSV not in sys.argv[2:])
+    main(sys.argv[1], csv=CSV in sys.argv[2:])

@@ -1,5 +1,6 @@
-"""Reading a trace back (either form: numbers as JSON text, or large arrays in ``trace_arrays.npz``)
-and refusing what is not one, with the file, the line and the problem."""
+"""Reading a trace back (any form: arrays in chunk files ``trace_arrays/000001.npz``, ...; large
+arrays in an earlier version's ``trace_arrays.npz``; every number as JSON text) and refusing what is
+not one, with the file, the line and the problem."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ from typing import Optional
 import numpy as np
 
 from bnrepro.errors import UserError
-from bnrepro.trace.format import (ARRAY_SECTIONS, ARRAYS_FILE, BATCH_STATISTICS, END_STATUSES,
-                                  FORMAT_2, FORMATS, LAYER_FLAGS, LAYER_STATE, TRACE_FILE,
-                                  UPDATES)
+from bnrepro.trace.format import (ARRAYS_FILE, BATCH_STATISTICS, END_STATUSES, FORMAT_2, FORMATS,
+                                  KEY, LAYER_FLAGS, LAYER_STATE, ROW, TRACE_FILE, UPDATES,
+                                  is_reference, map_arrays)
 from bnrepro.trace.npz_archive import open_npz, read_npz_member
 
 
@@ -76,11 +77,13 @@ def read_trace(path):
     """Read and check a trace file (or a directory holding ``trace.jsonl``); return a :class:`Trace`.
 
     Raises :class:`UserError` naming the file, the line and the problem for a missing file, a line
-    that is not JSON (a truncated write), another format version, tensors whose shapes disagree,
-    a ``trace_arrays.npz`` that a line refers to and that cannot be read (missing, empty, cut
-    short, not a zip of ``.npy`` arrays; the member or row missing, damaged, not numbers), or a
-    header with neither steps nor an end line. A header and an end line without steps is a
-    whole trace of a program in which nothing was recorded (``bnrepro verify``: NOTHING TO CHECK).
+    that is not JSON (but the last line of a trace without end line, cut short by a run that was
+    killed: the trace is read without it), another format version, tensors whose shapes disagree,
+    a chunk file (or ``trace_arrays.npz``) that a line refers to and that cannot be read (outside
+    the trace's directory, missing, empty, cut short, not a zip of ``.npy`` arrays; the member or
+    row missing, damaged, not numbers), or a header with neither steps nor an end line. A header
+    and an end line without steps is a whole trace of a program in which nothing was recorded
+    (``bnrepro verify``: NOTHING TO CHECK).
     """
     if os.path.isdir(path):
         path = os.path.join(path, TRACE_FILE)
@@ -98,8 +101,10 @@ def read_trace(path):
         try:
             objects.append(json.loads(line))
         except json.JSONDecodeError as error:
-            hint = " (truncated?)" if number == len(lines) else ""
-            raise UserError(f"{path} line {number} is not valid JSON{hint}: {error.msg}") from None
+            after_end = bool(objects) and isinstance(objects[-1], dict) and "end" in objects[-1]
+            if number == len(lines) > 1 and not after_end:  # cut short as it was written
+                break
+            raise UserError(f"{path} line {number} is not valid JSON: {error.msg}") from None
     header = objects[0]
     if not isinstance(header, dict) or "format" not in header:
         raise UserError(f"{path} line 1 is not a bnrepro trace header (no \"format\")")
@@ -108,8 +113,8 @@ def read_trace(path):
                         f"{' and '.join(map(repr, FORMATS))}")
     if not isinstance(header.get("layers"), dict):
         raise UserError(f"{path} line 1 has no \"layers\" object")
-    with _ArrayFile(os.path.dirname(path)) as arrays:
-        objects[1:] = [_resolved(record, arrays, f"{path} line {number}")
+    with _ArrayFiles(os.path.dirname(path)) as arrays:
+        objects[1:] = [arrays.resolved(record, f"{path} line {number}")
                        for number, record in enumerate(objects[1:], start=2)]
     end = None
     if len(objects) > 1 and isinstance(objects[-1], dict) and "end" in objects[-1]:
@@ -122,14 +127,18 @@ def read_trace(path):
     return Trace(path=path, header=header, steps=steps, end=end)
 
 
-class _ArrayFile:
-    """The ``trace_arrays.npz`` beside a trace, opened on the first reference to it and each member
-    read on the first reference to it (a damaged member fails only where it is used); a ``with``
-    closes it. Every problem is a :class:`UserError` naming the line that refers to it, the file
-    and the member."""
+class _ArrayFiles:
+    """The ``.npz`` files beside a trace that its lines refer to: the chunk a step line names
+    (``"arrays": "trace_arrays/000003.npz"``, whose rows it refers to as ``{"row": 5}``), or an
+    earlier version's ``trace_arrays.npz`` (``{"array": "trace_arrays.npz", "key", "index"}``).
+    Each file is opened on the first reference to it and each member read on the first reference
+    to it (a damaged member fails only where it is used); one file is open at a time (lines refer
+    to the chunks in order), and a ``with`` closes it. Every problem is a :class:`UserError` naming
+    the line that refers to it, the file and the member."""
 
     def __init__(self, directory):
-        self.path = os.path.join(directory, ARRAYS_FILE)
+        self.directory = directory
+        self._path = None  # the open file
         self._archive = None
         self._members = {}
 
@@ -137,65 +146,80 @@ class _ArrayFile:
         return self
 
     def __exit__(self, *exc_info):
+        self._close()
+
+    def _close(self):
         if self._archive is not None:
             self._archive.close()
+        self._path, self._archive, self._members = None, None, {}
 
-    def row(self, where, reference):
-        """Row ``reference["index"]`` of member ``reference["key"]``."""
-        if not (reference.get("array") == ARRAYS_FILE and isinstance(reference.get("key"), str)
-                and isinstance(reference.get("index"), int)):
-            raise UserError(f"{where}: {reference!r} is not an array reference ({{\"array\": "
-                            f"\"{ARRAYS_FILE}\", \"key\": member, \"index\": row}})")
-        key, index = reference["key"], reference["index"]
-        member = self._member(where, key)
-        if not 0 <= index < len(member):
-            raise UserError(f"{where} refers to row {index} of {key!r} in {self.path}, which has "
-                            f"{len(member)} rows")
-        return member[index]
+    def resolved(self, record, where):
+        """A step record with its references replaced by the arrays, a float row as float64 (the
+        numbers JSON text gives), without its ``"arrays"``; other lines as they are."""
+        if not isinstance(record, dict) or "step" not in record:
+            return record
+        chunk = record.get("arrays")
+        if chunk is not None:
+            chunk = self._chunk_path(where, chunk)
+        resolved = map_arrays(record, lambda value, member: (
+            self._row(where, chunk, value, member) if is_reference(value) else value))
+        resolved.pop("arrays", None)
+        return resolved
 
-    def _member(self, where, key):
-        """Member ``key``: an array of numbers with one row per reference (at least 1-D)."""
+    def _chunk_path(self, where, relative):
+        """The path of the chunk a line names, which must stay inside the trace's directory."""
+        parts = relative.replace("\\", "/").split("/") if isinstance(relative, str) else []
+        if not parts or os.path.isabs(relative) or ".." in parts or not all(parts):
+            raise UserError(f"{where}: \"arrays\" {relative!r} is not a relative path to a file "
+                            "inside the trace's directory")
+        return os.path.join(self.directory, *parts)
+
+    def _row(self, where, chunk, reference, member):
+        """The row a reference names: ``{"row": i[, "key": name]}`` of ``chunk`` (member ``name``,
+        else ``member``, its place's default), or ``{"array", "key", "index"}`` of
+        ``trace_arrays.npz``."""
+        if set(reference) == {"array", "key", "index"} and reference["array"] == ARRAYS_FILE:
+            path, key, index = os.path.join(self.directory, ARRAYS_FILE), reference["key"], \
+                reference["index"]
+        elif ROW in reference and set(reference) <= {ROW, KEY}:
+            if chunk is None:
+                raise UserError(f"{where}: {reference!r} is a row of no chunk (the line has no "
+                                "\"arrays\")")
+            path, key, index = chunk, reference.get(KEY, member), reference[ROW]
+        else:
+            path = key = index = None
+        if not (isinstance(key, str) and isinstance(index, int) and not isinstance(index, bool)):
+            raise UserError(f"{where}: {reference!r} is not an array reference ({{\"row\": row"
+                            f"[, \"key\": member]}}, or {{\"array\": \"{ARRAYS_FILE}\", "
+                            "\"key\": member, \"index\": row}})")
+        rows = self._member(where, path, key)
+        if not 0 <= index < len(rows):
+            raise UserError(f"{where} refers to row {index} of {key!r} in {path}, which has "
+                            f"{len(rows)} rows")
+        row = rows[index]
+        return row.astype(np.float64) if row.dtype.kind == "f" else row
+
+    def _member(self, where, path, key):
+        """Member ``key`` of the file at ``path``: an array of numbers with one row per reference
+        (at least 1-D)."""
+        if path != self._path:
+            self._close()
+            self._path = path
         if key not in self._members:
             try:
                 if self._archive is None:
-                    self._archive = open_npz(self.path)
-                member = read_npz_member(self._archive, key, self.path)
+                    self._archive = open_npz(path)
+                member = read_npz_member(self._archive, key, path)
             except UserError as error:
                 raise UserError(f"{where} refers to {error}") from None
             if member.ndim == 0:
-                raise UserError(f"{where} refers to {self.path}: member {key!r} is a single "
+                raise UserError(f"{where} refers to {path}: member {key!r} is a single "
                                 "value, not rows")
             if member.dtype.kind not in "biuf":
-                raise UserError(f"{where} refers to {self.path}: member {key!r} holds "
+                raise UserError(f"{where} refers to {path}: member {key!r} holds "
                                 f"{member.dtype.name} values, not numbers")
             self._members[key] = member
         return self._members[key]
-
-
-def _resolved(record, arrays, where):
-    """A record with its array references replaced by the arrays (other lines as they are)."""
-    if not isinstance(record, dict) or "step" not in record:
-        return record
-    resolved = dict(record)
-    for section in ARRAY_SECTIONS:
-        entries = record.get(section)
-        if not isinstance(entries, dict):
-            continue
-        resolved[section] = {
-            name: ({quantity: _value(item, arrays, where) for quantity, item in value.items()}
-                   if isinstance(value, dict) and "array" not in value
-                   else _value(value, arrays, where))
-            for name, value in entries.items()}
-    return resolved
-
-
-def _value(value, arrays, where):
-    """A value with its array references replaced by the arrays: one reference, or the
-    references in a layer's ``updates`` (a list of ``{quantity: value}``)."""
-    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-        return [{quantity: _value(item, arrays, where) for quantity, item in update.items()}
-                for update in value]
-    return arrays.row(where, value) if isinstance(value, dict) and "array" in value else value
 
 
 def _check_end(where, end):

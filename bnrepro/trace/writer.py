@@ -1,5 +1,5 @@
-"""Writing a trace: ``trace.jsonl``, its arrays in ``trace_arrays.npz`` and the optional CSV twin
-(the layout is :mod:`bnrepro.trace.format`'s)."""
+"""Writing a trace: ``trace.jsonl``, its arrays in chunk files ``trace_arrays/000001.npz``, ... and
+the optional CSV export (the layout is :mod:`bnrepro.trace.format`'s)."""
 from __future__ import annotations
 
 import csv
@@ -11,51 +11,46 @@ import os
 
 import numpy as np
 
-from bnrepro.trace.format import (ARRAY_SECTIONS, ARRAYS_FILE, BINARY_MIN_VALUES, CSV_FILE,
-                                  TRACE_FILE, UPDATES, end_record, to_json_value)
+from bnrepro.trace.format import (CHUNK_BYTES, CHUNK_RECORDS, CSV_FILE, KEY, ROW, TRACE_FILE,
+                                  UPDATES, chunk_path, end_record, map_arrays, to_json_value)
 
 CSV_LINE_END = "\r\n"  # the csv module's default (excel) line terminator
+BINARY_KINDS = "biuf"  # the dtypes an array keeps in a chunk: bool, int, unsigned, float
 
 
 class TraceWriter:
-    """Writes ``trace.jsonl``, its binary companion ``trace_arrays.npz`` and, optionally, the flat
-    text twin ``trace.csv`` (step, section, key, quantity, index, value) into a directory.
+    """Writes ``trace.jsonl`` and its arrays, in chunks, into a directory as the run goes, and
+    with ``csv`` the flat text export ``trace.csv`` (step, section, key, quantity, index, value).
 
-    Small arrays are written as text in the JSON line (the posts' scenarios: every number is
-    readable there). An array of :data:`BINARY_MIN_VALUES` numbers or more (a 128-unit layer's
-    statistics, a layer's input) goes to ``trace_arrays.npz`` instead, NumPy's own format
-    (``numpy.load`` reads it, no bnrepro needed), and the JSON line holds a reference that names it
-    exactly: ``{"array": "trace_arrays.npz", "key": "bn|layer1/batch_normalization|moving_mean",
-    "index": 3}``, row 3 of that member. Members stack the arrays of one quantity (and shape) in
-    step order, in their own dtype (float32 stays float32, exact). The ``.npz`` is written when the
-    writer closes. ``trace.csv`` repeats only the numbers written as text.
+    Every array of numbers with at least one axis in a record's :data:`ARRAY_SECTIONS
+    <bnrepro.trace.format.ARRAY_SECTIONS>` is copied, when the record is handed over, into the
+    chunk being filled: one buffer per member (an array's place, shape and dtype), a row per
+    record, in the array's own dtype. The record's line holds ``{"row": i}`` instead (with
+    ``"key"`` when the member is not the place's default name) and names the chunk once,
+    ``"arrays": "trace_arrays/000003.npz"``. Everything else (scalars, ``run``, flags) is JSON
+    text: one ``json.dumps`` of the record, NumPy values converted as it meets them
+    (:func:`_json_default`).
 
-    Each text number is formatted once: ``repr`` of its float64 value (the shortest text that
-    reads back to the same float64, so float32 values exactly). ``json.dumps`` writes floats with
-    the same ``float.__repr__``, so that text serves both files, and each record is one write per
-    file. The files are what ``json.dumps(to_json_value(record), allow_nan=True)`` and one
-    ``csv.writer`` row per number would give, byte for byte (``tests/test_trace.py`` checks this).
+    A chunk is written when it holds ``chunk_records`` records or ``chunk_bytes`` bytes of arrays
+    (and at :meth:`flush`, :meth:`finish`, :meth:`close`): its ``.npz`` (NumPy's own, ``numpy.load``
+    reads it) to a temporary name in ``trace_arrays/`` renamed into place, and only then its lines,
+    appended to ``trace.jsonl`` and flushed. So the writer holds one chunk at most, and a process
+    killed at any moment leaves lines that refer only to chunk files that exist (the last line
+    possibly cut short, which the reader leaves out).
 
-    Without the CSV twin the line is one ``json.dumps`` of the record, NumPy values converted as
-    it meets them (:func:`_json_default`), and a large array is one row copied into a buffer that
-    grows by doubling (:class:`_Rows`).
-
-    ``batch``: records are kept as handed over and written ``batch`` at a time, or with ``None``
-    all at the end (at :meth:`flush`, :meth:`finish` or :meth:`close`, which also write what a
-    batch holds). Between a training loop's steps the same writing costs several times what it
-    costs in a run of records (the loop's tensors have taken the caches), so a loop that hands over
-    records it never changes again (the tracer's) writes them later. A record's arrays must then
-    stay as they were until it is written. The ``.npz`` is written at :meth:`close` either way:
-    until then a trace with references cannot be read.
+    With ``csv``, every number of a record (the binary ones too) is a CSV line, written when the
+    record is handed over: ``repr`` of its float64 value, the shortest text that reads back to
+    the same float64 (:func:`_number_texts`).
     """
 
-    def __init__(self, directory, header, *, csv=True, batch=1):
-        if batch is not None and batch < 1:
-            raise ValueError(f"batch must be at least 1 or None, got {batch}")
-        self.batch = batch
-        self._pending = []
+    def __init__(self, directory, header, *, csv=False, chunk_records=CHUNK_RECORDS,
+                 chunk_bytes=CHUNK_BYTES):
+        if chunk_records < 1 or chunk_bytes < 1:
+            raise ValueError(f"chunk_records and chunk_bytes must be at least 1, got "
+                             f"{chunk_records} and {chunk_bytes}")
         self.header = header
         self.directory = directory
+        self.chunk_records, self.chunk_bytes = chunk_records, chunk_bytes
         self._jsonl = open(os.path.join(directory, TRACE_FILE), "w", encoding="utf-8")
         self._csv_file = None
         if csv:
@@ -63,9 +58,10 @@ class TraceWriter:
                                   newline="")
             self._csv_file.write(_csv_fields("step", "section", "key", "quantity", "index",
                                              "value") + CSV_LINE_END)
-        self._arrays = {}  # member -> _Rows
-        self._members = {}  # (section, name, quantity, shape, dtype) -> member
+        self._chunks = 0  # chunk files written
+        self._chunk = _Chunk(chunk_path(1))
         self._write_line(header)
+        self._jsonl.flush()  # a run killed before its first chunk leaves the header
         self.records = 0
         self.last_step = None
 
@@ -73,99 +69,67 @@ class TraceWriter:
         self._jsonl.write(json.dumps(obj, allow_nan=True) + "\n")
 
     def write_step(self, record):
-        """Append one step record (dict of NumPy values); written now, or with its batch."""
-        self._pending.append(record)
+        """Take one step record (dict of NumPy values): its arrays are copied into the chunk, its
+        line is written with the chunk."""
+        if self._csv_file is not None:
+            self._write_csv_rows(record)
+        chunk = self._chunk
+        rows_before = chunk.rows
+        written = map_arrays(record, chunk.stored)
+        if chunk.rows > rows_before:  # the line names its chunk, after the step number
+            written = {"step": written["step"], "arrays": chunk.path,
+                       **{key: value for key, value in written.items() if key != "step"}}
+        chunk.lines.append(json.dumps(written, allow_nan=True, default=_json_default) + "\n")
         self.records += 1
         self.last_step = int(record["step"])
-        if self.batch is not None and len(self._pending) >= self.batch:
-            self._write_pending()
+        if len(chunk.lines) >= self.chunk_records or chunk.nbytes >= self.chunk_bytes:
+            self._write_chunk()
 
-    def _write_pending(self):
-        pending, self._pending = self._pending, []
-        for record in pending:
-            self._write_record(record)
+    def _write_chunk(self):
+        """Write the chunk's ``.npz`` (atomically: a temporary name, then renamed), then its
+        lines; start the next chunk."""
+        chunk = self._chunk
+        if not chunk.lines:
+            return
+        if chunk.members:
+            path = os.path.join(self.directory, chunk.path)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            partial = f"{path}.partial"
+            with open(partial, "wb") as handle:
+                np.savez(handle, **{member: rows.stacked()
+                                    for member, rows in chunk.members.items()})
+            os.replace(partial, path)
+            self._chunks += 1
+        self._chunk = _Chunk(chunk_path(self._chunks + 1))  # no arrays: no file, the same number
+        self._jsonl.write("".join(chunk.lines))
+        self._jsonl.flush()
 
-    def _write_record(self, record):
-        written = self._with_references(record)
-        if self._csv_file is None:  # no number's text to share: one json.dumps of the record
-            line = json.dumps(written, allow_nan=True, default=_json_default)
-        else:
-            line = _json_text(written, self._write_csv_rows(record["step"], written))
-        self._jsonl.write(line + "\n")
-
-    def _write_csv_rows(self, step, written):
-        """Write the CSV rows of a record's text numbers; return their texts for the JSON line
-        (``id(entry)`` -> :func:`_number_texts` of it)."""
-        texts, csv_lines = {}, []
-        step_field = _csv_fields(to_json_value(step))
-        for section, key, quantity, value in _flatten_step(written):
-            if isinstance(value, dict):  # in the .npz
-                continue
-            if id(value) not in texts:
-                texts[id(value)] = _number_texts(value)
-            leading = f"{step_field},{_csv_fields(section, key, quantity)},"
-            csv_lines.append(_csv_lines(leading, texts[id(value)][1]))
-        self._csv_file.write("".join(csv_lines))
-        return texts
-
-    def _with_references(self, record):
-        """``record`` with every large array replaced by its reference into the ``.npz``."""
-        written = dict(record)
-        for section in ARRAY_SECTIONS:
-            entries = record.get(section)
-            if not isinstance(entries, dict):
-                continue
-            written[section] = {}
-            for name, value in entries.items():
-                if isinstance(value, dict):  # {layer: {quantity: value}}
-                    written[section][name] = {
-                        quantity: (self._stored(section, name, quantity, item)
-                                   if quantity != UPDATES else
-                                   [{consumed: self._stored(section, name, f"{UPDATES}|{consumed}",
-                                                            array)
-                                     for consumed, array in update.items()} for update in item])
-                        for quantity, item in value.items()}
-                else:
-                    written[section][name] = self._stored(section, name, "", value)
-        return written
-
-    def _stored(self, section, name, quantity, value):
-        """``value`` itself, or for a large array its reference (the array kept for the .npz)."""
-        if not isinstance(value, np.ndarray) or value.size < BINARY_MIN_VALUES:
-            return value
-        identity = (section, name, quantity, value.shape, value.dtype)
-        member = self._members.get(identity)
-        if member is None:
-            member = "|".join((section, name, quantity))
-            taken = set(self._members.values())
-            suffix = 2
-            while member in taken:
-                member = f"{'|'.join((section, name, quantity))}#{suffix}"
-                suffix += 1
-            self._members[identity] = member
-            self._arrays[member] = _Rows(value.shape, value.dtype)
-        return {"array": ARRAYS_FILE, "key": member, "index": self._arrays[member].append(value)}
+    def _write_csv_rows(self, record):
+        """Write the CSV lines of every number of ``record``."""
+        step_field = _csv_fields(to_json_value(record["step"]))
+        self._csv_file.write("".join(
+            _csv_lines(f"{step_field},{_csv_fields(section, key, quantity)},",
+                       _number_texts(value))
+            for section, key, quantity, value in _flatten_step(record)))
 
     def finish(self, status="complete", *, last_step=None, reason=None):
-        """Write the end line (:func:`end_record`); ``last_step`` defaults to the last recorded."""
-        self._write_pending()
+        """Write the last chunk and the end line (:func:`end_record`); ``last_step`` defaults to
+        the last recorded."""
+        self._write_chunk()
         self._write_line(end_record(status, self.last_step if last_step is None else last_step,
                                     self.records, reason))
+        self._jsonl.flush()
 
     def flush(self):
-        """Hand everything written so far to the operating system (the ``.npz`` is written at
-        :meth:`close`)."""
-        self._write_pending()
+        """Write the chunk being filled (however small) and hand everything to the operating
+        system."""
+        self._write_chunk()
         self._jsonl.flush()
         if self._csv_file is not None:
             self._csv_file.flush()
 
     def close(self):
-        self._write_pending()
-        if self._arrays:
-            np.savez(os.path.join(self.directory, ARRAYS_FILE),
-                     **{member: rows.stacked() for member, rows in self._arrays.items()})
-            self._arrays = {}
+        self._write_chunk()
         self._jsonl.close()
         if self._csv_file is not None:
             self._csv_file.close()
@@ -177,12 +141,46 @@ class TraceWriter:
         self.close()
 
 
+class _Chunk:
+    """The chunk being filled: its path, its members (name -> :class:`_Rows`), the lines that
+    refer to it, and their arrays' rows and bytes."""
+
+    def __init__(self, path):
+        self.path = path
+        self.members = {}
+        self._names = {}  # (default member, shape, dtype) -> member
+        self.lines = []
+        self.rows = 0
+        self.nbytes = 0
+
+    def stored(self, value, member):
+        """``value`` itself, or for an array of numbers with an axis its reference ``{"row": i}``
+        (``{"row": i, "key": name}`` when its member is not ``member``, the place's default name:
+        another shape or dtype of the same place in this chunk, ``member#2``)."""
+        if not (isinstance(value, np.ndarray) and value.ndim and value.dtype.kind in BINARY_KINDS):
+            return value
+        identity = (member, value.shape, value.dtype)
+        name = self._names.get(identity)
+        if name is None:
+            name, suffix = member, 2
+            while name in self.members:
+                name, suffix = f"{member}#{suffix}", suffix + 1
+            self._names[identity] = name
+            self.members[name] = _Rows(value.shape, value.dtype)
+        self.rows += 1
+        self.nbytes += value.nbytes
+        reference = {ROW: self.members[name].append(value)}
+        if name != member:
+            reference[KEY] = name
+        return reference
+
+
 class _Rows:
-    """The arrays of one ``.npz`` member, ``rows[i]`` the ``i``-th appended: one buffer, doubled
+    """The arrays of one chunk member, ``rows[i]`` the ``i``-th appended: one buffer, doubled
     when full, so that keeping a row is one copy into it (no array made per row, no stacking at
     the end)."""
 
-    def __init__(self, shape, dtype, capacity=64):
+    def __init__(self, shape, dtype, capacity=16):
         self._buffer = np.empty((capacity, *shape), dtype=dtype)
         self.count = 0
 
@@ -234,33 +232,17 @@ def _flatten_step(step):
 
 
 def _number_texts(value):
-    """``(JSON text, [CSV value text per number in C order])`` of one number-bearing entry.
-
-    The CSV texts are ``repr(float)`` of each number as float64. For floats that are all finite,
-    ``repr`` of the nested list is also the JSON text (``json.dumps`` writes ``float.__repr__`` and
-    separates items with ``", "``, as list ``repr`` does) and its items are the CSV texts: every
-    number is formatted once. Anything else (ints, NaN and infinities, which JSON spells ``NaN``
-    and ``Infinity``, Python lists) is formatted number by number.
-    """
+    """The CSV value texts of one number-bearing entry, one per number in C order: ``repr`` of its
+    float64 value. Floats that are all finite take one ``repr`` of the nested list, whose items
+    are those texts (every number formatted once); anything else (ints, NaN and infinities,
+    Python lists) is formatted number by number."""
     if isinstance(value, (np.ndarray, np.generic, float)):
         array = np.asarray(value)
         if array.dtype.kind == "f" and array.size and np.isfinite(array).all():
             text = repr(array.astype(np.float64).tolist())  # "[[1.5, -2e-05], [...]]"
-            return text, text.replace("[", "").replace("]", "").split(", ")
-    json_value = to_json_value(value)
-    flat = np.asarray(json_value, dtype=np.float64).ravel()  # C order
-    return json.dumps(json_value, allow_nan=True), [repr(number) for number in flat.tolist()]
-
-
-def _json_text(value, texts):
-    """``json.dumps(to_json_value(value), allow_nan=True)``, taking the text of the entries in
-    ``texts`` (keyed by ``id``) from there."""
-    if id(value) in texts:
-        return texts[id(value)][0]
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(key))}: {_json_text(item, texts)}"
-                               for key, item in value.items()) + "}"
-    return json.dumps(to_json_value(value), allow_nan=True)
+            return text.replace("[", "").replace("]", "").split(", ")
+    flat = np.asarray(to_json_value(value), dtype=np.float64).ravel()  # C order
+    return [repr(number) for number in flat.tolist()]
 
 
 @functools.lru_cache(maxsize=1024, typed=True)  # typed: the step 1 is "1", a 1.0 would be "1.0"
