@@ -10,12 +10,13 @@ wn-init's data-dependent initialisation on the first batch before the clock star
 timer a step picks its batch's rows out of the training set (``images[indices]``) and trains.
 
 * traced: ``bnrepro.compare.training.train_method`` writing the bn trace as ``bnrepro compare`` does
-  (the tracer installed; every step's statistics, the layer's input every 100 steps; large arrays
-  kept for ``trace_arrays.npz``, a few numbers as JSON text; the records written when the loop
-  ends, as compare writes them) -- the whole cost: recording, writing and closing the trace (with
-  ``bnrepro compare --trace-csv`` a child process also writes every number as text; its start,
-  like the session's creation, is set-up). Only bn has a batch-norm layer: for the other methods
-  there is nothing to trace, and the one untraced measurement stands for both;
+  (the tracer installed; every step's statistics, the layer's input every 100 steps; the arrays
+  copied into the chunk being filled as each record is handed over, a chunk written every 256
+  records, scalars as JSON text, as compare writes them) -- the whole cost: recording, writing
+  and closing the trace (with ``bnrepro compare --trace-csv`` a child process also writes every
+  number as text; its start, like the session's creation, is set-up). Only bn has a batch-norm
+  layer: for the other methods there is nothing to trace, and the one untraced measurement stands
+  for both;
 * traced, not written: the same loop and fetches with the records dropped instead of written
   (bn only): what recording costs inside the loop, without formatting numbers as text;
 * untraced: the same loop without a trace: one ``session.run`` per step for the train op, the loss
