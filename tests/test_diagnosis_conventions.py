@@ -132,3 +132,15 @@ def test_the_end_lines_last_step_must_be_the_last_recorded_one():
     assert _ending([0, 1], 2, 1, "interrupted") == "the run interrupted at step 1"
     assert describe_ending(types.SimpleNamespace(steps=[{"step": 0}, {"step": 4}], end=None)) \
         .startswith("the trace has no end line after step 4: ")
+
+
+@pytest.mark.parametrize("local_steps", [None, "old only"], ids=["none", "before-only"])
+def test_a_declared_zero_debiased_average_without_its_local_step_fails_and_says_why(local_steps):
+    trace = _trace(DEBIASED, momentum=0.5, zero_debias=True,
+                   local_steps=None if local_steps is None else (0, 1, 2))
+    if local_steps == "old only":
+        del trace.steps[2]["bn"]["bn"]["local_step"]  # recorded before step 2, not after it
+    failed = {c.name: c.first_failure for c in verify_trace(trace).checks if not c.passed}
+    step = 1 if local_steps is None else 2
+    assert failed["moving_mean update"] == (
+        f"step {step}, layer bn: a zero-debiased average without its local_step")
