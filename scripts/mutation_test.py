@@ -1,7 +1,7 @@
 """Mutation testing of the code that decides ``bnrepro verify``'s verdicts, with mutmut.
 
     pip install mutmut                      # 3.8 or later; not a dependency of bnrepro
-    python scripts/mutation_test.py         # a full run: about an hour on 2 cores
+    python scripts/mutation_test.py         # a full run: one to two hours on 2 cores
     python scripts/mutation_test.py --survivors      # again, only the mutants that survived last time
     python scripts/mutation_test.py --report         # the scores of the last run, per module
     python scripts/mutation_test.py --show NAME      # one mutant's diff
