@@ -130,11 +130,24 @@ def _add_verify(commands):
     verify.set_defaults(handler=_verify)
 
 
-def _verify(arguments):
-    from bnrepro.check.verify import verify_trace
+def _read_trace(path):
+    """:func:`bnrepro.trace.read_trace` of ``path``; where it does not exist but a run writing it
+    was killed, the error names the staging directory it left (its trace reads, INCOMPLETE)."""
+    from bnrepro.outdir import unfinished_outputs
     from bnrepro.trace import read_trace
 
-    report = verify_trace(read_trace(arguments.trace))
+    if not os.path.exists(path):
+        left = unfinished_outputs(path.rstrip(os.sep))
+        if left:
+            raise UserError(f"trace {path} does not exist; a run writing it that did not finish "
+                            f"left {left[0]}: bnrepro verify {left[0]}")
+    return read_trace(path)
+
+
+def _verify(arguments):
+    from bnrepro.check.verify import verify_trace
+
+    report = verify_trace(_read_trace(arguments.trace))
     print(report.format())
     return 0 if report.passed else EXIT_FAILED
 
@@ -151,9 +164,8 @@ def _add_explain(commands):
 
 def _explain(arguments):
     from bnrepro.check.explain import explain_step
-    from bnrepro.trace import read_trace
 
-    print(explain_step(read_trace(arguments.trace), arguments.step, arguments.layer,
+    print(explain_step(_read_trace(arguments.trace), arguments.step, arguments.layer,
                        arguments.channel))
     return 0
 
@@ -169,9 +181,8 @@ def _add_reference(commands):
 
 def _reference(arguments):
     from bnrepro.check.reference import agrees, format_replay, replay
-    from bnrepro.trace import read_trace
 
-    comparisons = replay(read_trace(arguments.trace))
+    comparisons = replay(_read_trace(arguments.trace))
     print(format_replay(comparisons))
     return 0 if agrees(comparisons) else EXIT_FAILED
 

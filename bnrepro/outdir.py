@@ -137,6 +137,23 @@ def _missing_parents(path):
     return missing, ancestor
 
 
+STAGING_SUFFIX = ".partial-"  # a staging directory is OUT.partial-<8 hex digits>
+
+
+def unfinished_outputs(path):
+    """The staging directories ``PATH.partial-*`` that a command writing ``path`` left behind when
+    it was killed outright (``SIGKILL``, out of memory), newest first."""
+    parent, name = os.path.split(os.path.abspath(path))
+    try:
+        entries = os.listdir(parent or ".")
+    except OSError:
+        return []
+    found = [os.path.join(parent, entry) for entry in entries
+             if entry.startswith(name + STAGING_SUFFIX)
+             and os.path.isdir(os.path.join(parent, entry))]
+    return sorted(found, key=os.path.getmtime, reverse=True)
+
+
 def _make_unique_directory(parent, prefix):
     """Create and return ``parent/<prefix><random>``, with the mode the umask gives (unlike
     :func:`tempfile.mkdtemp`, which makes it 0700)."""
@@ -214,7 +231,7 @@ def output_directory(path, *, force=False):
         with _os_errors_as_user_errors(f"cannot create {path}"):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             staging = _make_unique_directory(os.path.dirname(target),
-                                             os.path.basename(target) + ".partial-")
+                                             os.path.basename(target) + STAGING_SUFFIX)
         yield staging
         with _os_errors_as_user_errors(f"cannot write {path}"):
             _write_marker(staging)

@@ -77,7 +77,7 @@ COMMAND_HELP = [
     (["reference"], "usage: bnrepro reference [-h] TRACE"),
     (["reproduce"], "usage: bnrepro reproduce [-h] --out DIR [--force]"),
     (["compare"], "usage: bnrepro compare [-h] --out DIR [--force] [--units UNITS]"),
-    (["trace"], "usage: bnrepro trace [-h] --out DIR [--force] [--inputs-every N] SCRIPT ..."),
+    (["trace"], "usage: bnrepro trace [-h] --out DIR [--force] [--csv] [--inputs-every N]"),
 ]
 
 

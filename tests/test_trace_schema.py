@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 import bnrepro
-from bnrepro.trace import BATCH_STATISTICS, FORMAT, FORMATS, LAYER_STATE
+from bnrepro.trace import BATCH_STATISTICS, FORMAT, FORMATS, LAYER_STATE, read_trace
 
 SCHEMA_PATH = os.path.join(os.path.dirname(bnrepro.__file__), "trace", "schema.json")
 
@@ -115,7 +115,6 @@ def test_mode_declarations_the_schema_and_verify_reject(validator, document):
 def test_a_minimal_hand_written_trace_validates_and_reads(validator, tmp_path):
     """What another program must write at the least: a header, steps with the layer state, and the
     end line (without it the trace reads, but verify says it may be cut short)."""
-    from bnrepro.trace import read_trace
     from bnrepro.check.verify import verify_trace
 
     lines = [HEADER, {"step": 0, "bn": {"bn": STATE}},
@@ -152,13 +151,59 @@ def test_every_line_bnrepro_trace_writes_validates(validator, tmp_path):
                                 {x: [[value, 0.0], [value + 2.0, 1.0]]})
     with open(tmp_path / "out" / "trace.jsonl", encoding="utf-8") as handle:
         lines = [json.loads(line) for line in handle]
-    assert lines[0]["format"] == "bnrepro-trace/2" and len(lines) == 1 + 3 + 1
+    # the header (streamed before the graph ran), the declaration of what was found, 3 steps, end
+    assert lines[0]["format"] == "bnrepro-trace/2" and len(lines) == 1 + 1 + 3 + 1
     defs = validator.schema["$defs"]
     step2 = jsonschema.Draft202012Validator({"$ref": "#/$defs/step2", "$defs": defs})
+    declaration = jsonschema.Draft202012Validator({"$ref": "#/$defs/declaration", "$defs": defs})
     for number, line in enumerate(lines, start=1):
         errors = [error.message for error in validator.iter_errors(line)]
         assert not errors, f"line {number}: {errors[:3]}"
-    assert all(step2.is_valid(line) for line in lines[1:-1])
-    assert lines[2]["averages"]["running"]["value"] == {"row": 1}  # in trace_arrays/000001.npz
+    assert declaration.is_valid(lines[1]) and not step2.is_valid(lines[1])
+    assert sorted(lines[1]["declare"]["averages"]) == ["running"]
+    assert all(step2.is_valid(line) for line in lines[2:-1])
+    assert lines[3]["averages"]["running"]["value"] == {"row": 1}  # in trace_arrays/000001.npz
     assert bnrepro.read_trace(str(tmp_path / "out")).steps[1]["averages"]["running"][
         "value"].tolist() == [1.0, 0.25]  # 0.5 * 0 + 0.5 * mean
+
+
+def test_a_streamed_trace_with_declarations_validates_and_reads(validator, tmp_path):
+    """``bnrepro.tracing`` streams its header before any graph exists: the layers come in
+    declaration lines, and a graph first read after step 0 was written declares its initial state,
+    which the reader joins to step 0 (its statistics start from it: verify passes)."""
+    import bnrepro
+    from bnrepro.check.verify import verify_trace
+    from bnrepro.graphs.tfv1 import tf, tf1
+
+    def graph_with_a_layer(name):
+        graph = tf.Graph()
+        with graph.as_default():
+            x = tf1.placeholder(tf.float32, (None, 2))
+            tf1.layers.batch_normalization(x, training=True, momentum=0.5, name=name)
+            return graph, x, tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+
+    out = str(tmp_path / "out")
+    with bnrepro.tracing(out):
+        for name in ("first", "second"):  # the second graph runs after step 1 went out
+            graph, x, updates = graph_with_a_layer(name)
+            with graph.as_default(), tf1.Session() as session:
+                session.run(tf1.global_variables_initializer())
+                for step in range(3):
+                    session.run(updates, {x: [[step, 1.0], [step + 2.0, 3.0]]})
+    with open(os.path.join(out, "trace.jsonl"), encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    for number, line in enumerate(lines, start=1):
+        errors = [error.message for error in validator.iter_errors(line)]
+        assert not errors, f"line {number}: {errors[:3]}"
+    declarations = [line["declare"] for line in lines if "declare" in line]
+    assert lines[0]["layers"] == {} and [sorted(d.get("layers", {})) for d in declarations] == [
+        ["first"], ["graph2:second"]]
+    initial = [line for line in lines if "declare" in line and "bn" in line]
+    assert [sorted(line["bn"]) for line in initial] == [["graph2:second"]]
+    trace = read_trace(out)
+    assert sorted(trace.layers) == ["first", "graph2:second"]
+    assert sorted(trace.steps[0]["bn"]) == ["first", "graph2:second"]
+    assert [sorted(record["bn"]) for record in trace.steps[1:]] == [["first"]] * 3 + [
+        ["graph2:second"]] * 3
+    report = verify_trace(trace)
+    assert report.passed, report.format()

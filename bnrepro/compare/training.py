@@ -23,7 +23,7 @@ from bnrepro.config import config_as_dict
 from bnrepro.graphs.mnist import build_graph
 from bnrepro.graphs.runner import traced_training
 from bnrepro.graphs.tfv1 import tf, tf1
-from bnrepro.graphs.tracer import Tracer
+from bnrepro.graphs.tracer import DISCARD, Tracer
 from bnrepro.trace import TraceWriter
 from bnrepro.trace.process import BackgroundTraceWriter
 
@@ -72,7 +72,7 @@ class BatchNormTracer:
         self.taps = net.batch_norms
         self.steps = config.steps
         self.every, self.tensors_every = config.trace_every, config.trace_tensors_every
-        self.tracer = Tracer(inputs_at=self.has_tensors)  # record k is training step k
+        self.tracer = Tracer(inputs_at=self.has_tensors, sink=DISCARD)  # record k: training step k
         add_reads_after_training(net)
         # the layers' input and output in inference mode (a run before the train op's run)
         with net.graph.as_default():

@@ -33,12 +33,12 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from bnrepro.graphs.tfv1 import tf1
-from bnrepro.graphs.tracer import Tracer
+from bnrepro.graphs.tracer import DISCARD, Tracer
 
 
 def batch_norm_tracer(built, *, record_batch_input=True):
     """A :class:`Tracer` of ``built``'s graph, its layers discovered (its header can be written)."""
-    return Tracer(inputs_at=lambda step: record_batch_input).watch(built.graph)
+    return Tracer(inputs_at=lambda step: record_batch_input, sink=DISCARD).watch(built.graph)
 
 
 @dataclass
@@ -62,7 +62,7 @@ def traced_training(session, tracer, batches: Iterable, *, train: Callable,
     closed), or ``None`` to train untraced (no record is made). In this order:
 
     * the global variables are initialised (the tracer's record 0 is that state), and step 0 is
-      yielded with the record ``initial_record(tracer.records[0])``;
+      yielded with the record ``initial_record(tracer.initial_record)``;
     * for every batch, with ``recorded = records_step(k)`` (only when traced):
       ``inferred = inference(k, batch)`` if recorded (a run before the training run, with the
       variables before the step); ``fetched = train(k, batch)`` (the training run, and whatever the
@@ -76,11 +76,11 @@ def traced_training(session, tracer, batches: Iterable, *, train: Callable,
     try:
         with session.graph.as_default():
             session.run(tf1.global_variables_initializer())  # the tracer reads the initial state
-        yield TracedStep(0, None, None if tracer is None else initial_record(tracer.records[0]))
+        yield TracedStep(0, None, None if tracer is None else initial_record(tracer.initial_record))
         for step, batch in enumerate(batches, start=1):
             recorded = tracer is not None and records_step(step)
             inferred = inference(step, batch) if recorded and inference is not None else None
-            count = len(tracer.records) if tracer is not None else 0
+            count = tracer.recorded if tracer is not None else 0
             fetched = train(step, batch)
             stopped = stops is not None and stops(fetched)
             record = None

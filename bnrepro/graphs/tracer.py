@@ -79,13 +79,35 @@ class _GraphState:
     aliasing: bool = True
 
 
+class _Discard:
+    """A sink that keeps nothing (:data:`DISCARD`)."""
+
+    def write_step(self, record):
+        pass
+
+    def declare(self, declaration, initial=None):
+        pass
+
+    def finish(self, *arguments, **keywords):
+        pass
+
+
+DISCARD = _Discard()  # for a caller that writes records of its own (Tracer.last_record)
+
+
 class Tracer:
     """Records the moving statistics of every run of every session while installed."""
 
-    def __init__(self, *, inputs_every=None, program=None, inputs_at=None):
+    def __init__(self, *, inputs_every=None, program=None, inputs_at=None, sink=None):
         """Which steps' records keep the layers' inputs: ``inputs_at(step)`` says for step
         ``step`` (a record's number, step 0 the initial state); else every ``inputs_every``-th;
-        else :func:`default_inputs_at`. The batch statistics are kept at every step."""
+        else :func:`default_inputs_at`. The batch statistics are kept at every step.
+
+        ``sink``: where the records go. ``None`` keeps them all in :attr:`records` (written by
+        :meth:`write` at the end). Otherwise the tracer keeps none of them (its memory does not
+        grow with the steps) and streams them (:meth:`stream_to`): a :class:`TraceWriter`, or
+        :data:`DISCARD` for a caller that writes records of its own from :attr:`last_record`
+        (``bnrepro run``, ``compare``)."""
         if inputs_at is None:
             inputs_at = default_inputs_at if inputs_every is None else (
                 lambda step: step % inputs_every == 0)
@@ -96,7 +118,13 @@ class Tracer:
         self.graphs = {}
         self.layers = {}  # trace name -> header entry
         self.averages = {}  # trace name -> header entry
-        self.records = []
+        self.records = [] if sink is None else None
+        self.sink = sink
+        self.recorded = 0  # step records made, step 0 included
+        self.initial_record = None  # step 0: the state of the graphs at their first read
+        self.last_record = None
+        self._initial_handed = False  # step 0 has gone to the sink: later initial states declared
+        self._declared = {"layers": set(), "averages": set(), "graphs": None, "notes": 0}
         self.runs = 0  # every run seen
         self.moved_runs = 0
         self.trained_runs = 0
@@ -156,7 +184,7 @@ class Tracer:
         state, plan = self.before_run(session, fetches, feed_dict)
         if plan is None:
             return original_run(session, fetches, feed_dict, options, run_metadata)
-        if not self.inputs_at(len(self.records)):  # the record this run may make keeps no input
+        if not self.inputs_at(self.recorded):  # the record this run may make keeps no input
             plan = plan.lean
         pending = self._pending  # for _traced_do_run
         pending.session, pending.plan, pending.extra = session, plan if plan.extra else None, {}
@@ -241,7 +269,7 @@ class Tracer:
                 tracer._note(plan.races)
                 if state.last is None:
                     tracer.before_change(session, state, plan)
-                return call_for(plan, bool(tracer.inputs_at(len(tracer.records))))
+                return call_for(plan, bool(tracer.inputs_at(tracer.recorded)))
             except Exception as error:  # noqa: BLE001
                 tracer._failed(session.graph, "preparing a callable's call", error)
                 return None
@@ -350,7 +378,7 @@ class Tracer:
         for name in changed - plan.updated:  # moved by no update of theirs: set (initialised,
             section = "bn" if name in self.layers else "averages"  # restored, assigned)
             record[section][name]["set"] = True
-        self.records.append(record)
+        self._add(record)
 
     # --- discovery and plans ----------------------------------------------------------------------
 
@@ -464,13 +492,78 @@ class Tracer:
             return None  # a variable session.run resolves otherwise: a plain run reads it
 
     def _record_initial(self, state, values):
+        """Step 0: the state of a graph at its first read. A later graph's initial state joins
+        step 0's, or once step 0 has been streamed, goes out in a declaration (the reader joins
+        it to step 0)."""
         record = {"step": 0, "bn": {}, "averages": {}}
         self._fill_state(record, values)
-        if not self.records:
+        if self.initial_record is None:
+            self.initial_record = record
+            self.last_record = record
+            self.recorded = 1
+            if self.records is not None:
+                self.records.append(record)
+        elif not self._initial_handed:
+            self.initial_record["bn"].update(record["bn"])
+            self.initial_record["averages"].update(record["averages"])
+        else:
+            self._declare(initial=record)
+
+    def _add(self, record):
+        """A step record made: kept, or streamed after step 0 and any declaration it needs."""
+        self.recorded += 1
+        self.last_record = record
+        if self.records is not None:
             self.records.append(record)
-        else:  # a second graph: its initial state joins the next record's
-            self.records[0]["bn"].update(record["bn"])
-            self.records[0]["averages"].update(record["averages"])
+            return
+        self._hand_initial()
+        self._declare()
+        self.sink.write_step(record)
+
+    def _hand_initial(self):
+        if self.initial_record is not None and not self._initial_handed:
+            self._declare()
+            self.sink.write_step(self.initial_record)
+            self._initial_handed = True
+
+    def _declare(self, initial=None):
+        """Stream what the header gained since the sink's header line or the last declaration
+        (layers and averages found, the graphs searched, the tracer's notes) and ``initial``, a
+        later graph's state at its first read, as one declaration; nothing when nothing is new."""
+        declared = self._declared
+        declaration = {}
+        layers = {n: e for n, e in self.layers.items() if n not in declared["layers"]}
+        averages = {n: e for n, e in self.averages.items() if n not in declared["averages"]}
+        graphs = self._graphs_searched()
+        if layers:
+            declaration["layers"] = layers
+        if averages:
+            declaration["averages"] = averages
+        if graphs != declared["graphs"]:
+            declaration["graphs_searched"] = graphs
+        if len(self.notes) > declared["notes"]:
+            declaration["tracer_notes"] = self.notes[declared["notes"]:]
+        if not declaration and initial is None:
+            return
+        declared["layers"].update(layers)
+        declared["averages"].update(averages)
+        declared["graphs"], declared["notes"] = graphs, len(self.notes)
+        self.sink.declare(declaration, initial)
+
+    def stream_to(self, sink):
+        """Stream the records to ``sink`` (a :class:`TraceWriter` whose header line is
+        :meth:`header` now): what the header lacks is declared as it is found."""
+        self.sink, self.records = sink, None
+        self._declared.update(layers=set(self.layers), averages=set(self.averages),
+                              graphs=self._graphs_searched(), notes=len(self.notes))
+        return self
+
+    def finish(self, status="complete", reason=None):
+        """End a streamed trace: step 0 if no step followed it, the last declarations, the end
+        line."""
+        self._hand_initial()
+        self._declare()
+        self.sink.finish(status, last_step=max(self.recorded - 1, 0), reason=reason)
 
     def _fill_state(self, record, values):
         for (name, role), value in values.items():
@@ -480,7 +573,7 @@ class Tracer:
                 record["averages"].setdefault(name, {})[role] = value
 
     def _record(self, state, plan, extra, after, call, moved, fresh=False):
-        record = {"step": len(self.records), "run": {
+        record = {"step": self.recorded, "run": {
             "call": call, "index": self.runs, "trained": plan.trained, "moved": moved,
             "fetched": plan.fetched}, "bn": {}, "averages": {}}
         if plan.unfetchable:  # values the run may not compute: not fetched, and why
@@ -492,7 +585,7 @@ class Tracer:
                 continue
             if base_role(role) == "batch_input" and (
                     np.size(value) > MAX_INPUT_VALUES or not (
-                        text_key in plan.required_inputs or self.inputs_at(len(self.records)))):
+                        text_key in plan.required_inputs or self.inputs_at(self.recorded))):
                 continue
             value = np.asarray(value) if fresh else np.array(value, copy=True)
             axis = self.layers.get(name, {}).get("input_channel_axis")
@@ -532,7 +625,7 @@ class Tracer:
     def take_step(self, count_before):
         """The record of the run just made, when it was recorded as a step (``count_before``: how
         many records there were before it), else ``None``."""
-        return self.records[-1] if len(self.records) > count_before else None
+        return self.last_record if self.recorded > count_before else None
 
     # --- the result ---------------------------------------------------------------------------------
 
@@ -541,13 +634,15 @@ class Tracer:
         header = make_header(scenario, config or {"program": self.program}, self.layers)
         header["format"] = FORMAT_2
         header["averages"] = self.averages
-        header["graphs_searched"] = [
-            {"graph": state.prefix.rstrip(":") or "graph1",
-             "operations": state.discovery.operations, "layers": len(state.discovery.layers),
-             "averages": len(state.discovery.averages)} for state in self.graphs.values()]
+        header["graphs_searched"] = self._graphs_searched()
         if self.notes:
             header["tracer_notes"] = list(self.notes)
         return header
+
+    def _graphs_searched(self):
+        return [{"graph": state.prefix.rstrip(":") or "graph1",
+                 "operations": state.discovery.operations, "layers": len(state.discovery.layers),
+                 "averages": len(state.discovery.averages)} for state in self.graphs.values()]
 
     def write(self, directory, *, status="complete", reason=None, scenario="trace", csv=False):
         """Write ``trace.jsonl`` and its arrays (with ``csv``, also ``trace.csv``) of everything
@@ -555,7 +650,7 @@ class Tracer:
         with TraceWriter(directory, self.header(scenario), csv=csv) as writer:
             for record in self.records:
                 writer.write_step(record)
-            writer.finish(status, last_step=max(len(self.records) - 1, 0), reason=reason)
+            writer.finish(status, last_step=max(self.recorded - 1, 0), reason=reason)
 
     def summary(self):
         """What was found and recorded, in a few lines for the user."""
@@ -572,7 +667,7 @@ class Tracer:
             lines.append(f"  no moving average found in the {searched} graph"
                          f"{'s' if searched != 1 else ''} the program ran")
         lines += [f"  note: {note}" for note in self.notes]
-        steps = max(len(self.records) - 1, 0)
+        steps = max(self.recorded - 1, 0)
         lines.append(f"  {self.runs} runs: {self.moved_runs} moved the statistics, "
                      f"{self.trained_runs} trained; {steps} recorded as steps")
         return "\n".join(lines)

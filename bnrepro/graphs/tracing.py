@@ -1,42 +1,85 @@
 """The three ways in to the tracer: ``bnrepro trace SCRIPT`` (:func:`trace_script`), the context
-manager ``bnrepro.tracing(out)`` and ``bnrepro.TraceHook(out)`` for ``MonitoredTrainingSession``."""
+manager ``bnrepro.tracing(out)`` and ``bnrepro.TraceHook(out)`` for ``MonitoredTrainingSession``.
+
+The first two stream: the trace is written as the program runs (:meth:`Tracer.stream_to`, chunk
+by chunk, :class:`TraceWriter`), so the tracer's memory does not grow with the steps. It is written
+into the output's staging directory ``OUT.partial-XXXXXXXX`` (:mod:`bnrepro.outdir`) and moved to
+``OUT`` when the program ends, whatever its end: finished, raised, exited, or terminated
+(``SIGTERM`` is turned into the end of the run, the trace's end line saying so). A process killed
+outright (``SIGKILL``, out of memory) leaves the staging directory, whose trace every reader opens:
+the steps up to its last written chunk, no end line (``bnrepro verify``: INCOMPLETE)."""
 from __future__ import annotations
 
 import contextlib
 import os
 import runpy
+import signal
 import sys
+import threading
 import traceback
 
 import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
 
 from bnrepro.graphs.tracer import Tracer
 from bnrepro.outdir import output_directory
+from bnrepro.trace import TraceWriter
 
 tf1 = tf.compat.v1
 
 
+class Terminated(BaseException):
+    """``SIGTERM`` arrived while a traced program ran (:func:`_terminated_ends_the_run`)."""
+
+
 @contextlib.contextmanager
-def tracing(out, *, force=False, inputs_every=None, write=None):
-    """Trace every session run inside the block; write the trace into ``out`` when it ends.
+def _terminated_ends_the_run():
+    """While the block runs (in the main thread), ``SIGTERM`` raises :class:`Terminated` where the
+    program is, so that its trace ends as a stopped run instead of being cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _streamed_trace(tracer, out, force, csv):
+    """The output directory's staging directory with a :class:`TraceWriter` in it that ``tracer``
+    streams to (its header line the tracer's header now)."""
+    with output_directory(out, force=force) as staging:
+        with TraceWriter(staging, tracer.header(), csv=csv) as writer:
+            tracer.stream_to(writer)
+            yield
+
+
+@contextlib.contextmanager
+def tracing(out, *, force=False, inputs_every=None, write=None, csv=False):
+    """Trace every session run inside the block, streaming the trace into ``out``.
 
     ``with bnrepro.tracing("out/mine") as tracer: ...`` (then ``bnrepro verify out/mine``). An
-    exception in the block is passed on after the trace of the runs before it is written (its end
-    line says the run stopped and why). ``write``: where to print the summary (``None``: nowhere).
+    exception in the block (``SIGTERM`` too, as :class:`Terminated`) is passed on after the trace
+    is ended (its end line says the run stopped and why). ``write``: where to print the summary
+    (``None``: nowhere). ``csv``: also write ``trace.csv``.
     """
     tracer = Tracer(inputs_every=inputs_every)
-    with output_directory(out, force=force) as staging:
+    with _streamed_trace(tracer, out, force, csv), _terminated_ends_the_run():
         tracer.install()
         try:
             yield tracer
         except BaseException as error:
             tracer.uninstall()
-            tracer.write(staging, status="stopped",
-                         reason=f"{type(error).__name__}: {error}".strip())
+            tracer.finish("stopped", reason=f"{type(error).__name__}: {error}".strip())
             pending = error
         else:
             tracer.uninstall()
-            tracer.write(staging)
+            tracer.finish()
             pending = None
     if write is not None:
         write(tracer.summary())
@@ -90,7 +133,7 @@ def trace_script(script, arguments, out, *, force=False, inputs_every=None, writ
     status = 0
     tracer = Tracer(inputs_every=inputs_every, program=[script, *arguments])
     try:
-        with output_directory(out, force=force) as staging:
+        with _streamed_trace(tracer, out, force, csv), _terminated_ends_the_run():
             tracer.install()
             end, reason = "complete", None
             try:
@@ -99,13 +142,16 @@ def trace_script(script, arguments, out, *, force=False, inputs_every=None, writ
                 status = _exit_status(exit_.code)
                 if status:
                     end, reason = "stopped", f"the script exited with status {status}"
+            except Terminated as error:
+                status = 128 + signal.SIGTERM
+                end, reason = "stopped", f"the script was {error}"
             except BaseException as error:  # the user's error: their traceback, our trace
                 traceback.print_exc()
                 status = 1
                 end, reason = "stopped", f"the script raised {type(error).__name__}: {error}"
             finally:
                 tracer.uninstall()
-            tracer.write(staging, status=end, reason=reason, csv=csv)
+            tracer.finish(end, reason)
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
     if write is not None:

@@ -50,6 +50,17 @@ interrupted) is told from a finished one::
     {"end": {"status": "complete" | "diverged" | "stopped", "last_step": k, "records": n,
              "reason": "..."}}
 
+A trace streamed as the program runs (``bnrepro trace``, ``bnrepro.tracing``) writes its header at
+the start, before the program has built and run its graphs; what the header gains later comes in
+declaration lines, in order with the steps, which the reader merges into the header::
+
+    {"declare": {"layers": {...}, "averages": {...}, "graphs_searched": [...],
+                 "tracer_notes": [...]}[, "arrays": ..., "bn": {...}, "averages": {...}]}
+
+``layers`` and ``averages`` add entries, ``graphs_searched`` replaces the list, ``tracer_notes``
+extends it; ``bn`` and ``averages`` beside it are the state of a graph first read after step 0
+was written, which the reader joins to step 0 (a graph's initial state is always step 0's).
+
 ``last_step`` is the last training step that ran (recorded or not), ``records`` the number of step
 lines before it, ``reason`` (optional) what stopped a run that is not complete. A trace without it
 reads back (``Trace.end`` is ``None``); ``bnrepro verify`` then says it may be cut short and does
@@ -92,6 +103,7 @@ ARRAYS_DIRECTORY = "trace_arrays"  # the chunk files: trace_arrays/000001.npz, 0
 CHUNK_RECORDS = 256  # a chunk is written when it holds this many step records
 CHUNK_BYTES = 16 << 20  # or this many bytes of arrays (16 MiB), whichever comes first
 ARRAY_SECTIONS = ("bn", "inference", "averages", "variables", "batch", "metrics", "after")
+DECLARE = "declare"  # a line of what the header gained during the run (see the docstring)
 ROW, KEY = "row", "key"  # an array's reference in a step line: {"row": 5[, "key": member]}
 LAYER_STATE = ("moving_mean", "moving_variance", "gamma", "beta")
 BATCH_STATISTICS = ("batch_mean", "batch_variance")

@@ -11,9 +11,9 @@ from typing import Optional
 import numpy as np
 
 from bnrepro.errors import UserError
-from bnrepro.trace.format import (ARRAYS_FILE, BATCH_STATISTICS, END_STATUSES, FORMAT_2, FORMATS,
-                                  KEY, LAYER_FLAGS, LAYER_STATE, ROW, TRACE_FILE, UPDATES,
-                                  is_reference, map_arrays)
+from bnrepro.trace.format import (ARRAYS_FILE, BATCH_STATISTICS, DECLARE, END_STATUSES,
+                                  FORMAT_2, FORMATS, KEY, LAYER_FLAGS, LAYER_STATE, ROW,
+                                  TRACE_FILE, UPDATES, is_reference, map_arrays)
 from bnrepro.trace.npz_archive import open_npz, read_npz_member
 
 
@@ -120,11 +120,46 @@ def read_trace(path):
     if len(objects) > 1 and isinstance(objects[-1], dict) and "end" in objects[-1]:
         end = _check_end(f"{path} line {len(objects)}", objects.pop()["end"])
     generic = header["format"] == FORMAT_2
+    numbered = _declared(path, header, list(enumerate(objects[1:], start=2)))
     steps = [_check_step(path, number, record, header["layers"], generic)
-             for number, record in enumerate(objects[1:], start=2)]
+             for number, record in numbered]
     if not steps and end is None:
         raise UserError(f"{path} has a header but no steps and no end line (cut short?)")
     return Trace(path=path, header=header, steps=steps, end=end)
+
+
+def _declared(path, header, numbered):
+    """The ``(line number, record)`` of the step lines, the declaration lines among them merged
+    into ``header`` (in place) and their initial states joined to step 0's record
+    (:data:`~bnrepro.trace.format.DECLARE`)."""
+    steps, initial = [], []
+    for number, record in numbered:
+        if not (isinstance(record, dict) and DECLARE in record):
+            steps.append((number, record))
+            continue
+        declared = record[DECLARE]
+        if not isinstance(declared, dict):
+            raise UserError(f"{path} line {number}: \"{DECLARE}\" must be an object")
+        for section in ("layers", "averages"):
+            if not isinstance(declared.get(section, {}), dict):
+                raise UserError(f"{path} line {number}: \"{DECLARE}\" {section} must be an object")
+            header.setdefault(section, {}).update(declared.get(section, {}))
+        if "graphs_searched" in declared:
+            header["graphs_searched"] = declared["graphs_searched"]
+        if declared.get("tracer_notes"):
+            header["tracer_notes"] = header.get("tracer_notes", []) + list(declared["tracer_notes"])
+        if "bn" in record or "averages" in record:
+            initial.append((number, record))
+    if initial:
+        first = next((record for _, record in steps
+                      if isinstance(record, dict) and record.get("step") == 0), None)
+        if first is None:
+            raise UserError(f"{path} line {initial[0][0]}: an initial state declared without a "
+                            "step 0 before it")
+        for _, record in initial:
+            first.setdefault("bn", {}).update(record.get("bn", {}))
+            first.setdefault("averages", {}).update(record.get("averages", {}))
+    return steps
 
 
 class _ArrayFiles:
@@ -154,9 +189,10 @@ class _ArrayFiles:
         self._path, self._archive, self._members = None, None, {}
 
     def resolved(self, record, where):
-        """A step record with its references replaced by the arrays, a float row as float64 (the
-        numbers JSON text gives), without its ``"arrays"``; other lines as they are."""
-        if not isinstance(record, dict) or "step" not in record:
+        """A step or declaration line with its references replaced by the arrays, a float row as
+        float64 (the numbers JSON text gives), without its ``"arrays"``; other lines as they
+        are."""
+        if not isinstance(record, dict) or ("step" not in record and DECLARE not in record):
             return record
         chunk = record.get("arrays")
         if chunk is not None:

@@ -11,8 +11,9 @@ import os
 
 import numpy as np
 
-from bnrepro.trace.format import (CHUNK_BYTES, CHUNK_RECORDS, CSV_FILE, KEY, ROW, TRACE_FILE,
-                                  UPDATES, chunk_path, end_record, map_arrays, to_json_value)
+from bnrepro.trace.format import (CHUNK_BYTES, CHUNK_RECORDS, CSV_FILE, DECLARE, KEY, ROW,
+                                  TRACE_FILE, UPDATES, chunk_path, end_record, map_arrays,
+                                  to_json_value)
 
 CSV_LINE_END = "\r\n"  # the csv module's default (excel) line terminator
 BINARY_KINDS = "biuf"  # the dtypes an array keeps in a chunk: bool, int, unsigned, float
@@ -73,15 +74,30 @@ class TraceWriter:
         line is written with the chunk."""
         if self._csv_file is not None:
             self._write_csv_rows(record)
+        self._add_line(record, "step")
+        self.records += 1
+        self.last_step = int(record["step"])
+
+    def declare(self, declaration, initial=None):
+        """Take a declaration line (:data:`~bnrepro.trace.format.DECLARE`): what the header gained
+        during the run (``declaration``: layers, averages, graphs searched, the tracer's notes) and
+        ``initial``, a later graph's state at its first read (``{"bn", "averages"}``, which the
+        reader joins to step 0), written in order with the steps."""
+        line = {DECLARE: declaration}
+        if initial is not None:
+            line.update(bn=initial.get("bn", {}), averages=initial.get("averages", {}))
+        self._add_line(line, DECLARE)
+
+    def _add_line(self, record, first):
+        """Queue ``record``'s line with the chunk, its arrays copied in (the line names the chunk
+        after its ``first`` key)."""
         chunk = self._chunk
         rows_before = chunk.rows
         written = map_arrays(record, chunk.stored)
-        if chunk.rows > rows_before:  # the line names its chunk, after the step number
-            written = {"step": written["step"], "arrays": chunk.path,
-                       **{key: value for key, value in written.items() if key != "step"}}
+        if chunk.rows > rows_before:
+            written = {first: written[first], "arrays": chunk.path,
+                       **{key: value for key, value in written.items() if key != first}}
         chunk.lines.append(json.dumps(written, allow_nan=True, default=_json_default) + "\n")
-        self.records += 1
-        self.last_step = int(record["step"])
         if len(chunk.lines) >= self.chunk_records or chunk.nbytes >= self.chunk_bytes:
             self._write_chunk()
 
