@@ -23,6 +23,7 @@ import typing
 from bnrepro import __version__
 from bnrepro.config import CompareConfig, check_compare_config, check_scenario_config
 from bnrepro.errors import UserError
+from bnrepro.trace.keep import BUDGET_BYTES, KEEP_EVERY, KEEP_FIRST, KeepPolicy
 from bnrepro.outdir import check_output_directory
 from bnrepro.scenarios import (SCENARIO_CONFIGS, SCENARIO_SUMMARIES, check_scenario_name,
                                run_scenario)
@@ -238,6 +239,15 @@ def _add_trace(commands):
                        help="record each layer's input every N steps (the batch statistics are "
                             "recorded at every step) [default: every step up to 100, then every "
                             "100th]")
+    trace.add_argument("--keep-first", type=int, default=KEEP_FIRST, metavar="N",
+                       help=f"keep every step up to N [default: {KEEP_FIRST}]")
+    trace.add_argument("--keep-every", type=int, default=KEEP_EVERY, metavar="K",
+                       help="after --keep-first, keep the pairs (k - 1, k) of every K-th step, "
+                            "each checked against the step before it; 1 keeps every step "
+                            f"[default: {KEEP_EVERY}]")
+    trace.add_argument("--inputs-budget-mb", type=float, default=BUDGET_BYTES / 1e6, metavar="MB",
+                       help="keep the layers' inputs only while the trace is smaller than MB "
+                            f"megabytes [default: {BUDGET_BYTES / 1e6:g}]")
     trace.add_argument("script", metavar="SCRIPT", help="the Python program to run")
     trace.add_argument("arguments", nargs=argparse.REMAINDER, metavar="ARGS",
                        help="its arguments")
@@ -250,11 +260,18 @@ def _trace(arguments):
     if arguments.inputs_every is not None and arguments.inputs_every <= 0:
         raise UserError(f"--inputs-every must be a positive whole number, got "
                         f"{arguments.inputs_every}")
+    if arguments.keep_first < 0 or arguments.keep_every < 1 or arguments.inputs_budget_mb < 0:
+        raise UserError("--keep-first must be at least 0, --keep-every at least 1 and "
+                        "--inputs-budget-mb at least 0, got "
+                        f"{arguments.keep_first}, {arguments.keep_every}, "
+                        f"{arguments.inputs_budget_mb:g}")
+    keep = KeepPolicy(arguments.keep_first, arguments.keep_every,
+                      int(arguments.inputs_budget_mb * 1e6))
     check_output_directory(arguments.out, force=arguments.force)
     from bnrepro.graphs.tracing import trace_script
 
     return trace_script(arguments.script, arguments.arguments, arguments.out, force=arguments.force,
-                        inputs_every=arguments.inputs_every, csv=arguments.csv,
+                        inputs_every=arguments.inputs_every, csv=arguments.csv, keep=keep,
                         write=lambda line: print(line, file=sys.stderr))
 
 

@@ -95,3 +95,59 @@ def test_sigterm_ends_the_run_with_a_whole_trace_that_says_so(tmp_path, mode):
     assert trace.end["status"] == "stopped" and "SIGTERM" in trace.end["reason"]
     assert trace.end["records"] == len(trace.steps) >= 301
     _passes_but_for_its_end(trace)
+
+
+def _trace_in_process(out, steps, keep):
+    """``steps`` training runs of one tf.layers layer (momentum 0.5, batches of mean k and k + 1
+    per channel at run k), traced with ``keep``; the trace read back."""
+    import bnrepro
+    from bnrepro.graphs.tfv1 import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, (None, 2))
+        tf1.layers.batch_normalization(x, training=True, momentum=0.5)
+        updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        with bnrepro.tracing(out, keep=keep), tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            for step in range(1, steps + 1):
+                session.run(updates, {x: [[step - 1.0, step], [step + 1.0, step + 2.0]]})
+    return read_trace(out)
+
+
+def test_a_long_runs_trace_keeps_its_first_steps_then_checkable_pairs_and_the_last(tmp_path):
+    """Every step up to 10, then the pairs (k - 1, k) of every 5th step, and the last (33): each
+    pair's second step is checked against its first; the others' state before is not kept."""
+    from bnrepro.trace.keep import KeepPolicy
+
+    trace = _trace_in_process(str(tmp_path / "out"), 33, KeepPolicy(10, 5, None))
+    kept = [record["step"] for record in trace.steps]
+    assert kept == list(range(11)) + [14, 15, 19, 20, 24, 25, 29, 30, 33]
+    assert trace.end["last_step"] == 33 and trace.header["keep"]["every"] == 5
+    assert [record["bn"]["batch_normalization"]["batch_mean"].tolist()
+            for record in trace.steps[11:13]] == [[14.0, 15.0], [15.0, 16.0]]
+    report = verify_trace(trace)
+    assert report.passed, report.format()
+    assert report.kept.startswith("steps kept: 20 of the run's 34 (step 0 included)")
+    (coverage,) = report.coverage
+    assert coverage.lines()[1] == ("  moving_mean, moving_variance updates: 14 of 19 steps "
+                                   "(5: the state before the step was not recorded)")
+
+
+def test_the_layers_inputs_stop_when_the_trace_reaches_its_budget(tmp_path):
+    """A budget of 2,000 bytes: the first steps keep the layer's input (the inputs policy keeps
+    them at steps 1-100), until the trace holds 2,000 bytes; the batch statistics are kept at every
+    step, and verify says at how many steps it checked them from the inputs."""
+    from bnrepro.trace.keep import KeepPolicy
+
+    trace = _trace_in_process(str(tmp_path / "out"), 60, KeepPolicy(1000, 100, 2000))
+    assert len(trace.steps) == 61
+    with_input = [record["step"] for record in trace.steps[1:]
+                  if "batch_input" in record["bn"]["batch_normalization"]]
+    assert 1 <= len(with_input) < 60 and with_input == list(range(1, len(with_input) + 1))
+    report = verify_trace(trace)
+    assert report.passed, report.format()
+    (coverage,) = report.coverage
+    assert coverage.lines()[2] == (
+        f"  batch_mean, batch_variance from inputs: {len(with_input)} of 60 steps "
+        f"({60 - len(with_input)}: the layer's input was not kept)")

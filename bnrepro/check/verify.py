@@ -100,6 +100,7 @@ class Report:
     nothing: Optional[str] = None  # why a whole trace holds no step (NOTHING TO CHECK)
     notes: list = field(default_factory=list)  # the tracer's notes (header "tracer_notes")
     coverage: list = field(default_factory=list)  # bnrepro.check.coverage.Coverage per layer
+    kept: Optional[str] = None  # how many of the run's steps a trace with a keep policy holds
 
     @property
     def formulas_hold(self):
@@ -135,6 +136,8 @@ class Report:
                          "them apart")
             lines.append(f"batch_variance of {layer}: {label}")
         lines.extend(notes)
+        if self.kept is not None:
+            lines.append(self.kept)
         for layer in self.coverage:
             lines.extend(layer.lines())
         if any(layer.count(covered.FROM_INPUTS) for layer in self.coverage):
@@ -200,6 +203,7 @@ def verify_trace(trace):
         _verify_layer(trace, layer, mode, checks, report)
     if trace.averages:
         _verify_averages(trace, checks)
+    report.kept = _kept(trace)
     report.ending = describe_ending(trace)
     report.diverged = not checks[FINITE_CHECK].passed or (
         trace.end is not None and trace.end["status"] == "diverged")
@@ -250,6 +254,19 @@ def _nothing_to_check(trace):
             "the layer's updates)? did the runs happen while traced (bnrepro trace SCRIPT, or "
             "inside bnrepro.tracing)?"]
     return report
+
+
+def _kept(trace):
+    """``steps kept: ...`` for a trace whose header declares a keep policy (``bnrepro trace`` of
+    a long run: every step up to ``first``, then the pairs (k - 1, k) of every ``every``-th), or
+    ``None``."""
+    keep = trace.header.get("keep")
+    if not isinstance(keep, dict) or trace.end is None:
+        return None
+    return (f"steps kept: {len(trace.steps)} of the run's {trace.end['last_step'] + 1} (step 0 "
+            f"included), by the trace's keep policy (every step up to {keep.get('first')}, then "
+            f"the pairs (k - 1, k) of every k divisible by {keep.get('every')}): each step's "
+            "update is checked where the step before it is kept")
 
 
 def describe_ending(trace):

@@ -98,7 +98,7 @@ DISCARD = _Discard()  # for a caller that writes records of its own (Tracer.last
 class Tracer:
     """Records the moving statistics of every run of every session while installed."""
 
-    def __init__(self, *, inputs_every=None, program=None, inputs_at=None, sink=None):
+    def __init__(self, *, inputs_every=None, program=None, inputs_at=None, sink=None, keep=None):
         """Which steps' records keep the layers' inputs: ``inputs_at(step)`` says for step
         ``step`` (a record's number, step 0 the initial state); else every ``inputs_every``-th;
         else :func:`default_inputs_at`. The batch statistics are kept at every step.
@@ -107,7 +107,9 @@ class Tracer:
         :meth:`write` at the end). Otherwise the tracer keeps none of them (its memory does not
         grow with the steps) and streams them (:meth:`stream_to`): a :class:`TraceWriter`, or
         :data:`DISCARD` for a caller that writes records of its own from :attr:`last_record`
-        (``bnrepro run``, ``compare``)."""
+        (``bnrepro run``, ``compare``). ``keep``: a streamed trace's
+        :class:`~bnrepro.trace.keep.KeepPolicy` (which steps it writes, and until when the layers'
+        inputs); ``None`` writes every step."""
         if inputs_at is None:
             inputs_at = default_inputs_at if inputs_every is None else (
                 lambda step: step % inputs_every == 0)
@@ -120,7 +122,10 @@ class Tracer:
         self.averages = {}  # trace name -> header entry
         self.records = [] if sink is None else None
         self.sink = sink
+        self.keep = keep
         self.recorded = 0  # step records made, step 0 included
+        self.written = 0  # step records handed to the sink
+        self._held = None  # the last record the keep policy left out (written if it is the last)
         self.initial_record = None  # step 0: the state of the graphs at their first read
         self.last_record = None
         self._initial_handed = False  # step 0 has gone to the sink: later initial states declared
@@ -184,7 +189,7 @@ class Tracer:
         state, plan = self.before_run(session, fetches, feed_dict)
         if plan is None:
             return original_run(session, fetches, feed_dict, options, run_metadata)
-        if not self.inputs_at(self.recorded):  # the record this run may make keeps no input
+        if not self._inputs_at(self.recorded):  # the record this run may make keeps no input
             plan = plan.lean
         pending = self._pending  # for _traced_do_run
         pending.session, pending.plan, pending.extra = session, plan if plan.extra else None, {}
@@ -269,7 +274,7 @@ class Tracer:
                 tracer._note(plan.races)
                 if state.last is None:
                     tracer.before_change(session, state, plan)
-                return call_for(plan, bool(tracer.inputs_at(tracer.recorded)))
+                return call_for(plan, bool(tracer._inputs_at(tracer.recorded)))  # noqa: SLF001
             except Exception as error:  # noqa: BLE001
                 tracer._failed(session.graph, "preparing a callable's call", error)
                 return None
@@ -509,21 +514,51 @@ class Tracer:
         else:
             self._declare(initial=record)
 
+    def _inputs_at(self, step):
+        """Whether record ``step`` keeps the layers' inputs: the inputs policy
+        (:attr:`inputs_at`), and with a keep policy, a step it keeps while the trace is within
+        its budget."""
+        return self.inputs_at(step) and self._within_keep(step)
+
+    def _within_keep(self, step):
+        return self.keep is None or (self.keep.keeps(step)
+                                     and self.keep.inputs_allowed(self.sink.bytes))
+
+    def _keeps_input(self, required, size):
+        """Whether this run's record keeps a layer input of ``size`` values, ``required`` when
+        the update's consumed values are not fetched (the input checks it): not beyond
+        :data:`MAX_INPUT_VALUES` when records are kept in memory; with a keep policy, at a kept
+        step within the budget; then where required or the inputs policy says."""
+        step = self.recorded
+        if self.records is not None and size > MAX_INPUT_VALUES:
+            return False
+        return self._within_keep(step) and (required or self.inputs_at(step))
+
     def _add(self, record):
-        """A step record made: kept, or streamed after step 0 and any declaration it needs."""
+        """A step record made: kept, or streamed after step 0 and any declaration it needs (with
+        a keep policy, the steps it keeps, and the last)."""
         self.recorded += 1
         self.last_record = record
         if self.records is not None:
             self.records.append(record)
             return
+        if self.keep is not None and not self.keep.keeps(record["step"]):
+            self._held = record
+            return
+        self._write(record)
+
+    def _write(self, record):
+        self._held = None
         self._hand_initial()
         self._declare()
         self.sink.write_step(record)
+        self.written += 1
 
     def _hand_initial(self):
         if self.initial_record is not None and not self._initial_handed:
             self._declare()
             self.sink.write_step(self.initial_record)
+            self.written += 1
             self._initial_handed = True
 
     def _declare(self, initial=None):
@@ -561,6 +596,8 @@ class Tracer:
     def finish(self, status="complete", reason=None):
         """End a streamed trace: step 0 if no step followed it, the last declarations, the end
         line."""
+        if self._held is not None:  # the last step, which the keep policy would leave out
+            self._write(self._held)
         self._hand_initial()
         self._declare()
         self.sink.finish(status, last_step=max(self.recorded - 1, 0), reason=reason)
@@ -583,9 +620,8 @@ class Tracer:
             name, role, *after_the_run = plan.keys[text_key]
             if after_the_run:  # the state, in ``after``
                 continue
-            if base_role(role) == "batch_input" and (
-                    np.size(value) > MAX_INPUT_VALUES or not (
-                        text_key in plan.required_inputs or self.inputs_at(self.recorded))):
+            if base_role(role) == "batch_input" and not self._keeps_input(
+                    text_key in plan.required_inputs, np.size(value)):
                 continue
             value = np.asarray(value) if fresh else np.array(value, copy=True)
             axis = self.layers.get(name, {}).get("input_channel_axis")
@@ -635,6 +671,8 @@ class Tracer:
         header["format"] = FORMAT_2
         header["averages"] = self.averages
         header["graphs_searched"] = self._graphs_searched()
+        if self.keep is not None:
+            header["keep"] = self.keep.header_entry()
         if self.notes:
             header["tracer_notes"] = list(self.notes)
         return header
@@ -670,6 +708,10 @@ class Tracer:
         steps = max(self.recorded - 1, 0)
         lines.append(f"  {self.runs} runs: {self.moved_runs} moved the statistics, "
                      f"{self.trained_runs} trained; {steps} recorded as steps")
+        if self.keep is not None and self.records is None:
+            kept = max(self.written - 1, 0)
+            lines.append(f"  the trace keeps {kept} of the {steps} steps and step 0: "
+                         f"{self.keep.describe()}")
         return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would chan
 from bnrepro.graphs.tracer import Tracer
 from bnrepro.outdir import output_directory
 from bnrepro.trace import TraceWriter
+from bnrepro.trace.keep import KeepPolicy
 
 tf1 = tf.compat.v1
 
@@ -60,15 +61,16 @@ def _streamed_trace(tracer, out, force, csv):
 
 
 @contextlib.contextmanager
-def tracing(out, *, force=False, inputs_every=None, write=None, csv=False):
+def tracing(out, *, force=False, inputs_every=None, write=None, csv=False, keep=KeepPolicy()):
     """Trace every session run inside the block, streaming the trace into ``out``.
 
     ``with bnrepro.tracing("out/mine") as tracer: ...`` (then ``bnrepro verify out/mine``). An
     exception in the block (``SIGTERM`` too, as :class:`Terminated`) is passed on after the trace
     is ended (its end line says the run stopped and why). ``write``: where to print the summary
-    (``None``: nowhere). ``csv``: also write ``trace.csv``.
+    (``None``: nowhere). ``csv``: also write ``trace.csv``. ``keep``: which steps a long run's
+    trace keeps (:class:`~bnrepro.trace.keep.KeepPolicy`; ``None``: every one).
     """
-    tracer = Tracer(inputs_every=inputs_every)
+    tracer = Tracer(inputs_every=inputs_every, keep=keep)
     with _streamed_trace(tracer, out, force, csv), _terminated_ends_the_run():
         tracer.install()
         try:
@@ -118,20 +120,21 @@ class TraceHook(tf1.train.SessionRunHook):
 
 
 def trace_script(script, arguments, out, *, force=False, inputs_every=None, write=print,
-                 csv=False):
+                 csv=False, keep=KeepPolicy()):
     """Run ``script`` as ``python script arguments`` would, traced; return its exit status.
 
     The script runs as ``__main__`` with its ``sys.argv`` and its folder first on ``sys.path``; its
     output is its own. A script that raises prints its own traceback (exit status 1) and the trace
     of the runs before the error is kept. The summary goes to ``write`` (stderr from the CLI).
-    ``csv``: also write ``trace.csv``, every number as text.
+    ``csv``: also write ``trace.csv``, every number as text. ``keep``: which steps a long run's
+    trace keeps (:class:`~bnrepro.trace.keep.KeepPolicy`; ``None``: every one).
     """
     path = os.path.abspath(script)
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [script, *arguments]
     sys.path.insert(0, os.path.dirname(path))
     status = 0
-    tracer = Tracer(inputs_every=inputs_every, program=[script, *arguments])
+    tracer = Tracer(inputs_every=inputs_every, program=[script, *arguments], keep=keep)
     try:
         with _streamed_trace(tracer, out, force, csv), _terminated_ends_the_run():
             tracer.install()

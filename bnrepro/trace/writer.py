@@ -60,6 +60,7 @@ class TraceWriter:
             self._csv_file.write(_csv_fields("step", "section", "key", "quantity", "index",
                                              "value") + CSV_LINE_END)
         self._chunks = 0  # chunk files written
+        self.bytes_written = 0  # the chunk files' and trace.jsonl's lines' after the header
         self._chunk = _Chunk(chunk_path(1))
         self._write_line(header)
         self._jsonl.flush()  # a run killed before its first chunk leaves the header
@@ -68,6 +69,11 @@ class TraceWriter:
 
     def _write_line(self, obj):
         self._jsonl.write(json.dumps(obj, allow_nan=True) + "\n")
+
+    @property
+    def bytes(self):
+        """The trace's bytes so far: what is written, and the arrays of the chunk being filled."""
+        return self.bytes_written + self._chunk.nbytes
 
     def write_step(self, record):
         """Take one step record (dict of NumPy values): its arrays are copied into the chunk, its
@@ -116,9 +122,12 @@ class TraceWriter:
                                     for member, rows in chunk.members.items()})
             os.replace(partial, path)
             self._chunks += 1
+            self.bytes_written += os.path.getsize(path)
         self._chunk = _Chunk(chunk_path(self._chunks + 1))  # no arrays: no file, the same number
-        self._jsonl.write("".join(chunk.lines))
+        text = "".join(chunk.lines)
+        self._jsonl.write(text)
         self._jsonl.flush()
+        self.bytes_written += len(text.encode("utf-8"))
 
     def _write_csv_rows(self, record):
         """Write the CSV lines of every number of ``record``."""

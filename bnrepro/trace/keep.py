@@ -1,0 +1,75 @@
+"""Which steps of a long run a streamed trace keeps (``bnrepro trace``, ``bnrepro.tracing``), and
+until when it keeps the layers' inputs.
+
+A run of 100,000 steps of a 19-layer net would write about 2 GB of moving and batch statistics
+(21 KB a step) and, with a layer input every 100th step, 19 MB a time of inputs on top. The default
+keeps::
+
+    every step up to KEEP_FIRST (1000), then the pairs (k - 1, k) of every KEEP_EVERY-th (100th)
+    step, and the last step
+
+so that each kept pair's second step is checked against the first (its moving-average update,
+from the state before it), and the layers' inputs (at the steps the tracer's inputs policy names)
+only while the trace is smaller than BUDGET_BYTES (2 GB): a 100,000-step run of that net keeps
+about 3,000 steps and stays within about 2 GB. The trace's header records the policy (``"keep"``)
+and ``bnrepro verify`` says how many of the run's steps the trace holds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+KEEP_FIRST = 1000
+KEEP_EVERY = 100
+BUDGET_BYTES = 2 * 10 ** 9
+
+
+@dataclass(frozen=True)
+class KeepPolicy:
+    """``first``: every step up to it is kept; ``every``: after it, the pairs ``(k - 1, k)`` for
+    ``k`` a multiple of it (1: every step); ``budget_bytes``: the layers' inputs are kept only while
+    the trace is smaller (``None``: no budget)."""
+
+    first: int = KEEP_FIRST
+    every: int = KEEP_EVERY
+    budget_bytes: Optional[int] = BUDGET_BYTES
+
+    def __post_init__(self):
+        if self.first < 0 or self.every < 1 or (self.budget_bytes is not None
+                                                 and self.budget_bytes < 0):
+            raise ValueError(f"a keep policy needs first >= 0, every >= 1 and a budget >= 0, got "
+                             f"{self.first}, {self.every}, {self.budget_bytes}")
+
+    def keeps(self, step):
+        """Whether step ``step`` is kept: ``step <= first``, or ``step`` or ``step + 1`` a multiple
+        of ``every``."""
+        return self.every == 1 or step <= self.first or (step + 1) % self.every in (0, 1)
+
+    def inputs_allowed(self, trace_bytes):
+        """Whether a kept step may keep the layers' inputs, the trace being ``trace_bytes`` large."""
+        return self.budget_bytes is None or trace_bytes < self.budget_bytes
+
+    def describe(self):
+        """``every step up to 1000, then the pairs (k - 1, k) of every 100th step; the layers'
+        inputs while the trace is under 2 GB``."""
+        steps = ("every step" if self.every == 1 else
+                 f"every step up to {self.first}, then the pairs (k - 1, k) of every "
+                 f"{_ordinal(self.every)} step")
+        inputs = ("" if self.budget_bytes is None else
+                  f"; the layers' inputs while the trace is under {_size(self.budget_bytes)}")
+        return steps + inputs
+
+    def header_entry(self):
+        return {"first": self.first, "every": self.every, "budget_bytes": self.budget_bytes}
+
+
+def _ordinal(number):
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def _size(count):
+    for unit, scale in (("GB", 10 ** 9), ("MB", 10 ** 6), ("kB", 10 ** 3)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
