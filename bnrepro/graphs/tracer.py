@@ -521,8 +521,8 @@ class Tracer:
         return self.inputs_at(step) and self._within_keep(step)
 
     def _within_keep(self, step):
-        return self.keep is None or (self.keep.keeps(step)
-                                     and self.keep.inputs_allowed(self.sink.bytes))
+        return self.keep is None or (self.keep.keeps(step) and self.keep.inputs_allowed(
+            getattr(self.sink, "bytes", 0)))  # records kept in memory: no bytes written
 
     def _keeps_input(self, required, size):
         """Whether this run's record keeps a layer input of ``size`` values, ``required`` when
