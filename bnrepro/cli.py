@@ -230,9 +230,10 @@ def _add_trace(commands):
         description="Run SCRIPT as `python SCRIPT ARGS` would, unchanged, with every "
                     "session.run (and Keras' graph-mode fit) traced: each batch-norm layer or "
                     "moving average found in its graphs, every run that moves them, the values "
-                    "each update consumed. Writes DIR/trace.jsonl (bnrepro-trace/2) for "
-                    "`bnrepro verify DIR`. The script's output and exit status are its own; "
-                    "bnrepro's summary goes to stderr.")
+                    "each update consumed. Writes DIR/trace.jsonl (bnrepro-trace/2) and its arrays "
+                    "as the run goes, for `bnrepro verify DIR`; a long run keeps its first steps, "
+                    "then checkable pairs (see --keep-first, --keep-every). The script's output "
+                    "and exit status are its own; bnrepro's summary goes to stderr.")
     _add_out(trace, "trace.jsonl and its arrays (trace_arrays/)")
     _add_csv(trace)
     trace.add_argument("--inputs-every", type=int, default=None, metavar="N",

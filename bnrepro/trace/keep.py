@@ -1,17 +1,18 @@
 """Which steps of a long run a streamed trace keeps (``bnrepro trace``, ``bnrepro.tracing``), and
 until when it keeps the layers' inputs.
 
-A run of 100,000 steps of a 19-layer net would write about 2 GB of moving and batch statistics
-(21 KB a step) and, with a layer input every 100th step, 19 MB a time of inputs on top. The default
-keeps::
+A run of 100,000 steps of a ResNet-20-style net (19 layers) would write about 2 GB of moving and
+batch statistics (21 KB a step) and, with its layers' inputs every 100th step, 19 MB a time on top.
+The default keeps::
 
     every step up to KEEP_FIRST (1000), then the pairs (k - 1, k) of every KEEP_EVERY-th (100th)
     step, and the last step
 
 so that each kept pair's second step is checked against the first (its moving-average update,
 from the state before it), and the layers' inputs (at the steps the tracer's inputs policy names)
-only while the trace is smaller than BUDGET_BYTES (2 GB): a 100,000-step run of that net keeps
-about 3,000 steps and stays within about 2 GB. The trace's header records the policy (``"keep"``)
+only while the trace is smaller than BUDGET_BYTES (1.5 GB): a 100,000-step run of that net keeps
+about 3,000 steps (at 23 KB of statistics each, some 70 MB) and so stays within about 1.6 GB, 16
+KB a step (``scripts/long_run_cost.py`` measures a run's bytes per step). The trace's header records the policy (``"keep"``)
 and ``bnrepro verify`` says how many of the run's steps the trace holds.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Optional
 
 KEEP_FIRST = 1000
 KEEP_EVERY = 100
-BUDGET_BYTES = 2 * 10 ** 9
+BUDGET_BYTES = 15 * 10 ** 8  # 1.5 GB
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class KeepPolicy:
 
     def describe(self):
         """``every step up to 1000, then the pairs (k - 1, k) of every 100th step; the layers'
-        inputs while the trace is under 2 GB``."""
+        inputs while the trace is under 1.5 GB``."""
         steps = ("every step" if self.every == 1 else
                  f"every step up to {self.first}, then the pairs (k - 1, k) of every "
                  f"{_ordinal(self.every)} step")
