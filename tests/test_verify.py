@@ -825,3 +825,50 @@ def test_gamma_and_beta_read_twice_are_checked_at_every_step_that_has_the_variab
     trace.step(4)["bn"]["bn"]["gamma"] = np.array([1.5])
     failed = {c.name: c.first_failure for c in verify_trace(trace).checks if not c.passed}
     assert failed["gamma, beta as read twice"].startswith("step 4, layer bn, gamma")
+
+
+def _averages_trace(ema_values, decayed_values):
+    """Two averages of their own over two steps (``bnrepro-trace/2``), worked by hand:
+
+    * ``ema``, zero-debiased with momentum 0.5, consuming 2 then 4: ``biased_t = 0.5 biased_(t-1)
+      + 0.5 c_t`` from 0 (1, then 2.5) and ``value_t = biased_t / (1 - 0.5^t)``: 2, then 2.5 / 0.75
+      = 10/3, its ``local_step`` 1, 2;
+    * ``decayed``, its momentum computed at run time and recorded per step (0.9, then 0.8),
+      consuming 10 then 5: 0.1 * 10 = 1, then 0.8 * 1 + 0.2 * 5 = 1.8.
+    """
+    header = {"format": "bnrepro-trace/2", "layers": {}, "averages": {
+        "ema": {"momentum": 0.5, "zero_debias": True},
+        "decayed": {"momentum": None, "zero_debias": False}}}
+    steps = [{"step": 0, "bn": {}, "averages": {
+        "ema": {"value": np.array([0.0]), "local_step": np.array(0.0)},
+        "decayed": {"value": np.array([0.0])}}}]
+    for step, (consumed, ema, momentum, decayed_consumed, decayed) in enumerate(
+            [(2.0, ema_values[0], 0.9, 10.0, decayed_values[0]),
+             (4.0, ema_values[1], 0.8, 5.0, decayed_values[1])], start=1):
+        steps.append({"step": step, "run": {"call": "Session.run", "index": step, "trained": False,
+                                            "moved": True, "fetched": []}, "bn": {}, "averages": {
+            "ema": {"value": np.array([ema]), "consumed": np.array([consumed]),
+                    "local_step": np.array(float(step))},
+            "decayed": {"value": np.array([decayed]), "consumed": np.array([decayed_consumed]),
+                        "momentum": momentum}}})
+    return _hand_made("averages", header, steps)
+
+
+def test_averages_of_their_own_zero_debiased_or_with_a_momentum_per_step_are_checked():
+    report = verify_trace(_averages_trace((2.0, 10.0 / 3.0), (1.0, 1.8)))
+    assert report.passed, report.format()
+    check = next(c for c in report.checks if c.name == "moving average update")
+    assert check.compared == 4
+
+
+@pytest.mark.parametrize("ema, decayed, where", [
+    ((2.0, 10.0 / 3.0 * (1 + 1e-5)), (1.0, 1.8), "step 2, average ema"),
+    ((2.0 * (1 + 1e-5), 10.0 / 3.0), (1.0, 1.8), "step 1, average ema"),
+    ((2.0, 10.0 / 3.0), (1.0, 1.8 * (1 + 1e-5)), "step 2, average decayed"),
+    ((2.0, 2.5), (1.0, 1.8), "step 2, average ema"),  # not debiased: the biased average
+    ((2.0, 10.0 / 3.0), (1.0, 0.9 * 1.0 + 0.1 * 5.0), "step 2, average decayed"),  # first momentum
+])
+def test_an_average_of_its_own_off_its_formula_fails_where_it_is(ema, decayed, where):
+    failed = {c.name: c.first_failure for c in verify_trace(_averages_trace(ema, decayed)).checks
+              if not c.passed}
+    assert failed["moving average update"].startswith(where), failed
