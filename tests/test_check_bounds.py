@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from bnrepro.check import tolerances
+from bnrepro.check import formulas, tolerances
 from bnrepro.check.tolerances import Check
 
 U = 2.0 ** -24
@@ -175,3 +175,37 @@ def test_the_first_failure_is_kept_and_a_failed_comparison_counts():
     fresh = Check("d")
     fresh.fail("where", "why")
     assert fresh.first_failure == "where: why" and fresh.compared == 1 and not fresh.passed
+
+
+@pytest.mark.parametrize("virtual_batch_size, convention", [
+    (32, formulas.UNBIASED), (32, formulas.BIASED), (None, formulas.UNBIASED)])
+def test_an_updates_moments_carry_the_bounds_of_their_ghost_batches_convention_and_channels(
+        virtual_batch_size, convention):
+    """``records.moments_with_bounds`` on 128 samples of 3 channels: with ghost batches of 32
+    (G = 4 of n = 32 values) the mean rounds ``n + 1`` times per ghost batch and ``G + 1`` in their
+    average, the variance ``n + 3`` (``+ 2`` unbiased) and ``G + 1``, relative to the variance
+    (times ``n / (n - 1)`` unbiased) plus the computed mean's error squared; without ghost batches
+    ``n`` is 128 and nothing is averaged. Per channel (shape (3,)), counts written here."""
+    from bnrepro.check import records
+    from bnrepro.check.layer_modes import LayerMode
+
+    x = (np.random.default_rng(1).standard_normal((128, 3)) * [1.0, 2.0, 3.0]
+         + [0.0, 10.0, -5.0]).astype(np.float32).astype(np.float64)
+    ghosts = 128 // virtual_batch_size if virtual_batch_size else 1
+    n = 128 // ghosts
+    averaged = ghosts + 1 if ghosts > 1 else 0
+    unbiased = convention == formulas.UNBIASED
+
+    def gamma(count):
+        return count * U / (1 - count * U)
+
+    correction = n / (n - 1) if unbiased else 1.0
+    mean_bound = gamma(n + 1 + averaged) * np.mean(np.abs(x), axis=0)
+    variance = np.var(x, axis=0) * correction
+    shift = (gamma(n + 1) * np.max(np.abs(x), axis=0)) ** 2 * correction
+    variance_bound = gamma(n + 3 + 2 * unbiased + averaged) * (variance + shift) + shift
+    (_, got_mean_bound), (_, got_variance_bound) = records.moments_with_bounds(
+        x, convention, LayerMode(virtual_batch_size=virtual_batch_size))
+    assert got_mean_bound.shape == got_variance_bound.shape == (3,)
+    np.testing.assert_allclose(got_mean_bound, mean_bound, rtol=1e-9)
+    np.testing.assert_allclose(got_variance_bound, variance_bound, rtol=1e-9)
