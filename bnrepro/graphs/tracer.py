@@ -130,6 +130,7 @@ class Tracer:
         self.last_record = None
         self._initial_handed = False  # step 0 has gone to the sink: later initial states declared
         self._declared = {"layers": set(), "averages": set(), "graphs": None, "notes": 0}
+        self._discovered = False  # a graph discovered since the last declaration
         self.runs = 0  # every run seen
         self.moved_runs = 0
         self.trained_runs = 0
@@ -407,6 +408,7 @@ class Tracer:
 
     def _register(self, state):
         """Name the graph's layers and averages in the trace header and list their variables."""
+        self._discovered = True  # a streamed trace declares what the header gained
         found = state.discovery
         for name, _ in state.variables:  # a grown graph is discovered afresh: its old names go
             self.layers.pop(name, None)
@@ -566,6 +568,9 @@ class Tracer:
         (layers and averages found, the graphs searched, the tracer's notes) and ``initial``, a
         later graph's state at its first read, as one declaration; nothing when nothing is new."""
         declared = self._declared
+        if not self._discovered and initial is None and len(self.notes) == declared["notes"]:
+            return  # nothing new: each record asks, so this stays off the step's path
+        self._discovered = False
         declaration = {}
         layers = {n: e for n, e in self.layers.items() if n not in declared["layers"]}
         averages = {n: e for n, e in self.averages.items() if n not in declared["averages"]}
