@@ -10,9 +10,10 @@ Nothing here imports TensorFlow. The names most programs need are importable fro
 from bnrepro.trace.format import (ARRAYS_DIRECTORY, ARRAYS_FILE, BATCH_STATISTICS, CSV_FILE,
                                   FORMAT, FORMAT_2, FORMATS, LAYER_STATE, TRACE_FILE, end_record,
                                   library_versions, make_header, to_json_value)
-from bnrepro.trace.reader import Trace, read_trace
+from bnrepro.trace.reader import Chain, Trace, open_trace, read_trace
 from bnrepro.trace.writer import TraceWriter
 
 __all__ = ["ARRAYS_DIRECTORY", "ARRAYS_FILE", "BATCH_STATISTICS", "CSV_FILE", "FORMAT",
-           "FORMAT_2", "FORMATS", "LAYER_STATE", "TRACE_FILE", "Trace", "TraceWriter", "end_record",
-           "library_versions", "make_header", "read_trace", "to_json_value"]
+           "FORMAT_2", "FORMATS", "LAYER_STATE", "TRACE_FILE", "Chain", "Trace", "TraceWriter",
+           "end_record", "library_versions", "make_header", "open_trace", "read_trace",
+           "to_json_value"]

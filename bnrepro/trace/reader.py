@@ -17,14 +17,22 @@ from bnrepro.trace.format import (ARRAYS_FILE, BATCH_STATISTICS, DECLARE, END_ST
 from bnrepro.trace.npz_archive import open_npz, read_npz_member
 
 
+BLOCK_RECORDS = 256  # the step records a reader hands over at a time (Trace.blocks)
+
+
 @dataclass
 class Trace:
     """A trace read back: the header dict, the step dicts (tensors as float64 NumPy arrays) and the
-    end line's ``{"status", "last_step", "records"[, "reason"]}`` (``None``: the trace has none)."""
+    end line's ``{"status", "last_step", "records"[, "reason"]}`` (``None``: the trace has none).
+
+    ``steps`` is a list (:func:`read_trace`: every record in memory) or a :class:`StreamedSteps`
+    (:func:`open_trace`: read from the files at each pass, a block at a time). A reader that must
+    work on both goes through :meth:`blocks` in one pass and finds each step's state before with a
+    :class:`Chain`; :meth:`step` and :meth:`before` need the records in memory."""
 
     path: str
     header: dict
-    steps: list
+    steps: object  # list of step dicts, or StreamedSteps
     end: Optional[dict] = None
     _previous: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # before()'s chains
 
@@ -44,37 +52,84 @@ class Trace:
         """The header's averages that pair with no other (``bnrepro-trace/2``)."""
         return self.header.get("averages", {})
 
+    @property
+    def streamed(self):
+        return isinstance(self.steps, StreamedSteps)
+
+    def blocks(self):
+        """The step records in order, a list of up to :data:`BLOCK_RECORDS` at a time."""
+        if self.streamed:
+            yield from self.steps.blocks()
+            return
+        for start in range(0, len(self.steps), BLOCK_RECORDS):
+            yield self.steps[start:start + BLOCK_RECORDS]
+
+    def loaded(self):
+        """This trace with every step record in memory (itself when they are)."""
+        if not self.streamed:
+            return self
+        return Trace(path=self.path, header=self.header, steps=list(self.steps), end=self.end)
+
     def step(self, number):
         """The record of step ``number``, or ``None`` if it was not traced."""
         return self._by_number().get(number)
 
     def before(self, record, name, section="bn"):
-        """The record whose ``section`` state of ``name`` is the state before ``record``: step
-        ``k - 1`` (``bnrepro-trace/1``: ``None`` when it was not traced), or the last earlier
-        record holding ``name`` (``bnrepro-trace/2``, where every run that moves it is a step,
-        numbered in order; ``None`` when step numbers are missing in between: a trace that keeps
-        some steps only, ``bnrepro compare --trace-every``)."""
-        if not self.steps_are_runs:
-            return self.step(record["step"] - 1)
+        """The record whose ``section`` state of ``name`` is the state before ``record``
+        (:class:`Chain` says which); a trace in memory only."""
+        self._in_memory("before")
         key = (section, name, len(self.steps))
         if key not in self._previous:
-            chain, previous, last = {}, None, None
+            chain, previous = Chain(self.steps_are_runs), {}
             for candidate in self.steps:
-                if last is not None and candidate["step"] != last + 1:
-                    previous = None  # steps left out: the state before this one is not known
-                chain[id(candidate)] = previous
-                if name in candidate.get(section, {}):
-                    previous = candidate
-                last = candidate["step"]
-            self._previous[key] = chain
+                previous[id(candidate)] = chain.before(candidate, name, section)
+                chain.advance(candidate)
+            self._previous[key] = previous
         return self._previous[key].get(id(record))
 
     def _by_number(self):
+        self._in_memory("step")
         return {record["step"]: record for record in self.steps}
+
+    def _in_memory(self, what):
+        if self.streamed:
+            raise TypeError(f"Trace.{what} needs the records in memory: read_trace(path), or "
+                            "open_trace(path).loaded()")
+
+
+class Chain:
+    """Which record holds the state before each step, in one pass over the steps in order: ask
+    :meth:`before` for a record, then :meth:`advance` past it. Step ``k - 1``'s record
+    (``bnrepro-trace/1``: ``None`` when it was not traced), or the last earlier record holding
+    ``name`` (``bnrepro-trace/2``, where every run that moves it is a step, numbered in order;
+    ``None`` when step numbers are missing in between: a trace that keeps some steps only, a keep
+    policy or ``bnrepro compare --trace-every``). Holds one record per name."""
+
+    def __init__(self, steps_are_runs):
+        self.steps_are_runs = steps_are_runs
+        self._last = None  # the record before
+        self._holding = {}  # (section, name) -> the last record holding it since the last gap
+
+    def before(self, record, name, section="bn"):
+        if not self.steps_are_runs:
+            last = self._last
+            return last if last is not None and last["step"] == record["step"] - 1 else None
+        if self._last is not None and record["step"] != self._last["step"] + 1:
+            return None  # steps left out: the state before this one is not known
+        return self._holding.get((section, name))
+
+    def advance(self, record):
+        if self._last is not None and record["step"] != self._last["step"] + 1:
+            self._holding = {}
+        for section in ("bn", "averages"):
+            for name in record.get(section) or {}:
+                self._holding[(section, name)] = record
+        self._last = record
 
 
 def read_trace(path):
-    """Read and check a trace file (or a directory holding ``trace.jsonl``); return a :class:`Trace`.
+    """Read and check a trace file (or a directory holding ``trace.jsonl``), every step record in
+    memory; return a :class:`Trace` (:func:`open_trace` reads it a block at a time).
 
     Raises :class:`UserError` naming the file, the line and the problem for a missing file, a line
     that is not JSON (but the last line of a trace without end line, cut short by a run that was
@@ -85,27 +140,116 @@ def read_trace(path):
     and an end line without steps is a whole trace of a program in which nothing was recorded
     (``bnrepro verify``: NOTHING TO CHECK).
     """
+    return open_trace(path).loaded()
+
+
+def open_trace(path):
+    """Read a trace's lines once for its header (with what its ``declare`` lines add), its end
+    line and how many steps it holds, and return a :class:`Trace` whose ``steps`` are read from the
+    files at each pass (:class:`StreamedSteps`), so that a reader's memory does not grow with the
+    steps. The problems :func:`read_trace` names are raised here (the header, the lines' JSON, the
+    declarations, the end line) or, for a step line and the arrays it refers to, when the pass
+    reaches it."""
     if os.path.isdir(path):
         path = os.path.join(path, TRACE_FILE)
     if not os.path.isfile(path):
         raise UserError(f"trace {path} does not exist")
+    header, end, steps, initial, step_zero = None, None, 0, [], False
+    with _ArrayFiles(os.path.dirname(path)) as arrays:
+        for number, record, _ in _lines(path):
+            if header is None:
+                header = _check_header(path, record)
+                continue
+            if end is not None:  # an end line that was not the last
+                raise UserError(f"{path} line {end[0]} is not a step record (no integer "
+                                "\"step\")")
+            if isinstance(record, dict) and "end" in record:
+                end = (number, record)
+            elif isinstance(record, dict) and DECLARE in record:
+                record = arrays.resolved(record, f"{path} line {number}")
+                if _declare(path, number, header, record):
+                    initial.append((number, record))
+            else:
+                steps += 1
+                step_zero = step_zero or (isinstance(record, dict) and record.get("step") == 0)
+    if end is not None:
+        end = _check_end(f"{path} line {end[0]}", end[1]["end"])
+    if initial and not step_zero:
+        raise UserError(f"{path} line {initial[0][0]}: an initial state declared without a "
+                        "step 0 before it")
+    if not steps and end is None:
+        raise UserError(f"{path} has a header but no steps and no end line (cut short?)")
+    return Trace(path=path, header=header, end=end,
+                 steps=StreamedSteps(path, header, steps, [record for _, record in initial]))
+
+
+class StreamedSteps:
+    """A trace's step records read from its files at each pass (``trace.jsonl`` a line at a
+    time, one chunk file open), in blocks of up to :data:`BLOCK_RECORDS`; ``len`` is how many
+    there are. Each record is resolved and checked as :func:`read_trace` does it."""
+
+    def __init__(self, path, header, count, initial):
+        self.path, self.header, self.count, self.initial = path, header, count, initial
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        for block in self.blocks():
+            yield from block
+
+    def blocks(self):
+        generic = self.header["format"] == FORMAT_2
+        block, joined = [], not self.initial
+        with _ArrayFiles(os.path.dirname(self.path)) as arrays:
+            for number, record, raw in _lines(self.path):
+                if number == 1 or not _is_step_line(record):
+                    continue
+                resolved = arrays.resolved(record, f"{self.path} line {number}")
+                if not joined and isinstance(resolved, dict) and resolved.get("step") == 0:
+                    joined = True
+                    for state in self.initial:  # the declared initial states join step 0
+                        resolved.setdefault("bn", {}).update(state.get("bn", {}))
+                        resolved.setdefault("averages", {}).update(state.get("averages", {}))
+                block.append(_check_step(self.path, number, resolved, self.header["layers"],
+                                         generic))
+                if len(block) == BLOCK_RECORDS:
+                    yield block
+                    block = []
+        if block:
+            yield block
+
+
+def _is_step_line(record):
+    return not (isinstance(record, dict) and ("end" in record or DECLARE in record))
+
+
+def _lines(path):
+    """``(line number, object, text)`` of each line of ``trace.jsonl``; a line that is not JSON
+    is a :class:`UserError`, but the last line of a trace without end line (cut short as it was
+    written, by a run that was killed), which is left out."""
     try:
         with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+            previous, number = None, 0
+            for number, line in enumerate(handle, start=1):
+                line = line.rstrip("\n")
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    after_end = isinstance(previous, dict) and "end" in previous
+                    if number > 1 and not after_end and handle.readline() == "":
+                        return  # the last line, cut short as it was written
+                    raise UserError(f"{path} line {number} is not valid JSON: {error.msg}") \
+                        from None
+                yield number, record, line
+                previous = record
+            if number == 0:
+                raise UserError(f"trace {path} is empty")
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read trace {path}: {error}") from None
-    if not lines:
-        raise UserError(f"trace {path} is empty")
-    objects = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            objects.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            after_end = bool(objects) and isinstance(objects[-1], dict) and "end" in objects[-1]
-            if number == len(lines) > 1 and not after_end:  # cut short as it was written
-                break
-            raise UserError(f"{path} line {number} is not valid JSON: {error.msg}") from None
-    header = objects[0]
+
+
+def _check_header(path, header):
     if not isinstance(header, dict) or "format" not in header:
         raise UserError(f"{path} line 1 is not a bnrepro trace header (no \"format\")")
     if header["format"] not in FORMATS:
@@ -113,53 +257,24 @@ def read_trace(path):
                         f"{' and '.join(map(repr, FORMATS))}")
     if not isinstance(header.get("layers"), dict):
         raise UserError(f"{path} line 1 has no \"layers\" object")
-    with _ArrayFiles(os.path.dirname(path)) as arrays:
-        objects[1:] = [arrays.resolved(record, f"{path} line {number}")
-                       for number, record in enumerate(objects[1:], start=2)]
-    end = None
-    if len(objects) > 1 and isinstance(objects[-1], dict) and "end" in objects[-1]:
-        end = _check_end(f"{path} line {len(objects)}", objects.pop()["end"])
-    generic = header["format"] == FORMAT_2
-    numbered = _declared(path, header, list(enumerate(objects[1:], start=2)))
-    steps = [_check_step(path, number, record, header["layers"], generic)
-             for number, record in numbered]
-    if not steps and end is None:
-        raise UserError(f"{path} has a header but no steps and no end line (cut short?)")
-    return Trace(path=path, header=header, steps=steps, end=end)
+    return header
 
 
-def _declared(path, header, numbered):
-    """The ``(line number, record)`` of the step lines, the declaration lines among them merged
-    into ``header`` (in place) and their initial states joined to step 0's record
-    (:data:`~bnrepro.trace.format.DECLARE`)."""
-    steps, initial = [], []
-    for number, record in numbered:
-        if not (isinstance(record, dict) and DECLARE in record):
-            steps.append((number, record))
-            continue
-        declared = record[DECLARE]
-        if not isinstance(declared, dict):
-            raise UserError(f"{path} line {number}: \"{DECLARE}\" must be an object")
-        for section in ("layers", "averages"):
-            if not isinstance(declared.get(section, {}), dict):
-                raise UserError(f"{path} line {number}: \"{DECLARE}\" {section} must be an object")
-            header.setdefault(section, {}).update(declared.get(section, {}))
-        if "graphs_searched" in declared:
-            header["graphs_searched"] = declared["graphs_searched"]
-        if declared.get("tracer_notes"):
-            header["tracer_notes"] = header.get("tracer_notes", []) + list(declared["tracer_notes"])
-        if "bn" in record or "averages" in record:
-            initial.append((number, record))
-    if initial:
-        first = next((record for _, record in steps
-                      if isinstance(record, dict) and record.get("step") == 0), None)
-        if first is None:
-            raise UserError(f"{path} line {initial[0][0]}: an initial state declared without a "
-                            "step 0 before it")
-        for _, record in initial:
-            first.setdefault("bn", {}).update(record.get("bn", {}))
-            first.setdefault("averages", {}).update(record.get("averages", {}))
-    return steps
+def _declare(path, number, header, record):
+    """Merge a declaration line (:data:`~bnrepro.trace.format.DECLARE`) into ``header`` (in
+    place); whether it carries initial states (to join step 0's record)."""
+    declared = record[DECLARE]
+    if not isinstance(declared, dict):
+        raise UserError(f"{path} line {number}: \"{DECLARE}\" must be an object")
+    for section in ("layers", "averages"):
+        if not isinstance(declared.get(section, {}), dict):
+            raise UserError(f"{path} line {number}: \"{DECLARE}\" {section} must be an object")
+        header.setdefault(section, {}).update(declared.get(section, {}))
+    if "graphs_searched" in declared:
+        header["graphs_searched"] = declared["graphs_searched"]
+    if declared.get("tracer_notes"):
+        header["tracer_notes"] = header.get("tracer_notes", []) + list(declared["tracer_notes"])
+    return "bn" in record or "averages" in record
 
 
 class _ArrayFiles:
@@ -232,8 +347,7 @@ class _ArrayFiles:
         if not 0 <= index < len(rows):
             raise UserError(f"{where} refers to row {index} of {key!r} in {path}, which has "
                             f"{len(rows)} rows")
-        row = rows[index]
-        return row.astype(np.float64) if row.dtype.kind == "f" else row
+        return rows[index]
 
     def _member(self, where, path, key):
         """Member ``key`` of the file at ``path``: an array of numbers with one row per reference
@@ -254,7 +368,8 @@ class _ArrayFiles:
             if member.dtype.kind not in "biuf":
                 raise UserError(f"{where} refers to {path}: member {key!r} holds "
                                 f"{member.dtype.name} values, not numbers")
-            self._members[key] = member
+            # a float member as float64 once (the numbers JSON text gives): its rows are views
+            self._members[key] = member.astype(np.float64) if member.dtype.kind == "f" else member
         return self._members[key]
 
 
