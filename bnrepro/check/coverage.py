@@ -32,47 +32,80 @@ AS_VARIABLES = "against the variables read after the step"
 
 @dataclass
 class Coverage:
-    """One layer's coverage: its steps, and per quantity the steps checked and the reasons for the
-    others."""
+    """One layer's coverage: how many steps it has, and per quantity how many were checked and
+    how many were not for each reason. A step's calls come together, after its :meth:`add_step`
+    (calls for a step that was not added, the layer's initial state, count nothing), so that the
+    counts take constant memory however long the trace."""
 
     layer: str
-    steps: list = field(default_factory=list)  # the layer's step numbers after the initial state
-    checked: dict = field(default_factory=dict)  # quantity -> {step}
-    missed: dict = field(default_factory=dict)  # quantity -> {step: reason} (the first given)
-    ways: dict = field(default_factory=dict)  # gamma and beta: IN_INFERENCE / AS_VARIABLES -> {step}
+    total: int = 0  # the layer's steps after the initial state
+    checked: dict = field(default_factory=dict)  # quantity -> steps checked
+    missed: dict = field(default_factory=dict)  # quantity -> {reason: steps}
+    ways: dict = field(default_factory=dict)  # gamma and beta: IN_INFERENCE / AS_VARIABLES -> steps
+    _step: object = None  # the step being counted
+    _pending: dict = field(default_factory=dict)  # its quantities -> True (checked) or the reason
+    _pending_ways: set = field(default_factory=set)
 
     def add_step(self, step):
-        self.steps.append(step)
+        self._close()
+        self.total += 1
+        self._step = step
 
     def check(self, quantity, step, way=None):
         """Count ``step`` as checked for ``quantity`` (``way``: how gamma and beta entered)."""
-        self.checked.setdefault(quantity, set()).add(step)
-        self.missed.get(quantity, {}).pop(step, None)
-        if way is not None:
-            self.ways.setdefault(way, set()).add(step)
+        if step == self._step:
+            self._pending[quantity] = True
+            if way is not None:
+                self._pending_ways.add(way)
 
     def miss(self, quantity, step, reason):
         """``quantity`` was not checked at ``step``, for ``reason`` (the first reason stays)."""
-        if step not in self.checked.get(quantity, ()):
-            self.missed.setdefault(quantity, {}).setdefault(step, reason)
+        if step == self._step:
+            self._pending.setdefault(quantity, reason)
+
+    def add_steps(self, count, checked=(), missed=None):
+        """``count`` more steps, each checked for the quantities ``checked`` and not for those of
+        ``missed`` (``{quantity: reason}``)."""
+        self._close()
+        if not count:
+            return
+        self.total += count
+        for quantity in checked:
+            self.checked[quantity] = self.checked.get(quantity, 0) + count
+        for quantity, reason in (missed or {}).items():
+            reasons = self.missed.setdefault(quantity, {})
+            reasons[reason] = reasons.get(reason, 0) + count
+
+    def _close(self):
+        """Count the step being counted."""
+        for quantity, outcome in self._pending.items():
+            if outcome is True:
+                self.checked[quantity] = self.checked.get(quantity, 0) + 1
+            else:
+                reasons = self.missed.setdefault(quantity, {})
+                reasons[outcome] = reasons.get(outcome, 0) + 1
+        for way in self._pending_ways:
+            self.ways[way] = self.ways.get(way, 0) + 1
+        self._step, self._pending, self._pending_ways = None, {}, set()
 
     def count(self, quantity):
-        return len(self.checked.get(quantity, ()))
+        self._close()
+        return self.checked.get(quantity, 0)
 
     def lines(self):
         """The report's lines: ``coverage of LAYER (N steps):`` and one line per quantity."""
-        total = len(self.steps)
+        self._close()
+        total = self.total
         lines = [f"coverage of {self.layer} ({total} step{'s' if total != 1 else ''}):"]
         for quantity in QUANTITIES:
             checked = self.count(quantity)
-            reasons = {}
-            for step in self.steps:
-                if step not in self.checked.get(quantity, ()):
-                    reason = self.missed.get(quantity, {}).get(step, "not recorded")
-                    reasons[reason] = reasons.get(reason, 0) + 1
+            reasons = dict(self.missed.get(quantity, {}))
+            unsaid = total - checked - sum(reasons.values())
+            if unsaid:
+                reasons["not recorded"] = reasons.get("not recorded", 0) + unsaid
             details = [f"{count}: {reason}" for reason, count in reasons.items()]
             if quantity == SCALE_AND_OFFSET and checked:
-                details = [f"{way} at {len(self.ways[way])}" for way in (IN_INFERENCE, AS_VARIABLES)
+                details = [f"{way} at {self.ways[way]}" for way in (IN_INFERENCE, AS_VARIABLES)
                            if self.ways.get(way)] + details
             detail = f" ({'; '.join(details)})" if details else ""
             lines.append(f"  {quantity}: {checked} of {total} steps{detail}")

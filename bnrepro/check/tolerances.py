@@ -410,6 +410,20 @@ class Check:
         expected = np.asarray(expected, dtype=np.float64)
         if got.shape != expected.shape and got.size == expected.size:
             got = got.reshape(expected.shape)  # e.g. a ghost-batch layer's (1, 1, C) against (C,)
+        self._compare(lambda index: (where, index), got, expected, bound)
+
+    def compare_rows(self, places, got, expected, bound):
+        """:meth:`compare` of many comparisons at once: row ``i`` of ``got``, ``expected`` and
+        ``bound`` (arrays of one shape ``(S, ...)``, the bound broadcast) is the comparison at
+        ``places(i)``; the same counts, largest errors and first failure as ``S`` calls of
+        :meth:`compare` in the order of the rows."""
+        got = np.asarray(got, dtype=np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+        self._compare(lambda index: (places(index[0]), index[1:]), got, expected, bound)
+
+    def _compare(self, place, got, expected, bound):
+        """The comparison itself; ``place(index)`` is the ``(where, element index)`` of the
+        first failure's element."""
         bound = np.broadcast_to(np.asarray(bound, dtype=np.float64) + flush_slack(),
                                 expected.shape)
         with np.errstate(invalid="ignore"):
@@ -428,7 +442,8 @@ class Check:
         failing = ~finite | ~(error <= bound)
         if failing.any() and self.first_failure is None:
             index = np.unravel_index(int(np.argmax(failing)), failing.shape)
-            self.first_failure = (f"{where}, element {tuple(int(i) for i in index)}: "
+            where, element = place(index)
+            self.first_failure = (f"{where}, element {tuple(int(i) for i in element)}: "
                                   f"expected {float(expected[index])!r}, got {float(got[index])!r}"
                                   + (f" (bound {float(bound[index]):.3g})" if finite[index] else
                                      " (not finite)"))

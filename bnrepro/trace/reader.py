@@ -329,6 +329,11 @@ class _ArrayFiles:
         """The row a reference names: ``{"row": i[, "key": name]}`` of ``chunk`` (member ``name``,
         else ``member``, its place's default), or ``{"array", "key", "index"}`` of
         ``trace_arrays.npz``."""
+        index = reference.get(ROW)
+        if len(reference) == 1 and type(index) is int and chunk is not None \
+                and chunk == self._path and member in self._members \
+                and 0 <= index < len(self._members[member]):
+            return self._members[member][index]  # the common case, as below without the checks
         if set(reference) == {"array", "key", "index"} and reference["array"] == ARRAYS_FILE:
             path, key, index = os.path.join(self.directory, ARRAYS_FILE), reference["key"], \
                 reference["index"]
