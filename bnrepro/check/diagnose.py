@@ -25,6 +25,17 @@ result depends on the order TensorFlow chose: verify tries them). Each average t
 momentum (:func:`bnrepro.check.records.momentum_of`); without epsilon, nothing that needs it is
 tried (the inference output, renorm, Keras 2.2's variance).
 
+The diagnosis takes a trace in one pass, a block of step records at a time (:class:`Diagnosis`:
+``feed`` each block of ``trace.blocks()``, then ``findings``; each step's state before from a
+:class:`bnrepro.trace.reader.Chain`), so that its memory does not grow with the steps: what it
+keeps is a :class:`~bnrepro.check.tolerances.Check` per layer, quantity and candidate (no longer
+evaluated after its first failure), counts, the first step numbers a message names, and one
+fitted epsilon per inference step. The steps whose update only the per-channel formulas need (one
+update of the recorded batch statistics: no ``batch_input``, no ``updates``, no inference output,
+the header's momenta) are compared stacked, a row per step, by the candidates marked
+``elementwise`` (the same pass or fail as step by step); every other candidate and step, step by
+step (``Diagnosis(trace, vectorised=False)``: every step).
+
 Moving-statistic candidates, with ``m = momentum``, ``s`` the batch statistic:
 
 * ``unbiased``: ``m * old + (1 - m) * var_(N-1)(x)`` (the fused kernel, 4-D input);
@@ -50,6 +61,7 @@ import numpy as np
 from bnrepro.check import formulas, layer_modes, records, tolerances
 from bnrepro.check.conventions import KNOWN_EPSILONS
 from bnrepro.check.layer_modes import LayerMode
+from bnrepro.trace.reader import Chain
 
 STANDARD = "standard"
 
@@ -78,11 +90,15 @@ class Prediction(NamedTuple):
 @dataclass(frozen=True)
 class Candidate:
     """A known convention: ``expected(step)`` gives the :class:`Prediction` of its values (``None``:
-    not applicable)."""
+    not applicable). ``elementwise``: ``expected`` is a formula of the step's per-channel values
+    that broadcasts, so that it takes a stacked step (:func:`_stacked_step`, rows of steps) and
+    predicts each row as it would that step alone (not: one that reads ``batch_input``,
+    ``local_step``, ``updates``, the previous record, or flattens its result)."""
 
     key: str
     message: str
     expected: Callable
+    elementwise: bool = False
 
 
 @dataclass
@@ -103,6 +119,9 @@ class _Step:
     unordered: bool = False  # ... in no order the run fixes (their moving statistics not compared)
     in_chain: bool = False  # one of those updates (its old state is computed, with old_error)
     old_error: dict = dataclasses.field(default_factory=dict)  # statistic -> bound of old's
+    # mean() and variance() once each (several candidates ask); dataclasses.replace starts anew
+    _moments: dict = dataclasses.field(default_factory=dict, init=False, repr=False,
+                                       compare=False)
 
     @property
     def inputs(self):
@@ -110,13 +129,24 @@ class _Step:
 
     def mean(self):
         """The batch mean as a :class:`Prediction`: from ``batch_input``, else as recorded."""
+        if "mean" not in self._moments:
+            self._moments["mean"] = self._batch_mean()
+        return self._moments["mean"]
+
+    def variance(self, convention=formulas.BIASED):
+        """The batch variance as a :class:`Prediction`, or ``None`` (:meth:`_batch_variance`)."""
+        if convention not in self._moments:
+            self._moments[convention] = self._batch_variance(convention)
+        return self._moments[convention]
+
+    def _batch_mean(self):
         if self.inputs is None:
             recorded = self.new.get("batch_mean")
             return None if recorded is None else Prediction(recorded, 0.0)
         axes = formulas.reduction_axes(self.inputs)
         return Prediction(formulas.batch_mean(self.inputs), tolerances.mean_bound(self.inputs, axes))
 
-    def variance(self, convention=formulas.BIASED):
+    def _batch_variance(self, convention):
         """The batch variance as a :class:`Prediction`, or ``None`` (the unbiased one of a single
         value per channel). Without ``batch_input`` the recorded one is what the update consumed,
         whichever it is: it stands for the variance the header declares (the fused kernel's
@@ -203,13 +233,13 @@ def _keras_2_2_variance(step):
 
 MEAN_CANDIDATES = (
     Candidate(STANDARD, "moving_mean follows the standard update",
-              lambda s: _tf(s, s.mean(), "moving_mean")),
+              lambda s: _tf(s, s.mean(), "moving_mean"), elementwise=True),
     Candidate("swapped", "moving_mean follows momentum and 1 - momentum swapped: momentum is the "
                          "weight of the new batch value (PyTorch's convention)",
-              lambda s: _swapped(s, s.mean(), "moving_mean")),
+              lambda s: _swapped(s, s.mean(), "moving_mean"), elementwise=True),
     Candidate("no update", "moving_mean never moves: the update op did not run (UPDATE_OPS left "
                            "out of the train op, or training was False)",
-              lambda s: _unchanged(s, "moving_mean")),
+              lambda s: _unchanged(s, "moving_mean"), elementwise=True),
     Candidate(ZERO_DEBIASED, ZERO_DEBIASED_MESSAGE.format("moving_mean"),
               lambda s: _zero_debiased(s, s.mean(), "moving_mean")),
 )
@@ -294,19 +324,21 @@ def _declared_candidate(mode, quantity):
 
 VARIANCE_CANDIDATES = (
     Candidate(STANDARD, "moving_variance follows the standard update (biased /N variance)",
-              lambda s: _tf(s, s.variance(), "moving_variance")),
+              lambda s: _tf(s, s.variance(), "moving_variance"), elementwise=True),
     Candidate("unbiased", "moving_variance follows the unbiased (N-1) batch variance: fused batch "
                           "norm (4-D input, or fused=True)",
-              lambda s: _tf(s, s.variance(formulas.UNBIASED), "moving_variance")),
+              lambda s: _tf(s, s.variance(formulas.UNBIASED), "moving_variance"),
+              elementwise=True),
     Candidate("swapped", "moving_variance follows momentum and 1 - momentum swapped with the biased "
                          "variance",
-              lambda s: _swapped(s, s.variance(), "moving_variance")),
+              lambda s: _swapped(s, s.variance(), "moving_variance"), elementwise=True),
     Candidate("pytorch", "moving_variance follows momentum and 1 - momentum swapped with the "
                          "unbiased (N-1) variance: PyTorch's BatchNorm convention",
-              lambda s: _swapped(s, s.variance(formulas.UNBIASED), "moving_variance")),
+              lambda s: _swapped(s, s.variance(formulas.UNBIASED), "moving_variance"),
+              elementwise=True),
     Candidate("no update", "moving_variance never moves: the update op did not run (UPDATE_OPS "
                            "left out of the train op, or training was False)",
-              lambda s: _unchanged(s, "moving_variance")),
+              lambda s: _unchanged(s, "moving_variance"), elementwise=True),
     Candidate("renorm", "moving_variance follows batch renorm: the layer averages moving_stddev = "
                         "sqrt(var + epsilon) and sets moving_variance = moving_stddev^2 - epsilon",
               lambda s: _moving_variance_under(s, LayerMode(renorm=True))),
@@ -394,36 +426,81 @@ QUANTITIES = (
 
 CONSUMED = ("batch_mean", "batch_variance", "batch_input", records.UPDATES)
 STATISTICS = ("moving_mean", "moving_variance")
+STACKED = STATISTICS + ("batch_mean", "batch_variance")  # a stacked step's new (old: STATISTICS)
+RECORDED_MOMENTA = (records.MEAN_MOMENTUM, records.VARIANCE_MOMENTUM, records.UPDATES)  # per step
+NOT_STACKED = ("batch_input",) + RECORDED_MOMENTA
+SHOWN_STEPS = 8  # the step numbers a finding names
 
 
-def _steps(trace, layer):
-    settings = trace.layers[layer]
-    declared = formulas.UNBIASED if settings.get("fused") else formulas.BIASED
-    updates = 0
-    for record in trace.steps:
-        if layer not in record["bn"]:
-            continue
-        previous = trace.before(record, layer)
-        if previous is None:
-            continue
-        state = record["bn"][layer]
-        if state.get("set") or (state.get("trained") is False
-                                and not records.moved(previous["bn"][layer], state)):
-            continue  # set without its update, or a run that trained another network only
-        links = records.updates(state, previous["bn"][layer])
-        updates += len(links) or "batch_input" in state
+def _declared_variance(settings):
+    """The variance the header says the layer averages: the fused kernel's unbiased one, else the
+    biased one."""
+    return formulas.UNBIASED if settings.get("fused") else formulas.BIASED
 
-        def momenta(update):
-            return {statistic: records.momentum_of(settings, state, statistic, update)
-                    for statistic in STATISTICS}
-        after = {name: value for name, value in state.items() if name not in CONSUMED}
-        chain = tuple(({**after, **link}, momenta(link)) for link in links) \
-            if len(links) > 1 else ()
-        yield _Step(old=previous["bn"][layer], new=records.flattened(state), previous=previous,
-                    inference=record.get("inference", {}).get(layer), layer=layer,
-                    momenta=momenta(links[0] if links else None), epsilon=settings["epsilon"],
-                    updates=max(updates, 1), declared_variance=declared, links=chain,
-                    unordered=bool(chain) and not records.ordered(state))
+
+def _compared_step(state, old):
+    """Whether the diagnosis compares a layer's ``state`` at a step with ``old``, its state before:
+    not one ``set`` without its update, nor one of a run that trained another network only and
+    left it unchanged."""
+    return not (state.get("set") or (state.get("trained") is False
+                                     and not records.moved(old, state)))
+
+
+def _updates_counted(state, old):
+    """How many updates a compared step adds to the layer's count (:attr:`_Step.updates`)."""
+    return len(records.updates(state, old)) or "batch_input" in state
+
+
+def _step(record, previous, layer, settings, updates):
+    """The :class:`_Step` of ``layer`` at ``record``, from ``previous``'s state, ``updates`` the
+    layer's updates counted up to this step's (:func:`_updates_counted`)."""
+    state = record["bn"][layer]
+    links = records.updates(state, previous["bn"][layer])
+
+    def momenta(update):
+        return {statistic: records.momentum_of(settings, state, statistic, update)
+                for statistic in STATISTICS}
+    after = {name: value for name, value in state.items() if name not in CONSUMED}
+    chain = tuple(({**after, **link}, momenta(link)) for link in links) if len(links) > 1 else ()
+    return _Step(old=previous["bn"][layer], new=records.flattened(state), previous=previous,
+                 inference=record.get("inference", {}).get(layer), layer=layer,
+                 momenta=momenta(links[0] if links else None), epsilon=settings["epsilon"],
+                 updates=max(updates, 1), declared_variance=_declared_variance(settings),
+                 links=chain, unordered=bool(chain) and not records.ordered(state))
+
+
+def _stackable(record, state, layer):
+    """Whether ``layer``'s ``state`` at ``record`` is a step the elementwise candidates may take
+    stacked with others: one update of the recorded batch statistics (no ``batch_input``, no
+    ``updates``), the header's momenta (none recorded), no inference output."""
+    return state.keys().isdisjoint(NOT_STACKED) and record.get("inference", {}).get(layer) is None
+
+
+def _stack_signature(state):
+    """What stacked steps must share: which of the batch statistics they hold."""
+    return "batch_mean" in state, "batch_variance" in state
+
+
+def _stacked_step(states, olds, layer, settings):
+    """One :class:`_Step` standing for stackable steps of ``layer`` (:func:`_stackable`, one
+    :func:`_stack_signature`), its ``states`` and their ``olds``: its ``old`` and ``new`` hold
+    each quantity of the steps stacked, ``(S, C)`` with a row per step, which the elementwise
+    candidates' formulas broadcast over; ``None`` unless every quantity of every row has one
+    shape (as in a trace read back: a formula broadcasting arrays of other shapes would not take
+    the rows apart)."""
+    first = states[0]
+    try:
+        new = {name: np.stack([state[name] for state in states])
+               for name in STACKED if name in first}
+        old = {name: np.stack([state[name] for state in olds]) for name in STATISTICS}
+    except ValueError:  # rows of different shapes
+        return None
+    if len({array.shape for array in (*new.values(), *old.values())}) != 1:
+        return None
+    momenta = {statistic: records.momentum_of(settings, first, statistic)
+               for statistic in STATISTICS}
+    return _Step(old=old, new=new, previous={}, inference=None, layer=layer, momenta=momenta,
+                 epsilon=settings["epsilon"], declared_variance=_declared_variance(settings))
 
 
 def _expected(candidate, step, quantity):
@@ -447,89 +524,391 @@ def _expected(candidate, step, quantity):
     return parts[-1] if quantity in STATISTICS else _stacked(*parts)
 
 
-def _fitting(steps, candidates, observed, quantity):
-    """``(the candidates whose predictions hold every observed value within its bound, how many
-    steps were compared)``; a candidate not applicable at some step does not fit."""
-
-    pairs = [(step, observed(step)) for step in steps]
-    pairs = [(step, value) for step, value in pairs if value is not None]
-    fitting = []
-    for candidate in candidates:
-        check = tolerances.Check(candidate.key)
-        for step, value in pairs:
-            prediction = _expected(candidate, step, quantity)
-            if prediction is None:
-                check.fail("", "not applicable")
-                break
-            check.compare("", value, prediction.value, prediction.bound)
-            if not check.passed:
-                break
-        if check.passed and pairs:
-            fitting.append(candidate)
-    return fitting, len(pairs)
+def _compare(check, prediction, value):
+    """Hold ``value`` to ``prediction`` in ``check``; a candidate not applicable fails."""
+    if prediction is None:
+        check.fail("", "not applicable")
+    else:
+        check.compare("", value, prediction.value, prediction.bound)
 
 
-def diagnose_trace(trace):
-    """Every finding for every layer of a :class:`bnrepro.trace.Trace`: a list of :class:`Finding`."""
-    findings = []
-    for layer in trace.layers:
-        settings = trace.layers[layer]
-        mode = LayerMode.from_header(settings, layer)
-        steps = list(_steps(trace, layer))
-        findings += (_run_findings(trace, layer) + _from_zero_findings(trace, layer)
-                     + _frozen_findings(trace, layer))
-        for quantity, candidates, observed in QUANTITIES:
-            declared = _declared_candidate(mode, quantity)
-            if declared is not None:
-                candidates = (declared,) + candidates
-            expected_key = STANDARD if declared is None else declared.key
-            if settings.get("zero_debias") and quantity in ("moving_mean", "moving_variance"):
-                expected_key = ZERO_DEBIASED
-            if settings.get("fused") and quantity in ("moving_variance", "batch statistics"):
-                expected_key = "unbiased"  # the header says the graph uses the fused kernel
-            if quantity == "inference output" and settings["epsilon"] is None:
-                continue  # verify says it was not checked: the epsilon is unknown
-            fitting, compared = _fitting(steps, candidates, observed, quantity)
-            if not compared or any(c.key == expected_key for c in fitting):
+class _QuantityFit:
+    """The candidates of one quantity of a layer and how they fit the steps taken so far: a
+    :class:`~bnrepro.check.tolerances.Check` each, no longer evaluated after its first failure (a
+    candidate not applicable at a step does not fit), and how many steps were compared (those
+    with an ``observed`` value). For the inference output, the epsilon that solves the formula at
+    each of its steps (:func:`bnrepro.check.formulas.fitted_epsilon`; one float per inference
+    step, which traces record rarely)."""
+
+    def __init__(self, quantity, candidates, observed, declared, expected_key):
+        self.quantity, self.candidates, self.observed = quantity, candidates, observed
+        self.declared, self.expected_key = declared, expected_key
+        self.checks = [tolerances.Check(candidate.key) for candidate in candidates]
+        self.alive = list(zip(candidates, self.checks))  # the candidates that fit so far
+        self.compared = 0
+        self.epsilons = [] if quantity == "inference output" else None
+
+    def _alive(self):
+        """The candidates that fit so far, with their checks (a copy: comparing may end one)."""
+        self.alive = [(candidate, check) for candidate, check in self.alive if check.passed]
+        return list(self.alive)
+
+    def take(self, step):
+        """Compare every candidate still fitting with one step."""
+        value = self.observed(step)
+        if value is None:
+            return
+        self.compared += 1
+        if self.epsilons is not None:
+            self._fit_epsilon(step)
+        for candidate, check in self._alive():
+            _compare(check, _expected(candidate, step, self.quantity), value)
+
+    def take_stacked(self, stacked, rows):
+        """Compare every candidate still fitting with the stackable steps of ``rows`` (a
+        :class:`_Rows`): the elementwise ones once on ``stacked`` (the same pass or fail as step
+        by step: each value is held to its own bound), the others step by step."""
+        value = self.observed(stacked)
+        if value is None:
+            return  # None at every row: stackable steps have no inference output, no batch_input
+        self.compared += len(rows)
+        for candidate, check in self._alive():
+            if candidate.elementwise:
+                _compare(check, _expected(candidate, stacked, self.quantity), value)
                 continue
-            alternatives = list({c.key: c for c in fitting}.values())
-            if len(alternatives) == 1:
-                candidate = alternatives[0]
-                message = candidate.message
-                if declared is not None and candidate.key == STANDARD:
-                    message += f", not {mode.describe()} as the header declares"
-                elif expected_key == "unbiased" and candidate.key == STANDARD:
-                    message += (", not the unbiased (N-1) variance of the fused kernel the header "
-                                "declares")
-                findings.append(Finding(layer, quantity, candidate.key, message))
-                continue
-            if alternatives:
-                message = (f"the {quantity} follows none of the expected conventions, and "
-                           f"{len(alternatives)} known ones fit that the numbers do not tell "
-                           "apart: " + "; ".join(c.key for c in alternatives))
+            for step in rows.steps():
+                _compare(check, _expected(candidate, step, self.quantity), self.observed(step))
+                if not check.passed:
+                    break
+
+    def _fit_epsilon(self, step):
+        inference, old = step.inference, step.old
+        estimate = formulas.fitted_epsilon(inference["input"], inference["output"],
+                                           old["moving_mean"], old["moving_variance"],
+                                           old["gamma"], old["beta"])
+        if estimate is not None:
+            self.epsilons.append(estimate)
+
+    def fitting(self):
+        """The candidates that fit every compared step (none when no step was compared)."""
+        if not self.compared:
+            return []
+        return [candidate for candidate, check in self._alive()]
+
+    def fitted_epsilon(self):
+        """The median of the inference steps' fitted epsilons, or ``None``."""
+        return float(np.median(self.epsilons)) if self.epsilons else None
+
+
+class _Rows:
+    """Stackable steps of a layer waiting to be compared together (:func:`_stackable`), in order,
+    of one :func:`_stack_signature`: ``(record, previous, updates counted)``, and the layer's
+    state at each and before it."""
+
+    def __init__(self, layer, settings):
+        self.layer, self.settings = layer, settings
+        self.clear()
+
+    def __len__(self):
+        return len(self.rows)
+
+    def add(self, record, previous, updates, state, old):
+        self.rows.append((record, previous, updates))
+        self.states.append(state)
+        self.olds.append(old)
+        self._steps = None
+
+    def steps(self):
+        """The rows as :class:`_Step` s, built once (for the candidates not elementwise)."""
+        if self._steps is None:
+            self._steps = [_step(record, previous, self.layer, self.settings, updates)
+                           for record, previous, updates in self.rows]
+        return self._steps
+
+    def stacked(self):
+        return _stacked_step(self.states, self.olds, self.layer, self.settings)
+
+    def clear(self):
+        self.rows, self.states, self.olds, self.signature, self._steps = [], [], [], None, None
+
+
+class _StepNumbers:
+    """How many steps, and the numbers of the first :data:`SHOWN_STEPS` of them."""
+
+    def __init__(self):
+        self.count, self.first = 0, []
+
+    def add(self, number):
+        self.count += 1
+        if len(self.first) < SHOWN_STEPS:
+            self.first.append(number)
+
+    def shown(self):
+        """Up to 8 step numbers, comma-separated, ``...`` after them when there are more."""
+        return ", ".join(map(str, self.first)) + (", ..." if self.count > SHOWN_STEPS else "")
+
+
+class _InitialValue:
+    """Whether the layer's averages started from zero without debiasing
+    (``ExponentialMovingAverage`` of a tensor, or zero initialisers): for the first updates they
+    are pulled towards 0, not towards the batches. Named only when the numbers tell the start
+    apart from the usual one (moving variance 1): the first update's moving variance from 0 and
+    from 1 differs by the variance's momentum ``m_v`` (``m_v * 1 + (1 - m_v) * v`` against
+    ``(1 - m_v) * v``), which must exceed that update's bound; with momentum 0 the start leaves no
+    trace in any value.
+
+    Needs the layer's state in the trace's first record (:meth:`start`), the first compared step
+    that updates the layer from it, and the count of the compared steps' updates (:meth:`take`)."""
+
+    def __init__(self, layer, settings, steps_are_runs):
+        self.layer, self.settings = layer, settings
+        self.possible = not settings.get("zero_debias") and steps_are_runs
+        self.first = None  # the layer's state in the trace's first record
+        self.first_update = None  # None: none seen yet; else (momentum, consumed), or () for none
+        self.updates = 0
+
+    def start(self, first_record):
+        """Take the trace's first record: the averages must start at 0 there."""
+        self.first = first_record["bn"].get(self.layer)
+        self.possible = self.possible and self.first is not None and all(
+            np.all(np.asarray(self.first[name]) == 0) for name in STATISTICS)
+
+    def take(self, record, old):
+        """Take a compared step whose layer state was ``old`` before it."""
+        if not self.possible:
+            return
+        state = record["bn"][self.layer]
+        new = records.flattened(state)
+        updates = records.updates(new, old)
+        self.updates += len(updates)
+        if self.first_update is None and updates and old is self.first:
+            self.first_update = self._consumed(state, new, old)
+
+    def _consumed(self, state, new, old):
+        """``(momentum of the variance, (consumed variance, its bound))`` of the first update of a
+        step, or ``()`` when either is unknown (or declared ghost batches do not split the batch:
+        verify says so)."""
+        links = records.updates(state, old)
+        after = {name: value for name, value in state.items() if name not in CONSUMED}
+        update = {**after, **links[0]} if len(links) > 1 else new
+        momentum = records.momentum_of(self.settings, new, "moving_variance", update)
+        try:
+            consumed = records.consumed(update, "batch_variance", _declared_variance(self.settings),
+                                        LayerMode.from_header(self.settings, self.layer))
+        except ValueError:
+            return ()
+        return () if momentum is None or consumed is None else (momentum, consumed)
+
+    def findings(self):
+        if not self.possible or not self.first_update:
+            return []  # no update from the initial state: nothing tells where it started
+        momentum, consumed = self.first_update
+        from_one = formulas.moving_average(1.0, consumed[0], momentum)
+        if not np.any(momentum > tolerances.moving_average_bound(
+                1.0, consumed[0], momentum, from_one, statistic_error=consumed[1])):
+            return []
+        weight = (f"; after its {self.updates} updates the initial 0 still weighs "
+                  f"{momentum ** self.updates:.3g}")
+        cause = "zero initialisers" if str(self.settings.get("kind", "")).startswith("batch norm") \
+            else "an ExponentialMovingAverage of tensors: its shadows start at zero"
+        return [Finding(self.layer, "initial value", "from zero",
+                        f"moving_mean and moving_variance started from 0 ({cause}, without "
+                        "debiasing)" + weight)]
+
+
+def _quantity_fits(layer, settings, mode):
+    """A :class:`_QuantityFit` per quantity the diagnosis compares, in :data:`QUANTITIES`' order,
+    with the candidate the header's mode declares first and the key of the convention expected
+    (none for the inference output when the epsilon is unknown: verify says it was not
+    checked)."""
+    fits = []
+    for quantity, candidates, observed in QUANTITIES:
+        declared = _declared_candidate(mode, quantity)
+        if declared is not None:
+            candidates = (declared,) + candidates
+        expected_key = STANDARD if declared is None else declared.key
+        if settings.get("zero_debias") and quantity in STATISTICS:
+            expected_key = ZERO_DEBIASED
+        if settings.get("fused") and quantity in ("moving_variance", "batch statistics"):
+            expected_key = "unbiased"  # the header says the graph uses the fused kernel
+        if quantity == "inference output" and settings["epsilon"] is None:
+            continue
+        fits.append(_QuantityFit(quantity, candidates, observed, declared, expected_key))
+    return fits
+
+
+class _LayerDiagnosis:
+    """One layer's part of a :class:`Diagnosis`: the steps it took, counted, and its quantities'
+    :class:`_QuantityFit` s."""
+
+    def __init__(self, layer, settings, steps_are_runs, vectorised):
+        self.layer, self.settings, self.vectorised = layer, settings, vectorised
+        self.mode = LayerMode.from_header(settings, layer)
+        self.fits = _quantity_fits(layer, settings, self.mode)
+        self.initial = _InitialValue(layer, settings, steps_are_runs)
+        self.updates = 0  # the compared steps' updates so far (_Step.updates)
+        self.moved_untrained = _StepNumbers()  # runs that moved the statistics without training
+        self.training_steps = 0
+        self.frozen = _StepNumbers()  # training steps momentum 1 froze (frozen_by_momentum)
+        self.frozen_by_header = frozen_by_momentum(settings, {})  # ... with no momentum recorded
+        self.pending = _Rows(layer, settings)
+
+    def take(self, record, previous):
+        """Take the layer's state at ``record``, ``previous`` the record holding its state before
+        (``None``: unknown)."""
+        state, run = record["bn"][self.layer], record.get("run", {})
+        if run.get("moved") and not run.get("trained") and not state.get("set"):
+            self.moved_untrained.add(record["step"])
+        if previous is None:
+            return
+        if state.get("trained", run.get("trained", True)):
+            self.training_steps += 1
+            if self._frozen(state):
+                self.frozen.add(record["step"])
+        old = previous["bn"][self.layer]
+        if not _compared_step(state, old):
+            return
+        stackable = self.vectorised and _stackable(record, state, self.layer)
+        self.updates += ("batch_mean" in state) if stackable else _updates_counted(state, old)
+        if self.initial.possible:
+            self.initial.take(record, old)
+        if not stackable:  # compared now (a candidate fits or not whatever the order of the steps)
+            step = _step(record, previous, self.layer, self.settings, self.updates)
+            for fit in self.fits:
+                fit.take(step)
+            return
+        signature = _stack_signature(state)
+        if signature != self.pending.signature:
+            self.flush()
+            self.pending.signature = signature
+        self.pending.add(record, previous, self.updates, state, old)
+
+    def _frozen(self, state):
+        if not state.keys().isdisjoint(RECORDED_MOMENTA):
+            return frozen_by_momentum(self.settings, state)
+        return self.frozen_by_header
+
+    def flush(self):
+        """Compare the pending stackable steps."""
+        if not len(self.pending):
+            return
+        stacked = self.pending.stacked()
+        for fit in self.fits:
+            if stacked is None:
+                for step in self.pending.steps():
+                    fit.take(step)
             else:
-                message = f"no known convention explains the {quantity}"
-                if quantity == "inference output":
-                    epsilon = _fit_epsilon(steps)
-                    if epsilon is not None:
-                        message += f" (solving the formula for epsilon gives {epsilon:.4g})"
-            findings.append(Finding(layer, quantity, None, message))
-    return findings
+                fit.take_stacked(stacked, self.pending)
+        self.pending.clear()
+
+    def findings(self, trace_trained):
+        """The layer's findings, ``trace_trained`` whether any run of the trace trained."""
+        return (self._run_findings(trace_trained) + self.initial.findings()
+                + self._frozen_findings() + [finding for fit in self.fits
+                                             for finding in self._convention_findings(fit)])
+
+    def _run_findings(self, trace_trained):
+        """``bnrepro-trace/2``: runs that moved the layer's statistics without training (an
+        evaluation whose output depends on the update, or training=True when evaluating)."""
+        moved = self.moved_untrained
+        if not moved.count or not trace_trained:
+            return []  # a program that never trains: its runs update the averages by design
+        return [Finding(self.layer, "runs", "moved without training",
+                        f"the moving statistics moved in {moved.count} runs that did not train "
+                        f"(steps {moved.shown()}): those runs ran the update, e.g. an evaluation "
+                        "whose output depends on it (tf.control_dependencies) or that ran the "
+                        "layer with training=True")]
+
+    def _frozen_findings(self):
+        """The training steps at which momentum 1 froze the layer's moving statistics
+        (:func:`frozen_by_momentum`): named, so that statistics that do not move while training
+        are not taken for an update left out of the training run (``verify`` does not hold those
+        steps to 'statistics move when training')."""
+        frozen = self.frozen
+        if not frozen.count:
+            return []
+        where = (f"at every training step ({frozen.count})" if frozen.count == self.training_steps
+                 else f"at steps {frozen.shown()} (of {self.training_steps} training steps)")
+        return [Finding(self.layer, "moving statistics", FROZEN,
+                        f"moving_mean and moving_variance are frozen by design {where}: momentum 1 "
+                        "makes each update moving = 1 * old + 0 * batch = old, so they keep their "
+                        "values whether or not the update runs (not an update left out of "
+                        "training)")]
+
+    def _convention_findings(self, fit):
+        """What ``fit``'s quantity follows when not the expected convention: the one candidate that
+        fits, the several the numbers do not tell apart, or none."""
+        fitting = fit.fitting()
+        if not fit.compared or any(c.key == fit.expected_key for c in fitting):
+            return []
+        alternatives = list({c.key: c for c in fitting}.values())
+        quantity = fit.quantity
+        if len(alternatives) == 1:
+            candidate = alternatives[0]
+            message = candidate.message
+            if fit.declared is not None and candidate.key == STANDARD:
+                message += f", not {self.mode.describe()} as the header declares"
+            elif fit.expected_key == "unbiased" and candidate.key == STANDARD:
+                message += (", not the unbiased (N-1) variance of the fused kernel the header "
+                            "declares")
+            return [Finding(self.layer, quantity, candidate.key, message)]
+        if alternatives:
+            message = (f"the {quantity} follows none of the expected conventions, and "
+                       f"{len(alternatives)} known ones fit that the numbers do not tell "
+                       "apart: " + "; ".join(c.key for c in alternatives))
+        else:
+            message = f"no known convention explains the {quantity}"
+            if quantity == "inference output":
+                epsilon = fit.fitted_epsilon()
+                if epsilon is not None:
+                    message += f" (solving the formula for epsilon gives {epsilon:.4g})"
+        return [Finding(self.layer, quantity, None, message)]
 
 
-def _run_findings(trace, layer):
-    """``bnrepro-trace/2``: runs that moved the layer's statistics without training (an
-    evaluation whose output depends on the update, or training=True when evaluating)."""
-    moved = [record["step"] for record in trace.steps
-             if layer in record["bn"] and record.get("run", {}).get("moved")
-             and not record["run"].get("trained") and not record["bn"][layer].get("set")]
-    if not moved or not any(record.get("run", {}).get("trained") for record in trace.steps):
-        return []  # a program that never trains: its runs update the averages by design
-    return [Finding(layer, "runs", "moved without training",
-                    f"the moving statistics moved in {len(moved)} runs that did not train (steps "
-                    f"{_steps_shown(moved)}): those runs ran the update, e.g. an evaluation "
-                    "whose output depends on it (tf.control_dependencies) or that ran the layer "
-                    "with training=True")]
+class Diagnosis:
+    """The diagnosis of a trace in one pass over its steps, its memory independent of their
+    number: ``Diagnosis(trace)`` (the header only), :meth:`feed` it the step records in order a
+    block at a time (``trace.blocks()``), then :meth:`findings`. Each step's state before comes
+    from a :class:`bnrepro.trace.reader.Chain`. ``vectorised`` (default): the steps of a block
+    that only the elementwise candidates' formulas need (:func:`_stackable`) are compared
+    stacked, one evaluation of each such candidate per run of them; ``False``: every step
+    alone."""
+
+    def __init__(self, trace, vectorised=True):
+        self._chain = Chain(trace.steps_are_runs)
+        self._started = False
+        self._trained = False  # whether a run of the trace trained
+        self._layers = [_LayerDiagnosis(layer, settings, trace.steps_are_runs, vectorised)
+                        for layer, settings in trace.layers.items()]
+
+    def feed(self, block):
+        """Take a list of step records, the next in order."""
+        for record in block:
+            if not self._started:
+                self._started = True
+                for layer in self._layers:
+                    layer.initial.start(record)
+            self._trained = self._trained or bool(record.get("run", {}).get("trained"))
+            held = record["bn"]
+            for layer in self._layers:
+                if layer.layer in held:
+                    layer.take(record, self._chain.before(record, layer.layer))
+            self._chain.advance(record)
+        for layer in self._layers:
+            layer.flush()
+
+    def findings(self):
+        """Every finding for every layer: a list of :class:`Finding`."""
+        return [finding for layer in self._layers for finding in layer.findings(self._trained)]
+
+
+def diagnose_trace(trace, vectorised=True):
+    """Every finding for every layer of a :class:`bnrepro.trace.Trace` (in memory or streamed):
+    a list of :class:`Finding`."""
+    diagnosis = Diagnosis(trace, vectorised=vectorised)
+    for block in trace.blocks():
+        diagnosis.feed(block)
+    return diagnosis.findings()
 
 
 def frozen_by_momentum(settings, state):
@@ -543,79 +922,6 @@ def frozen_by_momentum(settings, state):
 
 
 FROZEN = "frozen by design"
-
-
-def _frozen_findings(trace, layer):
-    """The training steps at which momentum 1 froze the layer's moving statistics
-    (:func:`frozen_by_momentum`): named, so that statistics that do not move while training are
-    not taken for an update left out of the training run (``verify`` does not hold those steps to
-    'statistics move when training')."""
-    settings = trace.layers[layer]
-    training = [record for record in trace.steps
-                if layer in record["bn"] and trace.before(record, layer) is not None
-                and record["bn"][layer].get("trained", record.get("run", {}).get("trained", True))]
-    frozen = [record["step"] for record in training if frozen_by_momentum(settings,
-                                                                          record["bn"][layer])]
-    if not frozen:
-        return []
-    where = (f"at every training step ({len(frozen)})" if len(frozen) == len(training) else
-             f"at steps {_steps_shown(frozen)} (of {len(training)} training steps)")
-    return [Finding(layer, "moving statistics", FROZEN,
-                    f"moving_mean and moving_variance are frozen by design {where}: momentum 1 "
-                    "makes each update moving = 1 * old + 0 * batch = old, so they keep their "
-                    "values whether or not the update runs (not an update left out of training)")]
-
-
-def _steps_shown(steps):
-    """Up to 8 step numbers, comma-separated, ``...`` after them when there are more."""
-    return ", ".join(map(str, steps[:8])) + (", ..." if len(steps) > 8 else "")
-
-
-def _from_zero_findings(trace, layer):
-    """Averages that started from zero without debiasing (``ExponentialMovingAverage`` of a
-    tensor, or zero initialisers): for the first updates they are pulled towards 0, not towards
-    the batches. Named only when the numbers tell the start apart from the usual one (moving
-    variance 1): the first update's moving variance from 0 and from 1 differs by the variance's
-    momentum ``m_v`` (``m_v * 1 + (1 - m_v) * v`` against ``(1 - m_v) * v``), which must exceed
-    that update's bound; with momentum 0 the start leaves no trace in any value."""
-    settings, first = trace.layers[layer], trace.steps[0]["bn"].get(layer)
-    if first is None or settings.get("zero_debias") or not trace.steps_are_runs:
-        return []
-    if not all(np.all(np.asarray(first[name]) == 0) for name in STATISTICS):
-        return []
-    steps = list(_steps(trace, layer))
-    step = next((step for step in steps
-                 if records.updates(step.new, step.old) and step.old is first), None)
-    if step is None:
-        return []  # no update from the initial state: nothing tells where it started
-    update = step.links[0][0] if step.links else step.new
-    momentum = records.momentum_of(settings, step.new, "moving_variance", update)
-    try:
-        consumed = records.consumed(update, "batch_variance", step.declared_variance,
-                                    LayerMode.from_header(settings, layer))
-    except ValueError:  # declared ghost batches that do not split the batch (verify says so)
-        return []
-    if momentum is None or consumed is None:
-        return []
-    from_one = formulas.moving_average(1.0, consumed[0], momentum)
-    if not np.any(momentum > tolerances.moving_average_bound(
-            1.0, consumed[0], momentum, from_one, statistic_error=consumed[1])):
-        return []
-    updates = sum(len(records.updates(step.new, step.old)) for step in steps)
-    weight = f"; after its {updates} updates the initial 0 still weighs {momentum ** updates:.3g}"
-    cause = "zero initialisers" if str(settings.get("kind", "")).startswith("batch norm") else \
-        "an ExponentialMovingAverage of tensors: its shadows start at zero"
-    return [Finding(layer, "initial value", "from zero",
-                    f"moving_mean and moving_variance started from 0 ({cause}, without "
-                    "debiasing)" + weight)]
-
-
-def _fit_epsilon(steps):
-    estimates = [formulas.fitted_epsilon(s.inference["input"], s.inference["output"], s.old["moving_mean"],
-                                         s.old["moving_variance"], s.old["gamma"], s.old["beta"])
-                 for s in steps if s.inference is not None]
-    estimates = [e for e in estimates if e is not None]
-    return float(np.median(estimates)) if estimates else None
 
 
 def conventions_followed(findings):
