@@ -131,24 +131,25 @@ def _add_verify(commands):
     verify.set_defaults(handler=_verify)
 
 
-def _read_trace(path):
-    """:func:`bnrepro.trace.read_trace` of ``path``; where it does not exist but a run writing it
-    was killed, the error names the staging directory it left (its trace reads, INCOMPLETE)."""
+def _read_trace(path, streamed=False):
+    """:func:`bnrepro.trace.read_trace` of ``path`` (``streamed``: :func:`~bnrepro.trace.open_trace`,
+    its steps read a block at a time); where it does not exist but a run writing it was killed,
+    the error names the staging directory it left (its trace reads, INCOMPLETE)."""
     from bnrepro.outdir import unfinished_outputs
-    from bnrepro.trace import read_trace
+    from bnrepro.trace import open_trace, read_trace
 
     if not os.path.exists(path):
         left = unfinished_outputs(path.rstrip(os.sep))
         if left:
             raise UserError(f"trace {path} does not exist; a run writing it that did not finish "
                             f"left {left[0]}: bnrepro verify {left[0]}")
-    return read_trace(path)
+    return open_trace(path) if streamed else read_trace(path)
 
 
 def _verify(arguments):
     from bnrepro.check.verify import verify_trace
 
-    report = verify_trace(_read_trace(arguments.trace))
+    report = verify_trace(_read_trace(arguments.trace, streamed=True))
     print(report.format())
     return 0 if report.passed else EXIT_FAILED
 

@@ -158,7 +158,6 @@ def test_bad_traces(capsys, tmp_path, cubic_trace):
         "not JSON": (["this is not json"], "line 1 is not valid JSON"),
         "other version": ([other_version] + good[1:], "bnrepro-trace/9"),
         "mismatched shapes": (good[:2] + [mismatched], "has shape"),
-        "header only": (good[:1], "no steps"),
         "empty": ([], "is empty"),
     }
     for name, (lines, words) in cases.items():

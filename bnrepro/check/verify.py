@@ -75,9 +75,10 @@ from typing import Optional
 import numpy as np
 
 from bnrepro.check import coverage as covered, formulas, records, tolerances
-from bnrepro.check.diagnose import diagnose_trace, frozen_by_momentum
+from bnrepro.check.diagnose import Diagnosis, frozen_by_momentum
 from bnrepro.check.layer_modes import LayerMode, moving_stddev_with_bound, renorm_variable
 from bnrepro.check.tolerances import Check
+from bnrepro.trace.reader import Chain
 
 
 FINITE_CHECK = "every value finite"
@@ -149,6 +150,8 @@ class Report:
 
     def verdict(self):
         """The last line: PASS, FAIL, DIVERGED, INCOMPLETE or NOTHING TO CHECK, and why."""
+        if self.nothing is not None and self.ending is not None:
+            return f"INCOMPLETE: {self.nothing}; nothing to check"
         if self.nothing is not None:
             return f"NOTHING TO CHECK: {self.nothing}; a trace with nothing in it is not a PASS"
         failures = [check for check in self.checks if not check.passed]
@@ -181,8 +184,12 @@ BATCH_STATISTICS_BOUND = (
     "fused kernel, the only ones bnrepro trace pairs into a layer (bnrepro.check.tolerances)")
 
 
-def verify_trace(trace):
-    """Run every check over a :class:`bnrepro.trace.Trace`; return a :class:`Report`."""
+def verify_trace(trace, *, vectorised=True):
+    """Run every check over a :class:`bnrepro.trace.Trace` in one pass over its steps, a block at
+    a time (memory independent of the number of steps for a trace from
+    :func:`bnrepro.trace.open_trace`); return a :class:`Report`. ``vectorised``: the steps of the
+    common case (:meth:`_LayerChecks.simple`) are checked a block at a time with arrays of one row
+    per step, the same comparisons as one step at a time (``False``)."""
     if not trace.steps:
         report = _nothing_to_check(trace)
         report.notes = list(trace.header.get("tracer_notes", []))
@@ -191,26 +198,55 @@ def verify_trace(trace):
     names = CHECK_NAMES + (RENORM_CHECK_NAMES if any(m.renorm for m in modes.values()) else ())
     if trace.steps_are_runs:
         names += (MOVES_CHECK,) + ((AVERAGE_CHECK,) if trace.averages else ())
-    if any("variables" in record for record in trace.steps) and any(
-            {"gamma", "beta"} & set(settings.get("variables", {})) for settings in trace.layers.values()):
-        names += (SCALE_AND_OFFSET_CHECK,)
+    if any({"gamma", "beta"} & set(settings.get("variables", {}))
+           for settings in trace.layers.values()):
+        names += (SCALE_AND_OFFSET_CHECK,)  # kept when a step has variables read after it
     checks = {name: Check(name) for name in (FINITE_CHECK,) + names}
     report = Report(path=trace.path, checks=list(checks.values()),
                     modes={layer: m.describe() for layer, m in modes.items() if not m.standard},
                     notes=list(trace.header.get("tracer_notes", [])))
-    _verify_finite(trace, checks[FINITE_CHECK])
-    for layer, mode in modes.items():
-        _verify_layer(trace, layer, mode, checks, report)
-    if trace.averages:
-        _verify_averages(trace, checks)
+    layers = {layer: _LayerChecks(trace, layer, mode, vectorised) for layer, mode in modes.items()}
+    averages = {name: Check(AVERAGE_CHECK) for name in trace.averages}
+    chain, diagnosis = Chain(trace.steps_are_runs), Diagnosis(trace)
+    steps, variables = _StepsSeen(), False
+    for block in trace.blocks():
+        before = []
+        for record in block:
+            before.append({name: chain.before(record, name) for name in record["bn"]})
+            if trace.averages:
+                _verify_averages(trace, averages, record, chain)
+            chain.advance(record)
+            steps.add(record["step"])
+            variables = variables or "variables" in record
+        _verify_finite(block, checks[FINITE_CHECK])
+        for layer, layer_checks in layers.items():
+            layer_checks.feed([(record, previous[layer]) for record, previous in
+                               zip(block, before) if layer in record["bn"]])
+        diagnosis.feed(block)
+    for layer_checks in layers.values():
+        layer_checks.finish(checks, report)
+    for average in averages.values():
+        _merge(checks[AVERAGE_CHECK], average)
+    if SCALE_AND_OFFSET_CHECK in checks and not variables:
+        report.checks.remove(checks.pop(SCALE_AND_OFFSET_CHECK))
     report.kept = _kept(trace)
-    report.ending = describe_ending(trace)
+    report.ending = describe_ending(trace, steps.last)
     report.diverged = not checks[FINITE_CHECK].passed or (
         trace.end is not None and trace.end["status"] == "diverged")
     if report.diverged and report.ending is None:
         report.ending = f"non-finite values: {checks[FINITE_CHECK].first_failure}"
-    report.diagnosis = diagnose_trace(trace)
+    report.diagnosis = diagnosis.findings()
     return report
+
+
+class _StepsSeen:
+    """The largest step number seen."""
+
+    def __init__(self):
+        self.last = None
+
+    def add(self, step):
+        self.last = step if self.last is None else max(self.last, step)
 
 
 UPDATE_SHAPES = (
@@ -230,7 +266,11 @@ def _nothing_to_check(trace):
     searched = trace.header.get("graphs_searched") or []
     graphs = "; ".join(f"{graph.get('graph', '?')}: {graph.get('operations', '?')} operations"
                        for graph in searched)
-    if end["status"] != "complete":
+    if end is None:
+        report.nothing = ("the trace ends after its header, with no step and no end line: the run "
+                          "was killed (or is still running) before it wrote its first steps")
+        report.ending = "the trace has no end line and no step: it was cut short"
+    elif end["status"] != "complete":
         reason = f" ({end['reason']})" if end.get("reason") else ""
         report.nothing = f"the run {end['status']}{reason} before any step was recorded"
     elif names:
@@ -269,11 +309,13 @@ def _kept(trace):
             "update is checked where the step before it is kept")
 
 
-def describe_ending(trace):
+def describe_ending(trace, last=None):
     """Why ``trace`` is not a whole, finished run, or ``None``: no end line (cut short?), an end
-    line whose counts disagree with the steps present, or a run that diverged or stopped."""
+    line whose counts disagree with the steps present, or a run that diverged or stopped.
+    ``last``: the largest step number (else read from the steps)."""
     end, steps = trace.end, trace.steps
-    last = max(record["step"] for record in steps)
+    if last is None:
+        last = max(record["step"] for record in steps)
     if end is None:
         return (f"the trace has no end line after step {last}: it may have been cut short "
                 "(bnrepro writes {\"end\": ...} as the last line when a run ends)")
@@ -283,7 +325,11 @@ def describe_ending(trace):
     reason = f" ({end['reason']})" if end.get("reason") else ""
     if end["status"] == "diverged":
         return f"the run diverged at step {end['last_step']}{reason}"
-    if end["status"] != "complete":
+    if end is None:
+        report.nothing = ("the trace ends after its header, with no step and no end line: the run "
+                          "was killed (or is still running) before it wrote its first steps")
+        report.ending = "the trace has no end line and no step: it was cut short"
+    elif end["status"] != "complete":
         return f"the run {end['status']} at step {end['last_step']}{reason}"
     if last != end["last_step"]:
         return (f"the run ended at step {end['last_step']}, the last recorded step is {last}: "
@@ -291,121 +337,212 @@ def describe_ending(trace):
     return None
 
 
-def _verify_finite(trace, check):
+def _verify_finite(block, check):
     """Every number of every record (layer state, inference, variables, loss, metrics) is finite;
-    the first that is not is named with its step and place."""
-    for record in trace.steps:
+    the first that is not is named with its step and place. A block's numbers are tested
+    together; where one is not finite, record by record."""
+    try:
+        numbers = np.concatenate([np.ravel(np.asarray(value, dtype=np.float64))
+                                  for record in block for _, value in _numbers(record)] or [[]])
+    except (TypeError, ValueError):  # not numbers (null in a line): found record by record
+        numbers = np.array([np.nan])
+    if np.isfinite(numbers).all():
+        check.compared += numbers.size
+        return
+    for record in block:
         for place, value in _numbers(record):
             array = np.asarray(value, dtype=np.float64)
             check.compared += array.size
             if not np.isfinite(array).all() and check.first_failure is None:
                 index = np.unravel_index(int(np.argmin(np.isfinite(array))), array.shape)
-                check.first_failure = (f"step {record['step']}, {place}, element "
+                check.first_failure = (f"step {record['step']}, {' '.join(place)}, element "
                                        f"{tuple(int(i) for i in index)}: {float(array[index])!r}")
 
 
 def _numbers(record):
-    """``(place, value)`` for every number-bearing entry of a step record."""
+    """``(place, value)`` for every number-bearing entry of a step record, ``place`` the words
+    that name it."""
     for section in ("bn", "inference", "averages"):
         for layer, quantities in record.get(section, {}).items():
             for quantity, value in quantities.items():
                 if quantity == records.UPDATES:
                     for number, update in enumerate(value, start=1):
                         for name, item in update.items():
-                            yield f"{section} {layer} update {number} {name}", item
+                            yield (section, layer, "update", str(number), name), item
                     continue
                 if not isinstance(value, bool):  # a flag (trained, updates_ordered) is no number
-                    yield f"{section} {layer} {quantity}", value
+                    yield (section, layer, quantity), value
     for section in ("variables", "metrics", "after"):
         for name, value in record.get(section, {}).items():
             if isinstance(value, (int, float, list, np.ndarray, np.generic)):
-                yield f"{section} {name}", value
+                yield (section, name), value
     if "loss" in record:
-        yield "loss", record["loss"]
+        yield ("loss",), record["loss"]
 
 
-def _verify_layer(trace, layer, mode, checks, report):
-    """One layer's comparisons, under its declared ``mode``, into ``checks``; what cannot be
-    checked (an unknown epsilon or momentum, inputs not recorded) into ``report.skipped``."""
-    settings = trace.layers[layer]
-    epsilon = settings["epsilon"]
-    variance_checks = {convention: Check("batch_variance from inputs")
-                       for convention in formulas.VARIANCE_CONVENTIONS}
-    unchecked = {}  # what was not checked -> why, in the order met
-    unordered = {}  # "statistic outcome" of a run's unordered updates -> the steps
-    ran = inputs = inference = derived = blind = 0  # steps whose update ran; updates with
-    # inputs; inference pairs; updates whose consumed values were not recorded (taken from the
-    # input); steps that moved the statistics with neither what the update consumed nor the input
-    held = None  # the variances with which every update from the layer's input held
-    set_steps = []  # steps whose run set the statistics without their update
-    coverage = covered.Coverage(layer)
-    report.coverage.append(coverage)
-    first = next((record for record in trace.steps if layer in record["bn"]), None)
-    for record in trace.steps:
-        if layer not in record["bn"]:
-            continue
-        previous = trace.before(record, layer)
+class _LayerChecks:
+    """One layer's comparisons over the trace, under its declared ``mode``, fed a block of steps at
+    a time (:meth:`feed`); at the end (:meth:`finish`) merged into the trace's checks, in the
+    header's order of the layers, with what could not be checked (an unknown epsilon or momentum,
+    inputs not recorded) in ``report.skipped``."""
+
+    def __init__(self, trace, layer, mode, vectorised=True):
+        self.layer, self.mode = layer, mode
+        self.settings = settings = trace.layers[layer]
+        self.checks = {name: Check(name) for name in CHECK_NAMES + RENORM_CHECK_NAMES + (
+            MOVES_CHECK, SCALE_AND_OFFSET_CHECK)}
+        self.variance_checks = {convention: Check("batch_variance from inputs")
+                                for convention in formulas.VARIANCE_CONVENTIONS}
+        self.unchecked = {}  # what was not checked -> why, in the order met
+        self.unordered = {}  # "statistic outcome" of a run's unordered updates -> the steps
+        # steps whose update ran; updates with inputs; inference pairs; updates whose consumed
+        # values were not recorded (taken from the input); steps that moved the statistics with
+        # neither what the update consumed nor the input
+        self.ran = self.inputs = self.inference = self.derived = self.blind = 0
+        self.held = None  # the variances with which every update from the layer's input held
+        self.set_steps = []  # steps whose run set the statistics without their update (8 shown)
+        self.set_count = 0
+        self.not_checked = set()
+        self.coverage = covered.Coverage(layer)
+        self.seen = False  # the layer's first state (no formula's result) was met
+        self.momenta = {statistic: records.momentum_of(settings, {}, statistic)
+                        for statistic in ("moving_mean", "moving_variance")}
+        self.vectorised = vectorised and mode.standard and not settings.get("zero_debias") \
+            and None not in self.momenta.values()
+        self.frozen = self.vectorised and frozen_by_momentum(settings, {})
+
+    def feed(self, steps):
+        """Check ``steps``, ``(record, previous)`` pairs in order (``previous``: the record of the
+        state before, or ``None``): runs of :meth:`simple` steps together, the others one by
+        one."""
+        run = []
+        for record, previous in steps:
+            if self.vectorised and self.simple(record, previous):
+                run.append((record, previous))
+                continue
+            if run:
+                self.simple_steps(run)
+                run = []
+            self.step(record, previous)
+        if run:
+            self.simple_steps(run)
+
+    def simple(self, record, previous):
+        """Whether a step is the common case, checked a block at a time: a state before it, one
+        update whose consumed ``batch_mean`` and ``batch_variance`` are recorded, no layer input,
+        no momentum recorded (the header's), no inference record, no variables read after it, not
+        set (and the layer not zero-debiased, of the standard mode: :meth:`__init__`)."""
+        state = record["bn"][self.layer]
+        return (previous is not None and "batch_mean" in state and "batch_variance" in state
+                and not state.keys() & _NOT_SIMPLE and "variables" not in record
+                and self.layer not in record.get("inference", ()))
+
+    def simple_steps(self, steps):
+        """What :meth:`step` does for :meth:`simple` steps, with one array row per step: the
+        moving-average updates from the recorded batch statistics, that the statistics moved at
+        the steps that trained, the coverage."""
+        self.seen = True
+        layer, count = self.layer, len(steps)
+        states = [record["bn"][layer] for record, _ in steps]
+        olds = [previous["bn"][layer] for _, previous in steps]
+        numbers = [record["step"] for record, _ in steps]
+
+        def places(row):
+            return f"step {numbers[row]}, layer {layer}"
+        moved = np.zeros(count, dtype=bool)
+        for statistic, consumed in PAIRS:
+            old = np.stack([state[statistic] for state in olds])
+            new = np.stack([state[statistic] for state in states])
+            value, bound = _combined(old, [(np.stack([state[consumed] for state in states]),
+                                            0.0)], [self.momenta[statistic]])
+            self.checks[f"{statistic} update"].compare_rows(places, new, value, bound)
+            moved |= np.any(new != old, axis=tuple(range(1, new.ndim)))
+        self.ran += count
+        trained = [state.get("trained", record.get("run", {}).get("trained"))
+                   for (record, _), state in zip(steps, states)]
+        if self.frozen and any(trained):
+            self.not_checked.add(MOVES_CHECK)
+        elif not self.frozen:
+            still = [row for row, flag in enumerate(trained) if flag and not moved[row]]
+            check = self.checks[MOVES_CHECK]
+            check.compared += sum(bool(flag) for flag in trained)
+            if still and check.first_failure is None:
+                check.first_failure = _not_moved(places(still[0]))
+        without = [state for state in states if not {"gamma", "beta"} & state.keys()]
+        missed = {covered.FROM_INPUTS: "the layer's input was not kept",
+                  covered.INFERENCE: "no inference record"}
+        self.coverage.add_steps(count - len(without), checked=(covered.UPDATES,), missed={
+            **missed, covered.SCALE_AND_OFFSET: NO_SCALE_AND_OFFSET_READ})
+        self.coverage.add_steps(len(without), checked=(covered.UPDATES,), missed={
+            **missed, covered.SCALE_AND_OFFSET: NO_SCALE_AND_OFFSET})
+
+    def step(self, record, previous):
+        """One step's comparisons (``previous``: the record of the state before, or ``None``)."""
+        layer, settings, mode, checks = self.layer, self.settings, self.mode, self.checks
+        coverage, epsilon = self.coverage, settings["epsilon"]
         state = record["bn"][layer]
         step = record["step"]
-        initial = record is first  # the layer's first state: no formula's result
+        initial, self.seen = not self.seen, True  # the layer's first state: no formula's result
         if not initial:
             coverage.add_step(step)
             _verify_scale_and_offset(checks, coverage, settings, record, layer)
         if state.get("set"):  # changed without its update: the next step starts from here
-            set_steps.append(step)
+            self.set_count += 1
+            if len(self.set_steps) <= MAX_STEPS_SHOWN:
+                self.set_steps.append(step)
             for quantity in covered.QUANTITIES:
                 coverage.miss(quantity, step, "the run set the statistics without their update")
-            continue
+            return
         if previous is None and not initial:
             for quantity in (covered.UPDATES, covered.INFERENCE, covered.SCALE_AND_OFFSET):
                 coverage.miss(quantity, step, "the state before the step was not recorded")
         links = records.updates(state, None if previous is None else previous["bn"][layer])
         where = f"step {step}, layer {layer}"
-        ran += bool(links)
+        self.ran += bool(links)
         moved_unseen = bool(previous is not None and not links
                             and records.moved(previous["bn"][layer], state))
-        blind += moved_unseen
+        self.blind += moved_unseen
         if not links:
             for quantity in (covered.UPDATES, covered.FROM_INPUTS):
                 coverage.miss(quantity, step, (
                     "the statistics moved, but neither what the update consumed nor the input "
                     "was recorded") if moved_unseen else "the run did not update the layer")
-        derived += sum("batch_mean" not in link for link in links)
+        self.derived += sum("batch_mean" not in link for link in links)
         if previous is not None and links:
             followed = _verify_updates(checks, where, settings, mode, previous, record, layer,
-                                       links, unchecked, coverage)
+                                       links, self.unchecked, coverage)
             if "variance from inputs" in followed:
                 fits = followed.pop("variance from inputs")
-                held = fits if held is None else held & fits
+                self.held = fits if self.held is None else self.held & fits
             for statistic, label in followed.items():
                 if label is not None:
-                    unordered.setdefault(f"{statistic} {label}", []).append(record["step"])
+                    steps = self.unordered.setdefault(f"{statistic} {label}", [])
+                    if len(steps) <= MAX_STEPS_SHOWN:
+                        steps.append(step)
         # the layer's own flag: a run that trains another network only (a GAN's other half) runs
         # this layer without training it
         trained = previous is not None and state.get("trained",
                                                      record.get("run", {}).get("trained"))
         if trained and frozen_by_momentum(settings, state):  # momentum 1: moving = old by design
-            report.not_checked.add(MOVES_CHECK)  # the diagnosis says so
+            self.not_checked.add(MOVES_CHECK)  # the diagnosis says so
         elif trained:
             still = not records.moved(previous["bn"][layer], state)
             checks[MOVES_CHECK].compared += 1
             if still and checks[MOVES_CHECK].first_failure is None:
-                checks[MOVES_CHECK].first_failure = (
-                    f"{where}: the run trained (an optimizer ran) but the moving statistics did not "
-                    "move: their update is not part of the training run")
+                checks[MOVES_CHECK].first_failure = _not_moved(where)
         for number, link in enumerate(links, start=1):
             if "batch_input" in link and "batch_mean" in link:
-                inputs += 1
+                self.inputs += 1
                 coverage.check(covered.FROM_INPUTS, step)
-                _verify_from_inputs(checks, variance_checks, _update_place(where, number, links),
-                                    mode, link)
+                _verify_from_inputs(checks, self.variance_checks,
+                                    _update_place(where, number, links), mode, link)
         if links and not any("batch_input" in link and "batch_mean" in link for link in links):
             coverage.miss(covered.FROM_INPUTS, step, (
                 "what the update consumed was not recorded: the update was checked with the "
                 "input's moments") if any("batch_input" in link for link in links) else
                 "the layer's input was not kept")
         if previous is not None and layer in record.get("inference", {}):
-            inference += 1
+            self.inference += 1
             if epsilon is not None:
                 coverage.check(covered.INFERENCE, step)
                 coverage.check(covered.SCALE_AND_OFFSET, step, covered.IN_INFERENCE)
@@ -415,59 +552,85 @@ def _verify_layer(trace, layer, mode, checks, report):
                 coverage.miss(covered.INFERENCE, step, "the epsilon is unknown")
         elif not initial:
             coverage.miss(covered.INFERENCE, step, "no inference record")
-        coverage.miss(covered.SCALE_AND_OFFSET, step,
-                      "no inference record, and no variables read after the step"
-                      if {"gamma", "beta"} & set(state) else "the layer has no gamma or beta")
-    if epsilon is None:
-        what = "which epsilon the inference output follows (the diagnosis' epsilons)"
-        if inference:
-            what = (f"the inference formula ({inference} steps) and which epsilon it follows (the "
-                    "diagnosis' epsilons)")
-            report.not_checked.add("inference formula")
-        unchecked[what] = ("its epsilon is unknown: null in the header, not found in the graph "
-                           "(bnrepro trace reads it from the fused kernel's attribute or the "
-                           "constant tf.nn.batch_normalization adds)")
-    if set_steps:
-        shown = ", ".join(map(str, set_steps[:8])) + (", ..." if len(set_steps) > 8 else "")
-        unchecked[f"the change at steps {shown}"] = (
-            "the run set the statistics without their moving-average update (an initializer in "
-            "a new session, a Saver restore, an assignment); the steps after start from there")
-    if blind:
-        unchecked[f"the moving-average updates of {blind} steps"] = (
-            "the statistics moved, but neither the values the update consumed nor the layer's "
-            "input were recorded")
-    if ran and not inputs and not derived:
-        consumed = ("the fused kernel's unbiased (N-1) variance, as the header declares"
-                    if settings.get("fused") else "as recorded")
-        unchecked["batch_mean and batch_variance from the layer's inputs"] = (
-            "the layer's input was not recorded; the moving-average updates were checked with "
-            f"the batch statistics they consumed ({consumed})")
-    if derived:
-        unchecked["batch_mean and batch_variance from the layer's inputs"] = (
-            f"the values {derived} updates consumed were not recorded (the tracer does not fetch "
-            "them, see the runs' not_fetched); those updates were checked with the moments of "
-            "the layer's input instead, the variance named below")
-        if held is not None and not variance_checks[formulas.BIASED].compared:
-            report.variance_used[layer] = (AMBIGUOUS if len(held) > 1 else
-                                           next(iter(held)) if held else None)
-    report.skipped.extend(f"not checked for {layer}: {what}: {why}" for what, why in
-                          unchecked.items())
-    if unordered:
-        report.skipped.append(
-            f"updates of {layer}: runs that update it several times order those updates no way, "
-            "so TensorFlow may run them in any order or let each read the state before another "
-            "wrote it; each such run was checked against every order, all reading the state "
-            "before the run, and each alone (the first that holds is named): " + "; ".join(
-                f"{label} at steps {_steps_text(steps)}" for label, steps in unordered.items()))
-    if variance_checks[formulas.BIASED].compared:
-        followed = _variance_followed(variance_checks)
-        report.variance_used[layer] = followed
-        merged = followed if followed in variance_checks else formulas.BIASED
-        _merge(checks["batch_variance from inputs"], variance_checks[merged])
+        coverage.miss(covered.SCALE_AND_OFFSET, step, NO_SCALE_AND_OFFSET_READ
+                      if {"gamma", "beta"} & set(state) else NO_SCALE_AND_OFFSET)
+
+    def finish(self, total, report):
+        """Merge this layer's comparisons into the trace's ``total`` checks (those it has); what
+        was not checked, the variance convention and the coverage into ``report``."""
+        layer, settings, unchecked = self.layer, self.settings, self.unchecked
+        variance_checks, epsilon = self.variance_checks, settings["epsilon"]
+        report.coverage.append(self.coverage)
+        report.not_checked |= self.not_checked
+        if epsilon is None:
+            what = "which epsilon the inference output follows (the diagnosis' epsilons)"
+            if self.inference:
+                what = (f"the inference formula ({self.inference} steps) and which epsilon it "
+                        "follows (the diagnosis' epsilons)")
+                report.not_checked.add("inference formula")
+            unchecked[what] = ("its epsilon is unknown: null in the header, not found in the "
+                               "graph (bnrepro trace reads it from the fused kernel's attribute "
+                               "or the constant tf.nn.batch_normalization adds)")
+        if self.set_steps:
+            unchecked[f"the change at steps {_steps_text(self.set_steps)}"] = (
+                "the run set the statistics without their moving-average update (an initializer "
+                "in a new session, a Saver restore, an assignment); the steps after start from "
+                "there")
+        if self.blind:
+            unchecked[f"the moving-average updates of {self.blind} steps"] = (
+                "the statistics moved, but neither the values the update consumed nor the "
+                "layer's input were recorded")
+        if self.ran and not self.inputs and not self.derived:
+            consumed = ("the fused kernel's unbiased (N-1) variance, as the header declares"
+                        if settings.get("fused") else "as recorded")
+            unchecked["batch_mean and batch_variance from the layer's inputs"] = (
+                "the layer's input was not recorded; the moving-average updates were checked "
+                f"with the batch statistics they consumed ({consumed})")
+        if self.derived:
+            unchecked["batch_mean and batch_variance from the layer's inputs"] = (
+                f"the values {self.derived} updates consumed were not recorded (the tracer does "
+                "not fetch them, see the runs' not_fetched); those updates were checked with the "
+                "moments of the layer's input instead, the variance named below")
+            held = self.held
+            if held is not None and not variance_checks[formulas.BIASED].compared:
+                report.variance_used[layer] = (AMBIGUOUS if len(held) > 1 else
+                                               next(iter(held)) if held else None)
+        report.skipped.extend(f"not checked for {layer}: {what}: {why}" for what, why in
+                              unchecked.items())
+        if self.unordered:
+            report.skipped.append(
+                f"updates of {layer}: runs that update it several times order those updates no "
+                "way, so TensorFlow may run them in any order or let each read the state before "
+                "another wrote it; each such run was checked against every order, all reading "
+                "the state before the run, and each alone (the first that holds is named): "
+                + "; ".join(f"{label} at steps {_steps_text(steps)}"
+                            for label, steps in self.unordered.items()))
+        if variance_checks[formulas.BIASED].compared:
+            followed = _variance_followed(variance_checks)
+            report.variance_used[layer] = followed
+            merged = followed if followed in variance_checks else formulas.BIASED
+            _merge(self.checks["batch_variance from inputs"], variance_checks[merged])
+        for name, check in total.items():
+            if name in self.checks:
+                _merge(check, self.checks[name])
+
+
+MAX_STEPS_SHOWN = 8  # a message lists at most this many step numbers, then "..."
+_NOT_SIMPLE = {"set", records.UPDATES, "batch_input", records.MEAN_MOMENTUM,
+               records.VARIANCE_MOMENTUM}
+NO_SCALE_AND_OFFSET_READ = "no inference record, and no variables read after the step"
+NO_SCALE_AND_OFFSET = "the layer has no gamma or beta"
+
+
+def _not_moved(where):
+    return (f"{where}: the run trained (an optimizer ran) but the moving statistics did not "
+            "move: their update is not part of the training run")
 
 
 def _steps_text(steps):
-    return ", ".join(map(str, steps[:8])) + (", ..." if len(steps) > 8 else "")
+    """Up to :data:`MAX_STEPS_SHOWN` step numbers, ``...`` after them when there are more."""
+    return (", ".join(map(str, steps[:MAX_STEPS_SHOWN]))
+            + (", ..." if len(steps) > MAX_STEPS_SHOWN else ""))
 
 
 def _update_place(where, number, links):
@@ -683,30 +846,28 @@ def _verify_zero_debiased(checks, where, old, state, momenta):
                 expected))
 
 
-def _verify_averages(trace, checks):
-    """The averages that pair with no other (``bnrepro-trace/2``): each step's value against
-    ``momentum * old + (1 - momentum) * consumed`` (zero-debiased where the header says so)."""
-    for name, settings in trace.averages.items():
-        for record in trace.steps:
-            state = record.get("averages", {}).get(name)
-            previous = trace.before(record, name, "averages")
-            if state is None or previous is None or "consumed" not in state:
-                continue
-            old = previous["averages"][name]
-            momentum = state.get("momentum", settings["momentum"])
-            where = f"step {record['step']}, average {name}"
-            if settings.get("zero_debias"):
-                steps = (float(np.ravel(old["local_step"])[0]),
-                         float(np.ravel(state["local_step"])[0]))
-                biased_old, biased_new, expected = formulas.zero_debiased_average(
-                    old["value"], state["consumed"], momentum, *steps)
-                bound = tolerances.zero_debiased_bound(old["value"], state["consumed"], momentum,
-                                                       *steps, biased_old, biased_new, expected)
-            else:
-                expected = formulas.moving_average(old["value"], state["consumed"], momentum)
-                bound = tolerances.moving_average_bound(old["value"], state["consumed"], momentum,
-                                                        expected)
-            checks[AVERAGE_CHECK].compare(where, state["value"], expected, bound)
+def _verify_averages(trace, checks, record, chain):
+    """The averages that pair with no other (``bnrepro-trace/2``) at one step: each value against
+    ``momentum * old + (1 - momentum) * consumed`` (zero-debiased where the header says so), the
+    old value from ``chain`` (before it advances past ``record``), into ``checks[name]``."""
+    for name, state in record.get("averages", {}).items():
+        previous = chain.before(record, name, "averages")
+        if name not in checks or previous is None or "consumed" not in state:
+            continue
+        settings, old = trace.averages[name], previous["averages"][name]
+        momentum = state.get("momentum", settings["momentum"])
+        where = f"step {record['step']}, average {name}"
+        if settings.get("zero_debias"):
+            steps = (float(np.ravel(old["local_step"])[0]), float(np.ravel(state["local_step"])[0]))
+            biased_old, biased_new, expected = formulas.zero_debiased_average(
+                old["value"], state["consumed"], momentum, *steps)
+            bound = tolerances.zero_debiased_bound(old["value"], state["consumed"], momentum,
+                                                   *steps, biased_old, biased_new, expected)
+        else:
+            expected = formulas.moving_average(old["value"], state["consumed"], momentum)
+            bound = tolerances.moving_average_bound(old["value"], state["consumed"], momentum,
+                                                    expected)
+        checks[name].compare(where, state["value"], expected, bound)
 
 
 def _verify_renorm(checks, where, mode, record, state, previous, layer, momentum, epsilon,

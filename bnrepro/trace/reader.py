@@ -136,9 +136,10 @@ def read_trace(path):
     killed: the trace is read without it), another format version, tensors whose shapes disagree,
     a chunk file (or ``trace_arrays.npz``) that a line refers to and that cannot be read (outside
     the trace's directory, missing, empty, cut short, not a zip of ``.npy`` arrays; the member or
-    row missing, damaged, not numbers), or a header with neither steps nor an end line. A header
-    and an end line without steps is a whole trace of a program in which nothing was recorded
-    (``bnrepro verify``: NOTHING TO CHECK).
+    row missing, damaged, not numbers). A header and an end line without steps is a whole trace
+    of a program in which nothing was recorded (``bnrepro verify``: NOTHING TO CHECK); a header
+    without either, a run killed (or still running) before it wrote its first chunk of steps
+    (INCOMPLETE).
     """
     return open_trace(path).loaded()
 
@@ -177,8 +178,6 @@ def open_trace(path):
     if initial and not step_zero:
         raise UserError(f"{path} line {initial[0][0]}: an initial state declared without a "
                         "step 0 before it")
-    if not steps and end is None:
-        raise UserError(f"{path} has a header but no steps and no end line (cut short?)")
     return Trace(path=path, header=header, end=end,
                  steps=StreamedSteps(path, header, steps, [record for _, record in initial]))
 
