@@ -219,25 +219,54 @@ def _remove_staging(staging, created_parents):
             os.rmdir(directory)
 
 
+class StagedOutput:
+    """An output directory written in a staging directory beside it (``.path``) and moved into
+    place by :meth:`commit`, or removed by :meth:`discard` (with the parent directories it
+    created). For a writer whose start and end are not one block (a ``SessionRunHook``); a block
+    uses :func:`output_directory`. Left alone, neither committed nor discarded (the process was
+    killed), the staging directory stays: :func:`unfinished_outputs` finds it."""
+
+    def __init__(self, path, *, force=False):
+        check_output_directory(path, force=force)
+        self.name, self.force = path, force
+        self.target = os.path.realpath(path) if os.path.isdir(path) else os.path.abspath(path)
+        self.created_parents = _missing_parents(self.target)[0]
+        self.path = None
+        try:
+            with _os_errors_as_user_errors(f"cannot create {path}"):
+                os.makedirs(os.path.dirname(self.target), exist_ok=True)
+                self.path = _make_unique_directory(os.path.dirname(self.target),
+                                                   os.path.basename(self.target) + STAGING_SUFFIX)
+        except BaseException:
+            self.discard()
+            raise
+
+    def commit(self):
+        """Move the staging directory's contents into place (:class:`UserError` if the output
+        appeared meanwhile and ``force`` is not given, or the move fails: the staging directory is
+        then removed)."""
+        try:
+            with _os_errors_as_user_errors(f"cannot write {self.name}"):
+                _write_marker(self.path)
+            check_output_directory(self.target, force=self.force)  # the run may have taken hours
+            with _os_errors_as_user_errors(f"cannot move the output into {self.name}"):
+                _move_into_place(self.path, self.target)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self):
+        _remove_staging(self.path, self.created_parents)
+
+
 @contextlib.contextmanager
 def output_directory(path, *, force=False):
     """Yield a staging directory whose contents become ``path`` when the block ends without an
     error. Missing parent directories are created, and removed again if the block fails."""
-    check_output_directory(path, force=force)
-    target = os.path.realpath(path) if os.path.isdir(path) else os.path.abspath(path)
-    created_parents = _missing_parents(target)[0]
-    staging = None
+    staged = StagedOutput(path, force=force)
     try:
-        with _os_errors_as_user_errors(f"cannot create {path}"):
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            staging = _make_unique_directory(os.path.dirname(target),
-                                             os.path.basename(target) + STAGING_SUFFIX)
-        yield staging
-        with _os_errors_as_user_errors(f"cannot write {path}"):
-            _write_marker(staging)
-        check_output_directory(target, force=force)  # again: the command may have run for minutes
-        with _os_errors_as_user_errors(f"cannot move the output into {path}"):
-            _move_into_place(staging, target)
+        yield staged.path
     except BaseException:
-        _remove_staging(staging, created_parents)
+        staged.discard()
         raise
+    staged.commit()

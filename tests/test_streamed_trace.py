@@ -151,3 +151,56 @@ def test_the_layers_inputs_stop_when_the_trace_reaches_its_budget(tmp_path):
     assert coverage.lines()[2] == (
         f"  batch_mean, batch_variance from inputs: {len(with_input)} of 60 steps "
         f"({60 - len(with_input)}: the layer's input was not kept)")
+
+
+HOOKED_PROGRAM = '''
+import sys
+import numpy as np
+import tensorflow as tf
+import bnrepro
+if sys.argv[1] == "v2":
+    tf.compat.v1.disable_v2_behavior()
+else:
+    tf.compat.v1.disable_eager_execution()
+tf1 = tf.compat.v1
+x = tf1.placeholder(tf.float32, [None, 3])
+y = tf1.layers.batch_normalization(x, training=True, momentum=0.9)
+loss = tf.reduce_mean(tf.square(y * tf1.get_variable("w", [3]) - 1.0))
+global_step = tf1.train.get_or_create_global_step()
+with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
+    train = tf1.train.GradientDescentOptimizer(0.01).minimize(loss, global_step)
+rng = np.random.RandomState(0)
+hook = bnrepro.TraceHook(sys.argv[2], force=True)
+with tf1.train.MonitoredTrainingSession(hooks=[hook]) as session:
+    for step in range(1, int(sys.argv[3]) + 1):
+        session.run(train, {x: rng.randn(8, 3).astype(np.float32) * 2 + 1})
+        if step == int(sys.argv[4]):
+            raise RuntimeError("the training loop failed at step " + sys.argv[4])
+print("done")
+'''
+
+
+def _hooked_run(tmp_path, mode, steps, fail_at=0):
+    script = tmp_path / "hooked.py"
+    script.write_text(HOOKED_PROGRAM)
+    out = tmp_path / f"hooked_{mode}_{fail_at}"
+    environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, str(script), mode, str(out), str(steps), str(fail_at)],
+                          capture_output=True, text=True, env=environment, timeout=300)
+    return out, done
+
+
+@pytest.mark.parametrize("mode", GRAPH_MODES)
+def test_the_session_hook_streams_and_a_session_that_fails_leaves_its_steps(tmp_path, mode):
+    out, done = _hooked_run(tmp_path, mode, 400)
+    assert done.returncode == 0 and done.stdout == "done\n", done.stderr
+    whole = verify_trace(read_trace(str(out)))
+    assert whole.passed and len(read_trace(str(out)).steps) == 401, whole.format()
+    failed, done = _hooked_run(tmp_path, mode, 400, fail_at=300)
+    assert done.returncode == 1 and "failed at step 300" in done.stderr
+    assert not failed.exists()
+    (left,) = unfinished_outputs(str(failed))
+    trace = read_trace(left)  # the first chunk's lines (256 with the declaration) were written
+    steps = [record["step"] for record in trace.steps]
+    assert trace.end is None and steps == list(range(len(steps))) and 200 < len(steps) < 300
+    _passes_but_for_its_end(trace)

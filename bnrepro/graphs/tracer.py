@@ -687,14 +687,6 @@ class Tracer:
                  "operations": state.discovery.operations, "layers": len(state.discovery.layers),
                  "averages": len(state.discovery.averages)} for state in self.graphs.values()]
 
-    def write(self, directory, *, status="complete", reason=None, scenario="trace", csv=False):
-        """Write ``trace.jsonl`` and its arrays (with ``csv``, also ``trace.csv``) of everything
-        recorded into ``directory``."""
-        with TraceWriter(directory, self.header(scenario), csv=csv) as writer:
-            for record in self.records:
-                writer.write_step(record)
-            writer.finish(status, last_step=max(self.recorded - 1, 0), reason=reason)
-
     def summary(self):
         """What was found and recorded, in a few lines for the user."""
         lines = []

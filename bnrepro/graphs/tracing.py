@@ -21,7 +21,7 @@ import traceback
 import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
 
 from bnrepro.graphs.tracer import Tracer
-from bnrepro.outdir import output_directory
+from bnrepro.outdir import StagedOutput, output_directory
 from bnrepro.trace import TraceWriter
 from bnrepro.trace.keep import KeepPolicy
 
@@ -91,13 +91,23 @@ def tracing(out, *, force=False, inputs_every=None, write=None, csv=False, keep=
 
 class TraceHook(tf1.train.SessionRunHook):
     """``tf.compat.v1.train.SessionRunHook`` that traces a ``MonitoredTrainingSession``'s runs into
-    ``out``: ``before_run`` adds the fetches (``SessionRunArgs``), ``after_run`` records; the trace
-    is written when the session ends."""
+    ``out``: ``before_run`` adds the fetches (``SessionRunArgs``), ``after_run`` records, streamed
+    as the session runs (from ``begin``) into ``out``'s staging directory, which becomes ``out``
+    when the session ends (``end``). A session closed by an error does not call ``end``: its trace
+    stays in the staging directory, without end line, as a killed run's (``bnrepro verify``
+    reads it: INCOMPLETE)."""
 
-    def __init__(self, out, *, force=False, inputs_every=None):
-        self.out, self.force = out, force
-        self.tracer = Tracer(inputs_every=inputs_every)
+    def __init__(self, out, *, force=False, inputs_every=None, csv=False, keep=KeepPolicy()):
+        self.out, self.force, self.csv = out, force, csv
+        self.tracer = Tracer(inputs_every=inputs_every, keep=keep)
         self._pending = None
+        self._staged = self._writer = None
+
+    def begin(self):
+        if self._staged is None:  # a hook may serve several sessions: one trace
+            self._staged = StagedOutput(self.out, force=self.force)
+            self._writer = TraceWriter(self._staged.path, self.tracer.header(), csv=self.csv)
+            self.tracer.stream_to(self._writer)
 
     def before_run(self, run_context):
         arguments = run_context.original_args
@@ -115,8 +125,12 @@ class TraceHook(tf1.train.SessionRunHook):
                                   "MonitoredSession hook")
 
     def end(self, session):
-        with output_directory(self.out, force=self.force) as staging:
-            self.tracer.write(staging)
+        if self._staged is None:
+            return
+        self.tracer.finish()
+        self._writer.close()
+        self._staged.commit()
+        self._staged = self._writer = None
 
 
 def trace_script(script, arguments, out, *, force=False, inputs_every=None, write=print,
