@@ -196,6 +196,15 @@ def _no_update(step, old_mean, old_variance, batch_mean, batch_variance):
     return old_mean, old_variance
 
 
+def _zero_debiased(step, old_mean, old_variance, batch_mean, batch_variance):
+    """The zero-debiased average, ``t`` the step (no ``local_step`` recorded: the diagnosis counts
+    the updates)."""
+    def debiased(old, statistic):
+        biased_old = old * (1 - MOMENTUM ** (step - 1))
+        return (MOMENTUM * biased_old + (1 - MOMENTUM) * statistic) / (1 - MOMENTUM ** step)
+    return debiased(old_mean, batch_mean), debiased(old_variance, batch_variance)
+
+
 @pytest.fixture(scope="module")
 def long_trace(tmp_path_factory):
     """3,000 steps: ``swapped`` averages the mean with momentum and 1 - momentum swapped from step
@@ -232,6 +241,16 @@ def test_the_stackable_steps_are_compared_stacked(long_trace, monkeypatch):
     stacked_rows.clear()
     diagnose_trace(open_trace(long_trace), vectorised=False)
     assert stacked_rows == []
+
+
+def test_a_convention_the_stacked_steps_compare_step_by_step_is_named(tmp_path, monkeypatch):
+    """A zero-debiased average (not an elementwise candidate: it counts the updates) over 700
+    steps without batch_input: compared step by step within the stacked blocks."""
+    path = _write_trace(tmp_path, 700, {BN: _zero_debiased})
+    findings = diagnose_trace(open_trace(path))
+    assert conventions_followed(findings) == {(BN, "moving_mean"): "zero-debiased",
+                                              (BN, "moving_variance"): "zero-debiased"}
+    assert findings == diagnose_trace(open_trace(path), vectorised=False)
 
 
 # --- (c) a finding after the first block ----------------------------------------------------------

@@ -427,8 +427,9 @@ QUANTITIES = (
 CONSUMED = ("batch_mean", "batch_variance", "batch_input", records.UPDATES)
 STATISTICS = ("moving_mean", "moving_variance")
 STACKED = STATISTICS + ("batch_mean", "batch_variance")  # a stacked step's new (old: STATISTICS)
-RECORDED_MOMENTA = (records.MEAN_MOMENTUM, records.VARIANCE_MOMENTUM, records.UPDATES)  # per step
-NOT_STACKED = ("batch_input",) + RECORDED_MOMENTA
+# where a step holds its own momenta or its updates' (records.momentum_of); else the header's
+OWN_MOMENTA = (records.MEAN_MOMENTUM, records.VARIANCE_MOMENTUM, records.UPDATES)
+NOT_STACKED = ("batch_input",) + OWN_MOMENTA
 SHOWN_STEPS = 8  # the step numbers a finding names
 
 
@@ -616,20 +617,20 @@ class _Rows:
         self.rows.append((record, previous, updates))
         self.states.append(state)
         self.olds.append(old)
-        self._steps = None
 
     def steps(self):
-        """The rows as :class:`_Step` s, built once (for the candidates not elementwise)."""
-        if self._steps is None:
-            self._steps = [_step(record, previous, self.layer, self.settings, updates)
-                           for record, previous, updates in self.rows]
-        return self._steps
+        """The rows as :class:`_Step` s in order, each built when first asked for (for the
+        candidates not elementwise, which most often fail at the first)."""
+        for index, (record, previous, updates) in enumerate(self.rows):
+            if index == len(self._steps):
+                self._steps.append(_step(record, previous, self.layer, self.settings, updates))
+            yield self._steps[index]
 
     def stacked(self):
         return _stacked_step(self.states, self.olds, self.layer, self.settings)
 
     def clear(self):
-        self.rows, self.states, self.olds, self.signature, self._steps = [], [], [], None, None
+        self.rows, self.states, self.olds, self.signature, self._steps = [], [], [], None, []
 
 
 class _StepNumbers:
@@ -784,7 +785,8 @@ class _LayerDiagnosis:
         self.pending.add(record, previous, self.updates, state, old)
 
     def _frozen(self, state):
-        if not state.keys().isdisjoint(RECORDED_MOMENTA):
+        """:func:`frozen_by_momentum`, once for the steps that take the header's momenta."""
+        if not state.keys().isdisjoint(OWN_MOMENTA):
             return frozen_by_momentum(self.settings, state)
         return self.frozen_by_header
 
@@ -871,8 +873,8 @@ class Diagnosis:
     block at a time (``trace.blocks()``), then :meth:`findings`. Each step's state before comes
     from a :class:`bnrepro.trace.reader.Chain`. ``vectorised`` (default): the steps of a block
     that only the elementwise candidates' formulas need (:func:`_stackable`) are compared
-    stacked, one evaluation of each such candidate per run of them; ``False``: every step
-    alone."""
+    stacked, one evaluation of each such candidate per layer and block (per run of steps that
+    hold the same batch statistics); ``False``: every step alone."""
 
     def __init__(self, trace, vectorised=True):
         self._chain = Chain(trace.steps_are_runs)
