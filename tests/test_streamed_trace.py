@@ -204,3 +204,42 @@ def test_the_session_hook_streams_and_a_session_that_fails_leaves_its_steps(tmp_
     steps = [record["step"] for record in trace.steps]
     assert trace.end is None and steps == list(range(len(steps))) and 200 < len(steps) < 300
     _passes_but_for_its_end(trace)
+
+
+def test_a_fused_layers_input_is_fetched_only_at_the_steps_the_trace_keeps(tmp_path):
+    """A fused layer (4-D input): its consumed batch statistics are not fetched, its input checks
+    the update, so the input is fetched at every kept step; at a step the keep policy drops the run
+    fetches no input at all (it would be thrown away: the cost of a long run)."""
+    import bnrepro
+    from bnrepro.graphs.run_plan import base_role
+    from bnrepro.graphs.tfv1 import tf, tf1
+    from bnrepro.trace.keep import KeepPolicy
+
+    fetched_inputs = {}  # the step a run may become -> whether it fetches a layer input
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, (4, 3, 3, 2))
+        tf1.layers.batch_normalization(x, training=True, momentum=0.5, fused=True)
+        updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        with bnrepro.tracing(str(tmp_path / "out"), keep=KeepPolicy(3, 10, None)) as tracer, \
+                tf1.Session() as session:
+            planned = tracer.before_run
+
+            def spy(*arguments):
+                state, plan = planned(*arguments)
+                if plan is not None:
+                    fetched_inputs[tracer.recorded] = any(
+                        base_role(plan.keys[key][1]) == "batch_input" for key in plan.extra)
+                return state, plan
+            tracer.before_run = spy
+            session.run(tf1.global_variables_initializer())
+            rng = np.random.RandomState(0)
+            for _ in range(25):
+                session.run(updates, {x: rng.randn(4, 3, 3, 2).astype(np.float32)})
+    kept = {0, 1, 2, 3, 9, 10, 19, 20}
+    assert {step for step, fetched in fetched_inputs.items() if fetched} == kept - {0}
+    assert set(fetched_inputs) >= set(range(1, 25))
+    trace = read_trace(str(tmp_path / "out"))
+    assert [record["step"] for record in trace.steps] == sorted(kept | {25})
+    report = verify_trace(trace)
+    assert report.passed, report.format()

@@ -32,7 +32,9 @@ class RunPlan:
     fed_extra: tuple = ()  # the keys of ``extra`` whose tensor the run is fed: the fed value
     computed_extra: tuple = ()  # (keys, tensors) of the rest of ``extra``: fetched with the run
     keys: dict = field(default_factory=dict)  # key of ``extra`` -> (trace name, role)
-    lean: Optional["RunPlan"] = None  # the same run without the layer inputs (itself if none)
+    lean: Optional["RunPlan"] = None  # the same run without the layer inputs the inputs
+    # policy may leave out, those that check an update kept (itself if none)
+    bare: Optional["RunPlan"] = None  # ... without any layer input: a step the trace drops
     # the tracked state after the run without reading it again (:func:`state_after_run`): tracked
     # key -> key of ``extra`` holding its value, or None (the run cannot change it); None: read it
     after: Optional[dict] = None
@@ -83,7 +85,7 @@ class RunPlan:
             variant = replace(
                 self, extra={key: tensor for key, tensor in self.extra.items()
                              if key not in dropped},
-                conditional={}, lean=None, _variants={},
+                conditional={}, lean=None, bare=None, _variants={},
                 race_conditions=[(sentence, liveness.ALWAYS) for sentence, conditions
                                  in self.race_conditions
                                  if conditions is None or liveness.holds(conditions, values)]
@@ -93,25 +95,32 @@ class RunPlan:
 
     def arrange(self, fed):
         """Fill ``keys``' dependants: which extra tensors the run is fed (``fed``: fed tensor
-        names) and which it computes; and ``lean``, the plan of a step whose record keeps no
-        layer input, so that a run does not fetch an input it would throw away."""
+        names) and which it computes; ``lean``, the plan of a step whose record keeps no layer
+        input but those that check an update (:func:`fusable`), and ``bare``, of a step whose
+        record keeps none (a step the keep policy drops, or the inputs budget is spent), so that
+        a run does not fetch an input it would throw away."""
         self.fed = frozenset(fed)
         self.fed_extra = tuple(key for key, tensor in self.extra.items() if tensor.name in fed)
         computed = [(key, tensor) for key, tensor in self.extra.items()
                     if key not in self.fed_extra]
         self.computed_extra = (tuple(key for key, _ in computed),
                                tuple(tensor for _, tensor in computed))
-        inputs = {key for key in self.extra if base_role(self.keys[key][1]) == "batch_input"
-                  and key not in self.required_inputs}
+        every_input = {key for key in self.extra
+                       if base_role(self.keys[key][1]) == "batch_input"}
+        self.lean = self._without(every_input - self.required_inputs, fed)
+        self.bare = self._without(every_input, fed)
+        return self
+
+    def _without(self, inputs, fed):
+        """This plan without the layer inputs ``inputs`` (itself when there are none)."""
         if not inputs:
-            self.lean = self
             return self
-        self.lean = replace(
+        return replace(
             self, extra={key: tensor for key, tensor in self.extra.items() if key not in inputs},
             layers=[], conditional={key: conditions for key, conditions
                                     in self.conditional.items() if key not in inputs},
-            lean=None, _variants={}).arrange(fed)
-        return self
+            required_inputs=self.required_inputs - inputs, lean=None, bare=None,
+            _variants={}).arrange(fed)
 
 
 IN_BRANCH_NOTE = ("batch statistics computed inside a TF2 tf.cond branch (an If op's function) "

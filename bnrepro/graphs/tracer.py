@@ -190,8 +190,6 @@ class Tracer:
         state, plan = self.before_run(session, fetches, feed_dict)
         if plan is None:
             return original_run(session, fetches, feed_dict, options, run_metadata)
-        if not self._inputs_at(self.recorded):  # the record this run may make keeps no input
-            plan = plan.lean
         pending = self._pending  # for _traced_do_run
         pending.session, pending.plan, pending.extra = session, plan if plan.extra else None, {}
         try:
@@ -259,8 +257,7 @@ class Tracer:
         predicates = [feeds.index(name) for name in full.predicates]
         tracer = self
 
-        def call_for(plan, keep_inputs):
-            chosen = plan if keep_inputs else plan.lean  # plans live in ``full``: ids stay theirs
+        def call_for(chosen):  # plans live in ``full``: ids stay theirs
             if id(chosen) not in calls:
                 calls[id(chosen)] = extended(chosen)
             return calls[id(chosen)]
@@ -275,7 +272,7 @@ class Tracer:
                 tracer._note(plan.races)
                 if state.last is None:
                     tracer.before_change(session, state, plan)
-                return call_for(plan, bool(tracer._inputs_at(tracer.recorded)))  # noqa: SLF001
+                return call_for(tracer._inputs_plan(plan))  # noqa: SLF001
             except Exception as error:  # noqa: BLE001
                 tracer._failed(session.graph, "preparing a callable's call", error)
                 return None
@@ -300,7 +297,8 @@ class Tracer:
         return traced
 
     def before_run(self, session, fetches, feed_dict):
-        """``(graph state, plan)`` of a run about to happen, its initial state read if need be;
+        """``(graph state, plan)`` of a run about to happen (the plan with the layer inputs its
+        record may keep, :meth:`_inputs_plan`), its initial state read if need be;
         ``(None, None)`` when the run is not traced (its graph has no moving average, or the
         tracer failed on it: :meth:`_failed`)."""
         graph = session.graph
@@ -313,7 +311,7 @@ class Tracer:
                 plan = plan.given(fed_values(graph, feed_dict, plan.predicates))
             self._note(plan.races)
             self.before_change(session, state, plan)
-            return state, plan
+            return state, self._inputs_plan(plan)
         except Exception as error:  # noqa: BLE001  the program's run goes on untraced
             self._failed(graph, "preparing a run", error)
             return None, None
@@ -515,6 +513,14 @@ class Tracer:
             self.initial_record["averages"].update(record["averages"])
         else:
             self._declare(initial=record)
+
+    def _inputs_plan(self, plan):
+        """``plan`` with the layer inputs the record this run may make keeps: all, those that
+        check an update (``lean``), or none (``bare``: a step the keep policy drops, or the
+        inputs budget is spent)."""
+        if self._inputs_at(self.recorded):
+            return plan
+        return plan.lean if self._within_keep(self.recorded) else plan.bare
 
     def _inputs_at(self, step):
         """Whether record ``step`` keeps the layers' inputs: the inputs policy
