@@ -167,8 +167,8 @@ def _add_explain(commands):
 def _explain(arguments):
     from bnrepro.check.explain import explain_step
 
-    print(explain_step(_read_trace(arguments.trace), arguments.step, arguments.layer,
-                       arguments.channel))
+    trace = _read_trace(arguments.trace, streamed=True)
+    print(explain_step(trace, arguments.step, arguments.layer, arguments.channel))
     return 0
 
 

@@ -12,7 +12,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from bnrepro.check.explain import explain_step
 from bnrepro.check.verify import verify_trace
+from bnrepro.errors import UserError
 from bnrepro.cli import EXIT_FAILED, main
 from bnrepro.trace import FORMAT_2, TraceWriter, open_trace, read_trace
 
@@ -150,3 +152,14 @@ def test_a_streamed_trace_refuses_what_needs_its_records_in_memory(tmp_path):
         trace.step(2)
     loaded = trace.loaded()
     assert loaded.before(loaded.step(2), "bn1")["step"] == 1
+
+
+def test_explain_reads_a_streamed_trace_up_to_its_step(tmp_path):
+    directory = str(write_run(tmp_path / "run", 300))
+    streamed, in_memory = open_trace(directory), read_trace(directory)
+    for step, layer in ((1, "bn1"), (257, "bn2"), (300, "bn1")):
+        assert explain_step(streamed, step, layer, 2) == explain_step(in_memory, step, layer, 2)
+    for trace in (streamed, in_memory):
+        with pytest.raises(UserError, match=r"step 301 is not a training step .*\(traced steps: "
+                                            r"1\.\.300\)"):
+            explain_step(trace, 301)

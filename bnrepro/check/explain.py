@@ -20,6 +20,7 @@ import numpy as np
 from bnrepro.check import formulas, layer_modes, records
 from bnrepro.check.layer_modes import LayerMode
 from bnrepro.errors import UserError
+from bnrepro.trace.reader import Chain
 
 SHOWN_VALUES = 4  # inputs listed in full up to this many; longer lists are elided
 
@@ -43,21 +44,20 @@ def _result_line(left, value, stored):
 
 def explain_step(trace, step, layer=None, channel=0):
     """The hand calculation of ``step`` for ``layer`` (default: the first layer, else the first
-    average of a ``bnrepro-trace/2`` trace) and one channel."""
-    record = trace.step(step)
+    average of a ``bnrepro-trace/2`` trace) and one channel. The trace is read up to the step, a
+    block at a time (a trace from :func:`bnrepro.trace.open_trace` is not held in memory)."""
+    names = list(trace.layers) + list(trace.averages)
+    layer = layer or (names[0] if names else None)
+    section = "bn" if layer in trace.layers else "averages"
+    record, previous, traced = _step_and_before(trace, step, layer, section)
     if record is None or step < 1:
-        traced = [r["step"] for r in trace.steps if r["step"] >= 1]
         raise UserError(f"step {step} is not a training step of {trace.path} "
                         f"(traced steps: {_span(traced)})")
-    names = list(trace.layers) + list(trace.averages)
     if not names:
         raise UserError(f"{trace.path} has no batch-norm layer or moving average")
-    layer = layer or names[0]
     if layer not in names:
         raise UserError(f"no batch-norm layer or average {layer!r} in {trace.path}; there are: "
                         f"{', '.join(names)}")
-    section = "bn" if layer in trace.layers else "averages"
-    previous = trace.before(record, layer, section)
     if previous is None or layer not in record.get(section, {}):
         raise UserError(f"step {step} of {trace.path} does not hold {layer!r} and the state "
                         "before it")
@@ -306,6 +306,22 @@ def _average_lines(trace, step, name, settings, state, old, momentum, at):
     return lines + _update_lines("value", "consumed", at(old["value"]), at(state["consumed"]),
                                  at(state["value"]), momentum,
                                  _local_steps(settings, old, state))[0]
+
+
+def _step_and_before(trace, step, name, section):
+    """``(record of step, record of name's state before it, traced steps)``: the first record
+    numbered ``step`` (``None`` if there is none) and the one a :class:`~bnrepro.trace.Chain`
+    names before it (``None`` if not kept), read until it is found; ``traced steps``, the first
+    and last step numbers from 1 read so far (all of them when the step is not found)."""
+    chain, first, last = Chain(trace.steps_are_runs), None, None
+    for block in trace.blocks():
+        for record in block:
+            if record["step"] >= 1:
+                first, last = record["step"] if first is None else first, record["step"]
+            if record["step"] == step:
+                return record, chain.before(record, name, section), [first, last]
+            chain.advance(record)
+    return None, None, [] if first is None else [first, last]
 
 
 def _span(steps):
