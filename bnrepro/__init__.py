@@ -19,10 +19,11 @@ __version__ = "0.1.0"
 #   bnrepro.trace_script(...)  what `bnrepro trace` does
 #   bnrepro.load_trace(path)   a whole trace as NumPy arrays per layer and quantity (and pandas)
 #   bnrepro.read_trace(path)   the trace's records; bnrepro.verify_trace(trace) its checks
+#   bnrepro.open_trace(path)   the same, its steps read a block at a time (a long run's trace)
 _PUBLIC = {"tracing": "bnrepro.graphs.tracing", "TraceHook": "bnrepro.graphs.tracing",
            "trace_script": "bnrepro.graphs.tracing", "Tracer": "bnrepro.graphs.tracer",
-           "read_trace": "bnrepro.trace", "verify_trace": "bnrepro.check.verify",
-           "load_trace": "bnrepro.trace.load"}
+           "read_trace": "bnrepro.trace", "open_trace": "bnrepro.trace",
+           "verify_trace": "bnrepro.check.verify", "load_trace": "bnrepro.trace.load"}
 
 
 def __getattr__(name):
