@@ -16,7 +16,8 @@ from bnrepro.outdir import unfinished_outputs
 from bnrepro.trace import read_trace
 from conftest import GRAPH_MODES
 
-PROGRAM = '''
+# one tf.layers layer and a loss in the graph mode argv[1] names (v2: disable_v2_behavior())
+MODEL = '''
 import sys
 import numpy as np
 import tensorflow as tf
@@ -28,9 +29,12 @@ tf1 = tf.compat.v1
 x = tf1.placeholder(tf.float32, [None, 3])
 y = tf1.layers.batch_normalization(x, training=True, momentum=0.9)
 loss = tf.reduce_mean(tf.square(y * tf1.get_variable("w", [3]) - 1.0))
+global_step = tf1.train.get_or_create_global_step()
 with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
-    train = tf1.train.GradientDescentOptimizer(0.01).minimize(loss)
+    train = tf1.train.GradientDescentOptimizer(0.01).minimize(loss, global_step)
 rng = np.random.RandomState(0)
+'''
+PROGRAM = MODEL + '''
 with tf1.Session() as session:
     session.run(tf1.global_variables_initializer())
     for step in range(1, 100001):
@@ -153,23 +157,8 @@ def test_the_layers_inputs_stop_when_the_trace_reaches_its_budget(tmp_path):
         f"({60 - len(with_input)}: the layer's input was not kept)")
 
 
-HOOKED_PROGRAM = '''
-import sys
-import numpy as np
-import tensorflow as tf
+HOOKED_PROGRAM = MODEL + '''
 import bnrepro
-if sys.argv[1] == "v2":
-    tf.compat.v1.disable_v2_behavior()
-else:
-    tf.compat.v1.disable_eager_execution()
-tf1 = tf.compat.v1
-x = tf1.placeholder(tf.float32, [None, 3])
-y = tf1.layers.batch_normalization(x, training=True, momentum=0.9)
-loss = tf.reduce_mean(tf.square(y * tf1.get_variable("w", [3]) - 1.0))
-global_step = tf1.train.get_or_create_global_step()
-with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
-    train = tf1.train.GradientDescentOptimizer(0.01).minimize(loss, global_step)
-rng = np.random.RandomState(0)
 hook = bnrepro.TraceHook(sys.argv[2], force=True)
 with tf1.train.MonitoredTrainingSession(hooks=[hook]) as session:
     for step in range(1, int(sys.argv[3]) + 1):
