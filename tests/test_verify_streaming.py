@@ -163,3 +163,46 @@ def test_explain_reads_a_streamed_trace_up_to_its_step(tmp_path):
         with pytest.raises(UserError, match=r"step 301 is not a training step .*\(traced steps: "
                                             r"1\.\.300\)"):
             explain_step(trace, 301)
+
+
+def write_average_run(directory, steps, *, change=None, momentum=0.999):
+    """A trace of an average that pairs with no other (an ExponentialMovingAverage of a (3, 4)
+    weight), ``steps`` updates ``shadow - (shadow - w) * float32(1 - momentum)`` in float32; every
+    10th step records its momentum (computed at run time: checked one by one)."""
+    generator = np.random.default_rng(2)
+    header = {"format": FORMAT_2, "scenario": "simulated", "config": {}, "layers": {},
+              "averages": {"ema/w": {"momentum": momentum, "zero_debias": False,
+                                     "kind": "ExponentialMovingAverage (simulated)",
+                                     "convention": "momentum * old + (1 - momentum) * value"}}}
+    directory.mkdir()
+    writer = TraceWriter(str(directory), header)
+    shadow = np.zeros((3, 4), np.float32)
+    writer.write_step({"step": 0, "bn": {}, "averages": {"ema/w": {"value": shadow}}})
+    decay = np.float32(1.0 - momentum)
+    for step in range(1, steps + 1):
+        weight = generator.normal(0.5, 0.1, (3, 4)).astype(np.float32)
+        shadow = shadow - (shadow - weight) * decay
+        state = {"value": shadow, "consumed": weight}
+        if step % 10 == 0:
+            state["momentum"] = momentum
+        if change is not None:
+            change(step, state)
+        writer.write_step({"step": step, "run": {"trained": True, "moved": True}, "bn": {},
+                           "averages": {"ema/w": state}})
+    writer.finish("complete", last_step=steps)
+    return directory
+
+
+def test_an_average_of_its_own_streamed_as_step_by_step(tmp_path):
+    def change(step, state):
+        if step == 333:
+            state["value"] = state["value"] + np.float32(1e-4)
+    for name, altered in (("clean", None), ("altered", change)):
+        streamed, one_by_one = _reports(write_average_run(tmp_path / name, 500, change=altered))
+        assert streamed.format() == one_by_one.format()
+        check = next(check for check in streamed.checks if check.name == "moving average update")
+        assert check.compared == 500 * 12
+        if altered is None:
+            assert streamed.passed, streamed.format()
+        else:
+            assert check.first_failure.startswith("step 333, average ema/w, element (0, 0)")

@@ -206,15 +206,16 @@ def verify_trace(trace, *, vectorised=True):
                     modes={layer: m.describe() for layer, m in modes.items() if not m.standard},
                     notes=list(trace.header.get("tracer_notes", [])))
     layers = {layer: _LayerChecks(trace, layer, mode, vectorised) for layer, mode in modes.items()}
-    averages = {name: Check(AVERAGE_CHECK) for name in trace.averages}
+    averages = {name: _AverageChecks(name, settings, vectorised)
+                for name, settings in trace.averages.items()}
     chain, diagnosis = Chain(trace.steps_are_runs), Diagnosis(trace)
     steps, variables = _StepsSeen(), False
     for block in trace.blocks():
-        before = []
+        before, averages_before = [], []
         for record in block:
             before.append({name: chain.before(record, name) for name in record["bn"]})
-            if trace.averages:
-                _verify_averages(trace, averages, record, chain)
+            averages_before.append({name: chain.before(record, name, "averages")
+                                    for name in record.get("averages", {})})
             chain.advance(record)
             steps.add(record["step"])
             variables = variables or "variables" in record
@@ -222,11 +223,14 @@ def verify_trace(trace, *, vectorised=True):
         for layer, layer_checks in layers.items():
             layer_checks.feed([(record, previous[layer]) for record, previous in
                                zip(block, before) if layer in record["bn"]])
+        for name, average_checks in averages.items():
+            average_checks.feed([(record, previous[name]) for record, previous in
+                                 zip(block, averages_before) if name in previous])
         diagnosis.feed(block)
     for layer_checks in layers.values():
         layer_checks.finish(checks, report)
-    for average in averages.values():
-        _merge(checks[AVERAGE_CHECK], average)
+    for average_checks in averages.values():
+        _merge(checks[AVERAGE_CHECK], average_checks.check)
     if SCALE_AND_OFFSET_CHECK in checks and not variables:
         report.checks.remove(checks.pop(SCALE_AND_OFFSET_CHECK))
     report.kept = _kept(trace)
@@ -846,15 +850,35 @@ def _verify_zero_debiased(checks, where, old, state, momenta):
                 expected))
 
 
-def _verify_averages(trace, checks, record, chain):
-    """The averages that pair with no other (``bnrepro-trace/2``) at one step: each value against
-    ``momentum * old + (1 - momentum) * consumed`` (zero-debiased where the header says so), the
-    old value from ``chain`` (before it advances past ``record``), into ``checks[name]``."""
-    for name, state in record.get("averages", {}).items():
-        previous = chain.before(record, name, "averages")
-        if name not in checks or previous is None or "consumed" not in state:
-            continue
-        settings, old = trace.averages[name], previous["averages"][name]
+class _AverageChecks:
+    """The comparisons of one average that pairs with no other (``bnrepro-trace/2``), fed a block
+    of ``(record, previous)`` pairs at a time: each value against ``momentum * old + (1 -
+    momentum) * consumed`` (zero-debiased where the header says so), the steps with the header's
+    momentum a block at a time, one array row per step (:meth:`_LayerChecks.feed`)."""
+
+    def __init__(self, name, settings, vectorised=True):
+        self.name, self.settings = name, settings
+        self.check = Check(AVERAGE_CHECK)
+        self.vectorised = vectorised and not settings.get("zero_debias") \
+            and settings.get("momentum") is not None
+
+    def feed(self, steps):
+        run = []
+        for record, previous in steps:
+            state = record["averages"][self.name]
+            if previous is None or "consumed" not in state:
+                continue
+            if self.vectorised and "momentum" not in state:
+                run.append((record, previous))
+                continue
+            self._simple_steps(run)
+            run = []
+            self._step(record, previous)
+        self._simple_steps(run)
+
+    def _step(self, record, previous):
+        name, settings = self.name, self.settings
+        state, old = record["averages"][name], previous["averages"][name]
         momentum = state.get("momentum", settings["momentum"])
         where = f"step {record['step']}, average {name}"
         if settings.get("zero_debias"):
@@ -867,7 +891,19 @@ def _verify_averages(trace, checks, record, chain):
             expected = formulas.moving_average(old["value"], state["consumed"], momentum)
             bound = tolerances.moving_average_bound(old["value"], state["consumed"], momentum,
                                                     expected)
-        checks[name].compare(where, state["value"], expected, bound)
+        self.check.compare(where, state["value"], expected, bound)
+
+    def _simple_steps(self, steps):
+        """:meth:`_step` of steps with the header's momentum, one array row per step."""
+        if not steps:
+            return
+        name = self.name
+        states = [record["averages"][name] for record, _ in steps]
+        old = np.stack([previous["averages"][name]["value"] for _, previous in steps])
+        value, bound = _combined(old, [(np.stack([state["consumed"] for state in states]), 0.0)],
+                                 [float(self.settings["momentum"])])
+        self.check.compare_rows(lambda row: f"step {steps[row][0]['step']}, average {name}",
+                                np.stack([state["value"] for state in states]), value, bound)
 
 
 def _verify_renorm(checks, where, mode, record, state, previous, layer, momentum, epsilon,
