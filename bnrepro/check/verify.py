@@ -329,11 +329,7 @@ def describe_ending(trace, last=None):
     reason = f" ({end['reason']})" if end.get("reason") else ""
     if end["status"] == "diverged":
         return f"the run diverged at step {end['last_step']}{reason}"
-    if end is None:
-        report.nothing = ("the trace ends after its header, with no step and no end line: the run "
-                          "was killed (or is still running) before it wrote its first steps")
-        report.ending = "the trace has no end line and no step: it was cut short"
-    elif end["status"] != "complete":
+    if end["status"] != "complete":
         return f"the run {end['status']} at step {end['last_step']}{reason}"
     if last != end["last_step"]:
         return (f"the run ended at step {end['last_step']}, the last recorded step is {last}: "
@@ -404,8 +400,8 @@ class _LayerChecks:
         # neither what the update consumed nor the input
         self.ran = self.inputs = self.inference = self.derived = self.blind = 0
         self.held = None  # the variances with which every update from the layer's input held
-        self.set_steps = []  # steps whose run set the statistics without their update (8 shown)
-        self.set_count = 0
+        self.set_steps = []  # steps whose run set the statistics without their update (the
+        # first MAX_STEPS_SHOWN and one more, for "...")
         self.not_checked = set()
         self.coverage = covered.Coverage(layer)
         self.seen = False  # the layer's first state (no formula's result) was met
@@ -491,7 +487,6 @@ class _LayerChecks:
             coverage.add_step(step)
             _verify_scale_and_offset(checks, coverage, settings, record, layer)
         if state.get("set"):  # changed without its update: the next step starts from here
-            self.set_count += 1
             if len(self.set_steps) <= MAX_STEPS_SHOWN:
                 self.set_steps.append(step)
             for quantity in covered.QUANTITIES:
