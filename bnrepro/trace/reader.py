@@ -157,7 +157,7 @@ def open_trace(path):
         raise UserError(f"trace {path} does not exist")
     header, end, steps, initial, step_zero = None, None, 0, [], False
     with _ArrayFiles(os.path.dirname(path)) as arrays:
-        for number, record, _ in _lines(path):
+        for number, record in _lines(path):
             if header is None:
                 header = _check_header(path, record)
                 continue
@@ -201,7 +201,7 @@ class StreamedSteps:
         generic = self.header["format"] == FORMAT_2
         block, joined = [], not self.initial
         with _ArrayFiles(os.path.dirname(self.path)) as arrays:
-            for number, record, raw in _lines(self.path):
+            for number, record in _lines(self.path):
                 if number == 1 or not _is_step_line(record):
                     continue
                 resolved = arrays.resolved(record, f"{self.path} line {number}")
@@ -224,7 +224,7 @@ def _is_step_line(record):
 
 
 def _lines(path):
-    """``(line number, object, text)`` of each line of ``trace.jsonl``; a line that is not JSON
+    """``(line number, object)`` of each line of ``trace.jsonl``; a line that is not JSON
     is a :class:`UserError`, but the last line of a trace without end line (cut short as it was
     written, by a run that was killed), which is left out."""
     try:
@@ -240,7 +240,7 @@ def _lines(path):
                         return  # the last line, cut short as it was written
                     raise UserError(f"{path} line {number} is not valid JSON: {error.msg}") \
                         from None
-                yield number, record, line
+                yield number, record
                 previous = record
             if number == 0:
                 raise UserError(f"trace {path} is empty")
