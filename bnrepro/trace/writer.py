@@ -76,8 +76,9 @@ class TraceWriter:
         return self.bytes_written + self._chunk.nbytes
 
     def write_step(self, record):
-        """Take one step record (dict of NumPy values): its arrays are copied into the chunk, its
-        line is written with the chunk."""
+        """Take one step record (dict of NumPy values): its arrays are copied into the chunk (or
+        written from where they are, when the record fills the chunk), its line is written with
+        the chunk; the caller may change the arrays afterwards."""
         if self._csv_file is not None:
             self._write_csv_rows(record)
         self._add_line(record, "step")
@@ -106,6 +107,8 @@ class TraceWriter:
         chunk.lines.append(json.dumps(written, allow_nan=True, default=_json_default) + "\n")
         if len(chunk.lines) >= self.chunk_records or chunk.nbytes >= self.chunk_bytes:
             self._write_chunk()
+        else:
+            chunk.settle()
 
     def _write_chunk(self):
         """Write the chunk's ``.npz`` (atomically: a temporary name, then renamed), then its
@@ -177,6 +180,14 @@ class _Chunk:
         self.lines = []
         self.rows = 0
         self.nbytes = 0
+        self._touched = set()  # the members given rows by the record being added
+
+    def settle(self):
+        """Copy the rows of the record just added into the members' buffers
+        (:meth:`_Rows.settle`)."""
+        for name in self._touched:
+            self.members[name].settle()
+        self._touched = set()
 
     def stored(self, value, member):
         """``value`` itself, or for an array of numbers with an axis its reference ``{"row": i}``
@@ -194,6 +205,7 @@ class _Chunk:
             self.members[name] = _Rows(value.shape, value.dtype)
         self.rows += 1
         self.nbytes += value.nbytes
+        self._touched.add(name)
         reference = {ROW: self.members[name].append(value)}
         if name != member:
             reference[KEY] = name
@@ -201,27 +213,43 @@ class _Chunk:
 
 
 class _Rows:
-    """The arrays of one chunk member, ``rows[i]`` the ``i``-th appended: one buffer, doubled
-    when full, so that keeping a row is one copy into it (no array made per row, no stacking at
-    the end)."""
+    """The arrays of one chunk member, ``rows[i]`` the ``i``-th appended. The rows of the record
+    being added are held as they came (:meth:`append`); :meth:`settle` copies them into one buffer,
+    doubled when full (no array made per row, no stacking at the end), once the record is added
+    and the chunk not written with it, so that its caller may change its arrays afterwards. A
+    chunk written with the record (a layer input larger than a chunk) writes its one row as it
+    came: no copy of a large array."""
 
     def __init__(self, shape, dtype, capacity=16):
-        self._buffer = np.empty((capacity, *shape), dtype=dtype)
-        self.count = 0
+        self.shape, self.dtype, self.capacity = shape, dtype, capacity
+        self._buffer = None
+        self.settled = 0  # rows copied into the buffer
+        self._held = []  # rows of the record being added, not copied yet
 
     def append(self, value):
-        """Copy ``value`` in as the next row; return its index."""
-        if self.count == len(self._buffer):
-            grown = np.empty((2 * self.count, *self._buffer.shape[1:]), self._buffer.dtype)
-            grown[:self.count] = self._buffer
-            self._buffer = grown
-        self._buffer[self.count] = value
-        self.count += 1
-        return self.count - 1
+        """Take ``value`` as the next row; return its index."""
+        self._held.append(value)
+        return self.settled + len(self._held) - 1
+
+    def settle(self):
+        """Copy the held rows into the buffer."""
+        for value in self._held:
+            if self._buffer is None:
+                self._buffer = np.empty((self.capacity, *self.shape), dtype=self.dtype)
+            if self.settled == len(self._buffer):
+                grown = np.empty((2 * self.settled, *self.shape), self.dtype)
+                grown[:self.settled] = self._buffer
+                self._buffer = grown
+            self._buffer[self.settled] = value
+            self.settled += 1
+        self._held = []
 
     def stacked(self):
         """The rows so far, (count, *shape)."""
-        return self._buffer[:self.count]
+        if not self.settled and len(self._held) == 1:
+            return self._held[0][np.newaxis]  # the one row as it came, a view
+        self.settle()
+        return self._buffer[:self.settled]
 
 
 def _json_default(value):
