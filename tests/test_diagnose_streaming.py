@@ -24,10 +24,14 @@ BN = "batch_normalization"
 
 
 def _every_way(trace, path=None):
-    """The findings of ``trace`` in memory and, with its ``path``, streamed, vectorised and not:
-    ``{way: findings}``."""
+    """The findings of ``trace`` in memory and, with its ``path``, streamed, vectorised and not,
+    every candidate compared from the start or the others only when the expected one fails
+    (the default): ``{way: findings}``."""
     ways = {"memory": diagnose_trace(trace),
-            "memory, step by step": diagnose_trace(trace, vectorised=False)}
+            "memory, step by step": diagnose_trace(trace, vectorised=False),
+            "memory, every candidate": diagnose_trace(trace, defer=False),
+            "memory, step by step, every candidate": diagnose_trace(trace, vectorised=False,
+                                                                    defer=False)}
     if path is not None:
         ways["streamed"] = diagnose_trace(open_trace(path))
         ways["streamed, step by step"] = diagnose_trace(open_trace(path), vectorised=False)
@@ -235,12 +239,33 @@ def test_the_stackable_steps_are_compared_stacked(long_trace, monkeypatch):
         stacked_rows.append(len(states))
         return original(states, olds, layer, settings)
     monkeypatch.setattr(diagnose, "_stacked_step", counted)
-    diagnose_trace(open_trace(long_trace))
+    diagnose_trace(open_trace(long_trace), defer=False)  # one pass
     blocks = -(-3001 // BLOCK_RECORDS)
     assert sum(stacked_rows) == 3 * (3000 - 30) and len(stacked_rows) == 3 * blocks
     stacked_rows.clear()
     diagnose_trace(open_trace(long_trace), vectorised=False)
     assert stacked_rows == []
+
+
+def test_the_other_conventions_are_compared_only_when_the_expected_one_fails(long_trace,
+                                                                            monkeypatch):
+    """The long trace's standard layer is compared with its expected convention only; its two
+    other layers (swapped, no update) fail theirs, and a second pass compares them with every
+    candidate: the same findings as every candidate from the start."""
+    every_candidate = diagnose_trace(open_trace(long_trace), defer=False)
+    compared = []
+    original = diagnose._expected
+
+    def counted(candidate, step, quantity):
+        compared.append((step.layer, candidate.key))
+        return original(candidate, step, quantity)
+    monkeypatch.setattr(diagnose, "_expected", counted)
+    assert diagnose_trace(open_trace(long_trace)) == every_candidate
+    by_layer = {}
+    for layer, key in compared:
+        by_layer.setdefault(layer, set()).add(key)
+    assert by_layer["standard"] == {diagnose.STANDARD}
+    assert {"swapped", "no update", "unbiased"} <= by_layer["swapped"]
 
 
 def test_a_convention_the_stacked_steps_compare_step_by_step_is_named(tmp_path, monkeypatch):

@@ -541,17 +541,37 @@ class _QuantityFit:
     each of its steps (:func:`bnrepro.check.formulas.fitted_epsilon`; one float per inference
     step, which traces record rarely)."""
 
-    def __init__(self, quantity, candidates, observed, declared, expected_key):
+    def __init__(self, quantity, candidates, observed, declared, expected_key, defer=True):
         self.quantity, self.candidates, self.observed = quantity, candidates, observed
         self.declared, self.expected_key = declared, expected_key
         self.checks = [tolerances.Check(candidate.key) for candidate in candidates]
         self.alive = list(zip(candidates, self.checks))  # the candidates that fit so far
         self.compared = 0
         self.epsilons = [] if quantity == "inference output" else None
+        # while the expected convention fits, the others are not compared: they make no finding
+        # unless it fails, and then a second pass over the trace compares them all (the
+        # alternatives of a large layer input, such as the ghost batches', cost most)
+        self.deferring = defer and any(c.key == expected_key for c in candidates)
+        self.deferred = False  # steps were taken without comparing the others
+
+    @property
+    def needs_all(self):
+        """Whether the expected convention failed after the others were deferred: the quantity
+        must be compared again with every candidate (:meth:`Diagnosis.findings`)."""
+        return self.deferred and not self.fitting_expected()
+
+    def fitting_expected(self):
+        return any(candidate.key == self.expected_key and check.passed
+                   for candidate, check in zip(self.candidates, self.checks))
 
     def _alive(self):
-        """The candidates that fit so far, with their checks (a copy: comparing may end one)."""
+        """The candidates that fit so far and are compared, with their checks (a copy: comparing
+        may end one)."""
         self.alive = [(candidate, check) for candidate, check in self.alive if check.passed]
+        if self.deferring:
+            self.deferred = True
+            return [(candidate, check) for candidate, check in self.alive
+                    if candidate.key == self.expected_key]
         return list(self.alive)
 
     def take(self, step):
@@ -591,10 +611,11 @@ class _QuantityFit:
             self.epsilons.append(estimate)
 
     def fitting(self):
-        """The candidates that fit every compared step (none when no step was compared)."""
+        """The candidates that fit every compared step (none when no step was compared; with
+        the others deferred, those not compared are among them)."""
         if not self.compared:
             return []
-        return [candidate for candidate, check in self._alive()]
+        return [candidate for candidate, check in self.alive if check.passed]
 
     def fitted_epsilon(self):
         """The median of the inference steps' fitted epsilons, or ``None``."""
@@ -717,7 +738,7 @@ class _InitialValue:
                         "debiasing)" + weight)]
 
 
-def _quantity_fits(layer, settings, mode):
+def _quantity_fits(layer, settings, mode, defer=True):
     """A :class:`_QuantityFit` per quantity the diagnosis compares, in :data:`QUANTITIES`' order,
     with the candidate the header's mode declares first and the key of the convention expected
     (none for the inference output when the epsilon is unknown: verify says it was not
@@ -734,7 +755,7 @@ def _quantity_fits(layer, settings, mode):
             expected_key = "unbiased"  # the header says the graph uses the fused kernel
         if quantity == "inference output" and settings["epsilon"] is None:
             continue
-        fits.append(_QuantityFit(quantity, candidates, observed, declared, expected_key))
+        fits.append(_QuantityFit(quantity, candidates, observed, declared, expected_key, defer))
     return fits
 
 
@@ -742,10 +763,10 @@ class _LayerDiagnosis:
     """One layer's part of a :class:`Diagnosis`: the steps it took, counted, and its quantities'
     :class:`_QuantityFit` s."""
 
-    def __init__(self, layer, settings, steps_are_runs, vectorised):
+    def __init__(self, layer, settings, steps_are_runs, vectorised, defer=True):
         self.layer, self.settings, self.vectorised = layer, settings, vectorised
         self.mode = LayerMode.from_header(settings, layer)
-        self.fits = _quantity_fits(layer, settings, self.mode)
+        self.fits = _quantity_fits(layer, settings, self.mode, defer)
         self.initial = _InitialValue(layer, settings, steps_are_runs)
         self.updates = 0  # the compared steps' updates so far (_Step.updates)
         self.moved_untrained = _StepNumbers()  # runs that moved the statistics without training
@@ -876,11 +897,12 @@ class Diagnosis:
     stacked, one evaluation of each such candidate per layer and block (per run of steps that
     hold the same batch statistics); ``False``: every step alone."""
 
-    def __init__(self, trace, vectorised=True):
+    def __init__(self, trace, vectorised=True, defer=True):
+        self._trace, self._vectorised = trace, vectorised
         self._chain = Chain(trace.steps_are_runs)
         self._started = False
         self._trained = False  # whether a run of the trace trained
-        self._layers = [_LayerDiagnosis(layer, settings, trace.steps_are_runs, vectorised)
+        self._layers = [_LayerDiagnosis(layer, settings, trace.steps_are_runs, vectorised, defer)
                         for layer, settings in trace.layers.items()]
 
     def feed(self, block):
@@ -900,14 +922,24 @@ class Diagnosis:
             layer.flush()
 
     def findings(self):
-        """Every finding for every layer: a list of :class:`Finding`."""
+        """Every finding for every layer: a list of :class:`Finding`. Where a quantity's
+        expected convention failed and the others were deferred (:class:`_QuantityFit`), its
+        layer is diagnosed again with every candidate, in a second pass over the trace."""
+        again = [layer.layer for layer in self._layers if any(fit.needs_all for fit in layer.fits)]
+        if again:
+            everything = Diagnosis(self._trace, self._vectorised, defer=False)
+            everything._layers = [layer for layer in everything._layers if layer.layer in again]
+            for block in self._trace.blocks():
+                everything.feed(block)
+            redone = {layer.layer: layer for layer in everything._layers}
+            self._layers = [redone.get(layer.layer, layer) for layer in self._layers]
         return [finding for layer in self._layers for finding in layer.findings(self._trained)]
 
 
-def diagnose_trace(trace, vectorised=True):
+def diagnose_trace(trace, vectorised=True, defer=True):
     """Every finding for every layer of a :class:`bnrepro.trace.Trace` (in memory or streamed):
     a list of :class:`Finding`."""
-    diagnosis = Diagnosis(trace, vectorised=vectorised)
+    diagnosis = Diagnosis(trace, vectorised=vectorised, defer=defer)
     for block in trace.blocks():
         diagnosis.feed(block)
     return diagnosis.findings()
