@@ -277,9 +277,74 @@ def _trace(arguments):
                         write=lambda line: print(line, file=sys.stderr))
 
 
+def _step_range(text):
+    """``A:B`` -> ``(A, B)`` step numbers (either side may be left out: from the first, to the
+    last)."""
+    first, colon, last = text.partition(":")
+    try:
+        window = (int(first) if first else 0, int(last) if last else 2 ** 62)
+    except ValueError:
+        window = None
+    if not colon or window is None or window[0] < 0 or window[0] > window[1]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step range A:B (0 <= A <= B)")
+    return window
+
+
+def _channel_list(text):
+    try:
+        channels = [int(part) for part in text.split(",")]
+    except ValueError:
+        channels = None
+    if not channels or min(channels) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of channel indices (0,5,9)")
+    return channels
+
+
+def _add_plot(commands):
+    plot = commands.add_parser(
+        "plot", help="draw each layer's moving statistics against the batch statistics",
+        description="One figure per batch-norm layer of a trace: the moving mean and variance of "
+                    "a few channels against the batch statistics that fed them and the momentum "
+                    "formula's prediction, all channels as a band, and marked the steps where a "
+                    "moving statistic is off its prediction beyond float32 rounding (what verify "
+                    "fails), a run moved the statistics without training, or they were set; a "
+                    "long run whole (binned) and a zoom. Reads the trace a block at a time.")
+    plot.add_argument("trace", metavar="TRACE", help="trace.jsonl, or the directory holding it")
+    plot.add_argument("--out", metavar="DIR", default=None,
+                      help="directory to write the figures into [default: TRACE's directory/plots]")
+    plot.add_argument("--force", action="store_true",
+                      help="replace an existing --out directory bnrepro wrote")
+    plot.add_argument("--layer", action="append", metavar="NAME",
+                      help="a layer to draw (repeat for more) [default: every layer]")
+    plot.add_argument("--channels", type=_channel_list, metavar="C,C,...",
+                      help="channel indices to draw [default: the first, middle and last]")
+    plot.add_argument("--steps", type=_step_range, metavar="A:B",
+                      help="only steps A to B [default: the whole run]")
+    plot.add_argument("--zoom", type=_step_range, metavar="A:B",
+                      help="the zoomed steps [default: around the first marked step, else the "
+                           "first 200; none for a run of 200 steps or fewer]")
+    plot.add_argument("--format", choices=("png", "svg"), default="png",
+                      help="image format [default: png]")
+    plot.set_defaults(handler=_plot)
+
+
+def _plot(arguments):
+    from bnrepro.trace.plot_files import write_plots
+
+    trace = _read_trace(arguments.trace, streamed=True)
+    out = arguments.out or os.path.join(os.path.dirname(trace.path), "plots")
+    write_plots(trace, out, layers=arguments.layer, channels=arguments.channels,
+                steps=arguments.steps, zoom=arguments.zoom, extension=arguments.format,
+                force=arguments.force)
+    print(f"plot: what to look for: the stored moving statistic (line) should lie on the "
+          f"prediction (dotted/x) at every step; a mark is a step to check with bnrepro explain "
+          f"{arguments.trace} --step N")
+    return 0
+
+
 # The commands, in the order --help lists them: each adds its sub-parser and handler.
-COMMANDS = (_add_run, _add_verify, _add_explain, _add_reference, _add_reproduce, _add_compare,
-            _add_trace)
+COMMANDS = (_add_run, _add_verify, _add_explain, _add_plot, _add_reference, _add_reproduce,
+            _add_compare, _add_trace)
 
 
 def main(argv=None):

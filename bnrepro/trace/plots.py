@@ -1,60 +1,325 @@
-"""Pictures of a trace: the moving statistics against the batch statistics that fed them.
+"""Pictures of a trace: each layer's moving statistics against the batch statistics that fed them.
 
-For each traced step ``k`` the figure shows the batch statistic, the moving statistic TensorFlow
-stored, and the momentum formula's prediction from the previous stored value::
+For each step ``k`` whose state before it is kept, per channel::
 
-    predicted_k = momentum * moving_{k-1} + (1 - momentum) * batch_k
+    predicted_k = momentum * moving_(k-1) + (1 - momentum) * batch_k
 
-so a reader sees the moving average lag behind the batch values and the prediction land on
-TensorFlow's points. Figures are built without pyplot (no backend, no screen needed); a notebook
-shows the returned figure, ``figure.savefig(path)`` writes it.
+(the momentum the header gives, or the one recorded at the step), so a reader sees the moving
+average lag behind the batch values and the prediction land on TensorFlow's values. ``batch_k``
+is what the update consumed (``batch_mean`` / ``batch_variance``; of a run that updated the layer
+several times, the last update), else the moments of the layer's input (the variance the header
+declares, :func:`bnrepro.check.records.consumed`), else nothing is drawn for the step. A
+zero-debiased layer, and a renorm layer's moving variance, follow other formulas: their prediction
+is not drawn (``bnrepro verify`` checks them).
+
+:func:`layer_series` reads the trace once, a block at a time (a trace from
+:func:`bnrepro.trace.open_trace` is not held in memory) and keeps at most :data:`MAX_POINTS`
+points per series: a longer run is cut into that many bins of consecutive records, each drawn at
+its last record holding the layer, with the band of all channels over the whole bin (the smallest
+and the largest moving value). Memory does not grow with the steps. The zoom keeps every step of
+its window (at most :data:`MAX_ZOOM_STEPS`), read in a second pass when the run was binned.
+
+Marked steps (vertical lines, and counted in the title):
+
+* ``off``: a moving statistic further from its prediction than the float32 bound of the update
+  (:func:`bnrepro.check.tolerances.moving_average_bound`, the bound ``bnrepro verify`` holds it
+  to), in any channel;
+* ``moved, not trained``: a run that moved the statistics without training (an evaluation that
+  ran the update);
+* ``set``: statistics changed without their update (an initializer, a restore).
+
+Figures are built without pyplot (no backend, no screen needed); ``figure.savefig(path)`` writes
+one, a notebook shows it.
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from bnrepro.check import formulas
+from bnrepro.check import formulas, records, tolerances
+from bnrepro.check.layer_modes import LayerMode
+from bnrepro.trace.reader import Chain
 
 PAIRS = (("moving_mean", "batch_mean"), ("moving_variance", "batch_variance"))
+SERIES_KINDS = ("stored", "batch", "predicted")
+MAX_POINTS = 2000  # points per series; a longer run is binned
+MAX_ZOOM_STEPS = 2000  # steps the zoom keeps
+ZOOM_AROUND = 50  # the default zoom: this many steps either side of the first marked step
+FIRST_STEPS = 200  # ... else the run's first steps (a run no longer than this has no zoom)
+MAX_MARKS = 200  # marked steps kept per kind (all of them counted)
+SHOWN_CHANNELS = 3  # channels drawn by default: the first, the middle and the last
+MARK_KINDS = {"off": "tab:red", "moved, not trained": "tab:orange", "set": "tab:purple"}
+
+
+@dataclass
+class Marks:
+    """Marked steps of one kind: the first :data:`MAX_MARKS` and how many in all."""
+
+    steps: list = field(default_factory=list)
+    count: int = 0
+
+    def add(self, step):
+        self.count += 1
+        if len(self.steps) < MAX_MARKS:
+            self.steps.append(step)
+
+
+@dataclass
+class LayerSeries:
+    """One layer's figure data: the drawn ``channels``; per point, its step (``steps``, ``(P,)``),
+    per statistic and kind (``stored``, ``batch``, ``predicted``) the chosen channels' values
+    (``values[(statistic, kind)]``, ``(P, channels)``, NaN where the step has none) and the band
+    of all channels (``band[statistic]``, ``(P, 2)``: smallest, largest); ``binned``: how many
+    consecutive records a point stands for (1: every step); the marked steps by kind."""
+
+    layer: str
+    channels: list
+    total_channels: int
+    steps: np.ndarray
+    values: dict
+    band: dict
+    binned: int
+    marks: dict
+
+
+class _Collector:
+    """One layer's points, taken a record at a time (:meth:`take`) and closed into a
+    :class:`LayerSeries` (:meth:`series`); records ``binned`` at a time make one point."""
+
+    def __init__(self, layer, settings, channels, binned, steps=None):
+        self.layer, self.settings, self.channels, self.binned = layer, settings, channels, binned
+        self.mode = LayerMode.from_header(settings, layer)
+        self.window = steps  # (first, last) step numbers taken, or None: all
+        self.points = []  # (step, {(statistic, kind): values}, {statistic: (low, high)})
+        self.marks = {kind: Marks() for kind in MARK_KINDS}
+        self.total_channels = None
+        self._bin, self._sample, self._band = None, None, None
+
+    def take(self, index, record, previous):
+        """Record number ``index`` of the trace, holding the layer; ``previous``: the record of
+        its state before (``None``: not kept)."""
+        step = record["step"]
+        if self.window is not None and not self.window[0] <= step <= self.window[1]:
+            return
+        state = record["bn"][self.layer]
+        self._mark(record, state)
+        values = self._values(state, None if previous is None else previous["bn"][self.layer],
+                              step)
+        position = index // self.binned
+        if position != self._bin:
+            self._close_bin()
+            self._bin, self._band = position, {}
+        self._sample = (step, values)
+        for statistic, _ in PAIRS:
+            stored = np.asarray(state[statistic], dtype=np.float64).ravel()
+            low, high = self._band.get(statistic, (math.inf, -math.inf))
+            self._band[statistic] = (min(low, float(np.min(stored))),
+                                     max(high, float(np.max(stored))))
+
+    def _mark(self, record, state):
+        run = record.get("run", {})
+        if state.get("set"):
+            self.marks["set"].add(record["step"])
+        elif run.get("moved") and not run.get("trained"):
+            self.marks["moved, not trained"].add(record["step"])
+
+    def _values(self, state, old, step):
+        """``{(statistic, kind): values of the chosen channels}`` at one record, and the ``off``
+        mark."""
+        self.total_channels = np.size(state["moving_mean"])
+        values = {}
+        updates = records.updates(state, old)
+        convention = formulas.UNBIASED if self.settings.get("fused") else formulas.BIASED
+        off = False
+        for statistic, consumed_name in PAIRS:
+            stored = np.asarray(state[statistic], dtype=np.float64).ravel()
+            values[(statistic, "stored")] = stored[self.channels]
+            batch = predicted = None
+            if updates and not state.get("set"):
+                try:
+                    consumed = records.consumed(updates[-1], consumed_name, convention, self.mode)
+                except ValueError:  # declared ghost batches that do not split the batch
+                    consumed = None
+                if consumed is not None:
+                    batch = np.ravel(consumed[0])
+                    momentum = records.momentum_of(self.settings, state, statistic, updates[-1])
+                    if old is not None and len(updates) == 1 and momentum is not None \
+                            and self._predicts(statistic):
+                        before = np.asarray(old[statistic], dtype=np.float64).ravel()
+                        predicted = formulas.moving_average(before, batch, momentum)
+                        bound = tolerances.moving_average_bound(
+                            before, batch, momentum, predicted,
+                            statistic_error=np.ravel(consumed[1])) + tolerances.flush_slack()
+                        off = off or not np.all(np.abs(stored - predicted) <= bound)
+            for kind, series in (("batch", batch), ("predicted", predicted)):
+                values[(statistic, kind)] = (np.full(len(self.channels), np.nan)
+                                             if series is None else series[self.channels])
+        if off:
+            self.marks["off"].add(step)
+        return values
+
+    def _predicts(self, statistic):
+        """Whether the momentum formula above is the layer's update of ``statistic``."""
+        return not self.settings.get("zero_debias") and not (
+            self.mode.renorm and statistic == "moving_variance")
+
+    def _close_bin(self):
+        if self._sample is not None:
+            step, values = self._sample
+            self.points.append((step, values, dict(self._band)))
+        self._sample = None
+
+    def series(self):
+        self._close_bin()
+        count, shown = len(self.points), len(self.channels)
+        values = {(statistic, kind): np.array([point[1][(statistic, kind)]
+                                               for point in self.points]).reshape(count, shown)
+                  for statistic, _ in PAIRS for kind in SERIES_KINDS}
+        band = {statistic: np.array([point[2][statistic] for point in self.points]).reshape(
+            count, 2) for statistic, _ in PAIRS}
+        return LayerSeries(self.layer, list(self.channels), self.total_channels or 0,
+                           np.array([point[0] for point in self.points], dtype=np.int64), values,
+                           band, self.binned, self.marks)
+
+
+def default_channels(count):
+    """The first, the middle and the last channel (fewer when the layer has fewer)."""
+    return sorted({0, count // 2, count - 1})[:SHOWN_CHANNELS]
+
+
+def layer_series(trace, layers=None, channels=None, steps=None, binned=None):
+    """``{layer: LayerSeries}`` of ``layers`` (default: every layer of the header), in one pass
+    over the trace: every record (between ``steps = (first, last)`` step numbers) when there are
+    at most :data:`MAX_POINTS`, else bins of consecutive records (``binned``: the records a point
+    stands for, instead). ``channels``: the channel indices drawn (default:
+    :func:`default_channels`). :class:`ValueError` names a layer or a channel the trace does not
+    have."""
+    layers = list(trace.layers) if layers is None else list(layers)
+    unknown = [layer for layer in layers if layer not in trace.layers]
+    if unknown:
+        raise ValueError(f"no batch-norm layer {unknown[0]!r} in the trace; there are: "
+                         f"{', '.join(trace.layers) or 'none'}")
+    binned = binned or max(1, math.ceil(len(trace.steps) / MAX_POINTS))
+    collectors = {}
+    chain = Chain(trace.steps_are_runs)
+    index = 0
+    for block in trace.blocks():
+        for record in block:
+            for layer in layers:
+                if layer not in record["bn"]:
+                    continue
+                if layer not in collectors:
+                    count = np.size(record["bn"][layer]["moving_mean"])
+                    chosen = default_channels(count) if channels is None else list(channels)
+                    if not all(0 <= channel < count for channel in chosen):
+                        raise ValueError(f"layer {layer} has {count} channels: channel "
+                                         f"{max(chosen)} does not exist")
+                    collectors[layer] = _Collector(layer, trace.layers[layer], chosen, binned,
+                                                   steps)
+                collectors[layer].take(index, record, chain.before(record, layer))
+            chain.advance(record)
+            index += 1
+    return {layer: collectors[layer].series() for layer in layers if layer in collectors}
+
+
+def zoom_window(series, zoom=None):
+    """The zoom's ``(first, last)`` steps: ``zoom``, else around the first marked step
+    (:data:`ZOOM_AROUND` either side), else the first :data:`FIRST_STEPS` steps; ``None`` for a
+    run too short to need one."""
+    if zoom is not None:
+        return zoom
+    if len(series.steps) == 0 or series.steps[-1] - series.steps[0] <= FIRST_STEPS:
+        return None
+    marked = [steps.steps[0] for steps in series.marks.values() if steps.steps]
+    if marked:
+        first = min(marked)
+        return max(0, first - ZOOM_AROUND), first + ZOOM_AROUND
+    start = max(0, int(series.steps[0]) - series.binned + 1)  # the first point's bin starts there
+    return start, start + FIRST_STEPS
+
+
+def zoom_series(trace, series, window):
+    """The series of ``window`` (every step in it, at most :data:`MAX_ZOOM_STEPS` of them): read
+    again from the trace when the whole run's series was binned, else its points there."""
+    first, last = window[0], min(window[1], window[0] + MAX_ZOOM_STEPS - 1)
+    if series.binned > 1:
+        zoomed = layer_series(trace, [series.layer], series.channels, (first, last), binned=1)
+        if series.layer in zoomed:
+            return zoomed[series.layer]
+    keep = (series.steps >= first) & (series.steps <= last)
+    return LayerSeries(series.layer, series.channels, series.total_channels, series.steps[keep],
+                       {key: value[keep] for key, value in series.values.items()},
+                       {key: value[keep] for key, value in series.band.items()}, series.binned,
+                       series.marks)
+
+
+def plot_layer(series, zoom=None, momentum=None):
+    """The figure of one layer: a column per moving statistic; the whole run, and under it the
+    ``zoom`` (a :class:`LayerSeries` of a window) when given."""
+    rows = 1 if zoom is None else 2
+    figure = Figure(figsize=(12, 4 * rows), layout="constrained")
+    axes = np.asarray(figure.subplots(rows, 2, squeeze=False))
+    for column, (statistic, batch_statistic) in enumerate(PAIRS):
+        for row, part in enumerate([series] + ([zoom] if zoom is not None else [])):
+            _draw(axes[row, column], part, statistic, batch_statistic, momentum,
+                  "zoom" if row else "whole run")
+    marks = ", ".join(f"{kind} at {marks.count}" for kind, marks in series.marks.items()
+                      if marks.count)
+    figure.suptitle(f"{series.layer}: channels {', '.join(map(str, series.channels))} of "
+                    f"{series.total_channels}" + (f"; marked steps: {marks}" if marks else ""))
+    return figure
+
+
+def _draw(axis, series, statistic, batch_statistic, momentum, part):
+    colors = ("tab:blue", "tab:green", "tab:brown", "tab:pink", "tab:olive")
+    steps = series.steps
+    band = series.band[statistic]
+    if len(steps):
+        axis.fill_between(steps, band[:, 0], band[:, 1], color="0.85", gid="band",
+                          label=f"all {series.total_channels} channels (smallest to largest)")
+    few = len(steps) <= FIRST_STEPS
+    for number, channel in enumerate(series.channels):
+        color = colors[number % len(colors)]
+        axis.plot(steps, series.values[(statistic, "stored")][:, number], "-",
+                  color=color, gid=f"stored:{channel}", label=f"{statistic}[{channel}] stored")
+        axis.plot(steps, series.values[(statistic, "batch")][:, number],
+                  "o" if few else ".", color=color, alpha=0.35, markersize=4 if few else 2,
+                  gid=f"batch:{channel}", label=f"{batch_statistic}[{channel}]")
+        axis.plot(steps, series.values[(statistic, "predicted")][:, number], "x" if few else ":",
+                  color="black", alpha=0.7, gid=f"predicted:{channel}",
+                  label=f"{momentum:g} * previous + {1 - momentum:g} * {batch_statistic}"
+                  if number == 0 and momentum is not None else None)
+    low, high = (steps[0], steps[-1]) if len(steps) else (0, 0)
+    for kind, color in MARK_KINDS.items():
+        shown = [step for step in series.marks[kind].steps if low <= step <= high]
+        for number, step in enumerate(shown):
+            axis.axvline(step, color=color, alpha=0.6, linewidth=1, gid=f"mark:{kind}",
+                         label=kind if number == 0 else None)
+    binned = f", a point per {series.binned} records" if series.binned > 1 else ""
+    axis.set_title(f"{statistic}: {part}{binned}")
+    axis.set_xlabel("step")
+    axis.set_ylabel(statistic)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
 
 
 def moving_statistic_series(trace, layer, statistic, channel=0):
-    """Arrays over the steps with a previous step: ``steps``, the batch statistic, the stored moving
-    statistic, and the momentum formula's prediction of it."""
-    batch_statistic = dict(PAIRS)[statistic]
-    momentum = trace.layers[layer]["momentum"]
-    steps, batch, stored, predicted = [], [], [], []
-    for record in trace.steps:
-        previous = trace.step(record["step"] - 1)
-        state = record["bn"][layer]
-        if previous is None or batch_statistic not in state:
-            continue
-        steps.append(record["step"])
-        batch.append(state[batch_statistic][channel])
-        stored.append(state[statistic][channel])
-        predicted.append(formulas.moving_average(previous["bn"][layer][statistic][channel],
-                                                 state[batch_statistic][channel], momentum))
-    return tuple(np.asarray(series, dtype=np.float64) for series in (steps, batch, stored, predicted))
+    """Arrays over the steps with the batch statistic and the state before kept: ``steps``, the
+    batch statistic, the stored moving statistic, and the momentum formula's prediction of it
+    (one channel; for the notebook)."""
+    series = layer_series(trace, [layer], [channel])[layer]
+    predicted = series.values[(statistic, "predicted")][:, 0]
+    keep = ~np.isnan(predicted)
+    return (series.steps[keep].astype(np.float64), series.values[(statistic, "batch")][keep, 0],
+            series.values[(statistic, "stored")][keep, 0], predicted[keep])
 
 
 def plot_moving_statistics(trace, layer=None, channel=0):
-    """A figure with one panel per moving statistic of ``layer`` (default: the first)."""
+    """A figure with one panel per moving statistic of ``layer`` (default: the first): the whole
+    run of one channel (for the notebook)."""
     layer = layer or next(iter(trace.layers))
-    momentum = trace.layers[layer]["momentum"]
-    figure = Figure(figsize=(11, 4), layout="constrained")
-    axes = figure.subplots(1, 2)
-    for axis, (statistic, batch_statistic) in zip(axes, PAIRS):
-        steps, batch, stored, predicted = moving_statistic_series(trace, layer, statistic, channel)
-        initial = trace.step(0)["bn"][layer][statistic][channel]
-        axis.plot(steps, batch, "o--", color="tab:gray", label=f"{batch_statistic} (this step's batch)")
-        axis.plot(np.concatenate([[0], steps]), np.concatenate([[initial], stored]), "s-",
-                  color="tab:blue", label=f"{statistic} stored by TensorFlow")
-        axis.plot(steps, predicted, "x", color="tab:red", markersize=10, markeredgewidth=2,
-                  label=f"{momentum:g} * previous + {1 - momentum:g} * {batch_statistic}")
-        axis.set_xlabel("training step")
-        axis.set_ylabel(statistic)
-        axis.set_title(f"{layer}: {statistic}")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    return figure
+    series = layer_series(trace, [layer], [channel])[layer]
+    return plot_layer(series, momentum=trace.layers[layer].get("momentum"))
