@@ -128,6 +128,9 @@ def _add_verify(commands):
                                  description="Check every moving-average update, batch statistic "
                                              "and inference output of a trace with NumPy.")
     verify.add_argument("trace", metavar="TRACE", help="trace.jsonl, or the directory holding it")
+    verify.add_argument("--plot", nargs="?", const="", default=None, metavar="DIR",
+                        help="also draw each layer's figure (bnrepro plot) into DIR [default: "
+                             "TRACE's directory with -plots added]; its progress goes to stderr")
     verify.set_defaults(handler=_verify)
 
 
@@ -149,8 +152,14 @@ def _read_trace(path, streamed=False):
 def _verify(arguments):
     from bnrepro.check.verify import verify_trace
 
-    report = verify_trace(_read_trace(arguments.trace, streamed=True))
-    print(report.format())
+    trace = _read_trace(arguments.trace, streamed=True)
+    report = verify_trace(trace)
+    print(report.format(), flush=True)
+    if arguments.plot is not None and trace.steps:
+        from bnrepro.trace.plot_files import write_plots
+
+        write_plots(trace, arguments.plot or _plots_beside(trace),
+                    write=lambda line: print(line, file=sys.stderr))
     return 0 if report.passed else EXIT_FAILED
 
 
@@ -300,6 +309,12 @@ def _channel_list(text):
     return channels
 
 
+def _plots_beside(trace):
+    """The default directory of a trace's figures: beside the trace's directory, ``-plots``
+    added (not inside it, which bnrepro's --force would then refuse to replace)."""
+    return os.path.normpath(os.path.dirname(os.path.abspath(trace.path))) + "-plots"
+
+
 def _add_plot(commands):
     plot = commands.add_parser(
         "plot", help="draw each layer's moving statistics against the batch statistics",
@@ -311,7 +326,8 @@ def _add_plot(commands):
                     "long run whole (binned) and a zoom. Reads the trace a block at a time.")
     plot.add_argument("trace", metavar="TRACE", help="trace.jsonl, or the directory holding it")
     plot.add_argument("--out", metavar="DIR", default=None,
-                      help="directory to write the figures into [default: TRACE's directory/plots]")
+                      help="directory to write the figures into [default: TRACE's directory with "
+                           "-plots added: out/mine -> out/mine-plots]")
     plot.add_argument("--force", action="store_true",
                       help="replace an existing --out directory bnrepro wrote")
     plot.add_argument("--layer", action="append", metavar="NAME",
@@ -332,10 +348,9 @@ def _plot(arguments):
     from bnrepro.trace.plot_files import write_plots
 
     trace = _read_trace(arguments.trace, streamed=True)
-    out = arguments.out or os.path.join(os.path.dirname(trace.path), "plots")
-    write_plots(trace, out, layers=arguments.layer, channels=arguments.channels,
-                steps=arguments.steps, zoom=arguments.zoom, extension=arguments.format,
-                force=arguments.force)
+    write_plots(trace, arguments.out or _plots_beside(trace), layers=arguments.layer,
+                channels=arguments.channels, steps=arguments.steps, zoom=arguments.zoom,
+                extension=arguments.format, force=arguments.force)
     print(f"plot: what to look for: the stored moving statistic (line) should lie on the "
           f"prediction (dotted/x) at every step; a mark is a step to check with bnrepro explain "
           f"{arguments.trace} --step N")

@@ -111,3 +111,12 @@ def test_file_names_of_layers_with_scopes():
     assert file_names(["stage1/block1/a/bn", "stage1_block1_a/bn", "x"], "png") == {
         "stage1/block1/a/bn": "stage1_block1_a_bn.png",
         "stage1_block1_a/bn": "stage1_block1_a_bn-2.png", "x": "x.png"}
+
+
+def test_verify_draws_the_figures_when_asked(tmp_path, capsys):
+    directory = write_run(tmp_path / "run", 20)
+    assert main(["verify", str(directory), "--plot"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.rstrip().splitlines()[-1].startswith("PASS")
+    assert "plot: 2/2 bn2 ->" in captured.err
+    assert (tmp_path / "run-plots" / "bn1.png").stat().st_size > 10_000

@@ -175,6 +175,7 @@ def trace_script(script, arguments, out, *, force=False, inputs_every=None, writ
         write(f"bnrepro trace: {script}")
         write(tracer.summary())
         write(f"  check it with: bnrepro verify {out}")
+        write(f"  see it: bnrepro plot {out}")
     return status
 
 
