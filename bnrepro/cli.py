@@ -357,9 +357,50 @@ def _plot(arguments):
     return 0
 
 
+def _add_tensorboard(commands):
+    board = commands.add_parser(
+        "tensorboard", help="write a trace's statistics as TensorBoard summaries",
+        description="Write each layer's moving and batch statistics (scalars of a few channels, "
+                    "histograms of all) and the largest error of its update as a fraction of "
+                    "the float32 bound verify allows, per step, as TensorBoard summaries in "
+                    "LOGDIR (a new event file): `tensorboard --logdir LOGDIR` shows them beside "
+                    "your own. Reads the trace a block at a time.")
+    board.add_argument("trace", metavar="TRACE", help="trace.jsonl, or the directory holding it")
+    board.add_argument("--logdir", required=True, metavar="LOGDIR",
+                       help="directory of the event file (created if missing; other files in it "
+                            "are left alone)")
+    board.add_argument("--layer", action="append", metavar="NAME",
+                       help="a layer to write (repeat for more) [default: every layer]")
+    board.add_argument("--channels", type=_channel_list, metavar="C,C,...",
+                       help="channels written as scalars [default: the first, middle and last]")
+    board.add_argument("--histogram-every", type=int, metavar="N", default=None,
+                       help="a histogram of all channels every N-th step [default: some 500 "
+                            "per layer over the run]")
+    board.set_defaults(handler=_tensorboard)
+
+
+def _tensorboard(arguments):
+    trace = _read_trace(arguments.trace, streamed=True)
+    if arguments.histogram_every is not None and arguments.histogram_every < 1:
+        raise UserError(f"--histogram-every must be at least 1, got {arguments.histogram_every}")
+    if os.path.exists(arguments.logdir) and not os.path.isdir(arguments.logdir):
+        raise UserError(f"--logdir {arguments.logdir} is a file, not a directory")
+    from bnrepro.trace.tensorboard import write_summaries
+
+    try:
+        write_summaries(trace, arguments.logdir, layers=arguments.layer,
+                        channels=arguments.channels, histogram_every=arguments.histogram_every,
+                        write=lambda line: print(line, file=sys.stderr))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    print(f"tensorboard: summaries in {arguments.logdir}; see them with: tensorboard --logdir "
+          f"{arguments.logdir}")
+    return 0
+
+
 # The commands, in the order --help lists them: each adds its sub-parser and handler.
-COMMANDS = (_add_run, _add_verify, _add_explain, _add_plot, _add_reference, _add_reproduce,
-            _add_compare, _add_trace)
+COMMANDS = (_add_run, _add_verify, _add_explain, _add_plot, _add_tensorboard, _add_reference,
+            _add_reproduce, _add_compare, _add_trace)
 
 
 def main(argv=None):

@@ -130,41 +130,10 @@ class _Collector:
         """``{(statistic, kind): values of the chosen channels}`` at one record, and the ``off``
         mark."""
         self.total_channels = np.size(state["moving_mean"])
-        values = {}
-        updates = records.updates(state, old)
-        convention = formulas.UNBIASED if self.settings.get("fused") else formulas.BIASED
-        off = False
-        for statistic, consumed_name in PAIRS:
-            stored = np.asarray(state[statistic], dtype=np.float64).ravel()
-            values[(statistic, "stored")] = stored[self.channels]
-            batch = predicted = None
-            if updates and not state.get("set"):
-                try:
-                    consumed = records.consumed(updates[-1], consumed_name, convention, self.mode)
-                except ValueError:  # declared ghost batches that do not split the batch
-                    consumed = None
-                if consumed is not None:
-                    batch = np.ravel(consumed[0])
-                    momentum = records.momentum_of(self.settings, state, statistic, updates[-1])
-                    if old is not None and len(updates) == 1 and momentum is not None \
-                            and self._predicts(statistic):
-                        before = np.asarray(old[statistic], dtype=np.float64).ravel()
-                        predicted = formulas.moving_average(before, batch, momentum)
-                        bound = tolerances.moving_average_bound(
-                            before, batch, momentum, predicted,
-                            statistic_error=np.ravel(consumed[1])) + tolerances.flush_slack()
-                        off = off or not np.all(np.abs(stored - predicted) <= bound)
-            for kind, series in (("batch", batch), ("predicted", predicted)):
-                values[(statistic, kind)] = (np.full(len(self.channels), np.nan)
-                                             if series is None else series[self.channels])
-        if off:
+        values, fraction = step_values(state, old, self.settings, self.mode)
+        if fraction > 1.0:
             self.marks["off"].add(step)
-        return values
-
-    def _predicts(self, statistic):
-        """Whether the momentum formula above is the layer's update of ``statistic``."""
-        return not self.settings.get("zero_debias") and not (
-            self.mode.renorm and statistic == "moving_variance")
+        return {key: value[self.channels] for key, value in values.items()}
 
     def _close_bin(self):
         if self._sample is not None:
@@ -183,6 +152,51 @@ class _Collector:
         return LayerSeries(self.layer, list(self.channels), self.total_channels or 0,
                            np.array([point[0] for point in self.points], dtype=np.int64), values,
                            band, self.binned, self.marks)
+
+
+def step_values(state, old, settings, mode):
+    """One step of a layer: ``({(statistic, kind): (C,) values}, fraction)``, per moving
+    statistic its ``stored`` value, the ``batch`` statistic its update consumed and the
+    ``predicted`` one (NaN where the step has none: see the module docstring), and the largest
+    ``|stored - predicted| / bound`` over both statistics and every channel, the bound the update's
+    float32 rounding (:func:`bnrepro.check.tolerances.moving_average_bound`, with the consumed
+    value's own when computed from the input, and :func:`~bnrepro.check.tolerances.flush_slack`);
+    above 1 the step is off its update (NaN: nothing predicted)."""
+    values, fraction = {}, np.nan
+    updates = records.updates(state, old)
+    convention = formulas.UNBIASED if settings.get("fused") else formulas.BIASED
+    for statistic, consumed_name in PAIRS:
+        stored = np.asarray(state[statistic], dtype=np.float64).ravel()
+        batch = predicted = None
+        if updates and not state.get("set"):
+            try:
+                consumed = records.consumed(updates[-1], consumed_name, convention, mode)
+            except ValueError:  # declared ghost batches that do not split the batch
+                consumed = None
+            if consumed is not None:
+                batch = np.ravel(consumed[0])
+                momentum = records.momentum_of(settings, state, statistic, updates[-1])
+                if old is not None and len(updates) == 1 and momentum is not None \
+                        and _predicts(settings, mode, statistic):
+                    before = np.asarray(old[statistic], dtype=np.float64).ravel()
+                    predicted = formulas.moving_average(before, batch, momentum)
+                    bound = tolerances.moving_average_bound(
+                        before, batch, momentum, predicted,
+                        statistic_error=np.ravel(consumed[1])) + tolerances.flush_slack()
+                    with np.errstate(invalid="ignore"):
+                        ratio = np.abs(stored - predicted) / bound
+                    worst = float(np.max(np.where(np.isfinite(ratio), ratio, np.inf)))  # NaN: off
+                    fraction = worst if np.isnan(fraction) else max(fraction, worst)
+        values[(statistic, "stored")] = stored
+        for kind, series in (("batch", batch), ("predicted", predicted)):
+            values[(statistic, kind)] = np.full(stored.shape, np.nan) if series is None else series
+    return values, fraction
+
+
+def _predicts(settings, mode, statistic):
+    """Whether the momentum formula is the layer's update of ``statistic`` (not for a
+    zero-debiased layer, nor a renorm layer's moving variance)."""
+    return not settings.get("zero_debias") and not (mode.renorm and statistic == "moving_variance")
 
 
 def default_channels(count):
