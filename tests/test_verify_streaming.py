@@ -206,3 +206,16 @@ def test_an_average_of_its_own_streamed_as_step_by_step(tmp_path):
             assert streamed.passed, streamed.format()
         else:
             assert check.first_failure.startswith("step 333, average ema/w, element (0, 0)")
+
+
+def test_blocks_are_cut_by_their_arrays_bytes_too(tmp_path, monkeypatch):
+    """Records with large arrays (a ResNet's layer inputs) make blocks of fewer records, so a block
+    never holds many of them; the report is the same whatever the blocks."""
+    from bnrepro.trace import reader
+
+    directory = write_run(tmp_path / "run", 40)
+    whole = verify_trace(open_trace(str(directory))).format()
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 2 * CHANNELS * 8 * 4 + 1)  # about one record
+    blocks = [len(block) for block in open_trace(str(directory)).blocks()]
+    assert max(blocks) <= 2 and sum(blocks) == 41
+    assert verify_trace(open_trace(str(directory))).format() == whole

@@ -17,7 +17,8 @@ from bnrepro.trace.format import (ARRAYS_FILE, BATCH_STATISTICS, DECLARE, END_ST
 from bnrepro.trace.npz_archive import open_npz, read_npz_member
 
 
-BLOCK_RECORDS = 256  # the step records a reader hands over at a time (Trace.blocks)
+BLOCK_RECORDS = 256  # the step records a reader hands over at a time (Trace.blocks), or fewer
+BLOCK_BYTES = 64 << 20  # when their arrays reach this many bytes (64 MiB: layers' inputs)
 
 
 @dataclass
@@ -184,8 +185,10 @@ def open_trace(path):
 
 class StreamedSteps:
     """A trace's step records read from its files at each pass (``trace.jsonl`` a line at a
-    time, one chunk file open), in blocks of up to :data:`BLOCK_RECORDS`; ``len`` is how many
-    there are. Each record is resolved and checked as :func:`read_trace` does it."""
+    time, one chunk file open), in blocks of up to :data:`BLOCK_RECORDS` whose arrays hold up to
+    :data:`BLOCK_BYTES` (a record of a ResNet's 19 layer inputs, 96 MB as float64, is a block of
+    its own); ``len`` is how many there are. Each record is resolved and checked as
+    :func:`read_trace` does it."""
 
     def __init__(self, path, header, count, initial):
         self.path, self.header, self.count, self.initial = path, header, count, initial
@@ -212,9 +215,9 @@ class StreamedSteps:
                         resolved.setdefault("averages", {}).update(state.get("averages", {}))
                 block.append(_check_step(self.path, number, resolved, self.header["layers"],
                                          generic))
-                if len(block) == BLOCK_RECORDS:
+                if len(block) == BLOCK_RECORDS or arrays.bytes_resolved >= BLOCK_BYTES:
                     yield block
-                    block = []
+                    block, arrays.bytes_resolved = [], 0
         if block:
             yield block
 
@@ -287,6 +290,7 @@ class _ArrayFiles:
 
     def __init__(self, directory):
         self.directory = directory
+        self.bytes_resolved = 0  # the bytes of the rows handed out (a reader may reset it)
         self._path = None  # the open file
         self._archive = None
         self._members = {}
@@ -332,7 +336,9 @@ class _ArrayFiles:
         if len(reference) == 1 and type(index) is int and chunk is not None \
                 and chunk == self._path and member in self._members \
                 and 0 <= index < len(self._members[member]):
-            return self._members[member][index]  # the common case, as below without the checks
+            row = self._members[member][index]  # the common case, as below without the checks
+            self.bytes_resolved += row.nbytes
+            return row
         if set(reference) == {"array", "key", "index"} and reference["array"] == ARRAYS_FILE:
             path, key, index = os.path.join(self.directory, ARRAYS_FILE), reference["key"], \
                 reference["index"]
@@ -351,6 +357,7 @@ class _ArrayFiles:
         if not 0 <= index < len(rows):
             raise UserError(f"{where} refers to row {index} of {key!r} in {path}, which has "
                             f"{len(rows)} rows")
+        self.bytes_resolved += rows[index].nbytes
         return rows[index]
 
     def _member(self, where, path, key):
