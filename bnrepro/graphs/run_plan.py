@@ -34,7 +34,10 @@ class RunPlan:
     keys: dict = field(default_factory=dict)  # key of ``extra`` -> (trace name, role)
     lean: Optional["RunPlan"] = None  # the same run without the layer inputs the inputs
     # policy may leave out, those that check an update kept (itself if none)
-    bare: Optional["RunPlan"] = None  # ... without any layer input: a step the trace drops
+    bare: Optional["RunPlan"] = None  # ... without any layer input (the inputs budget is spent)
+    # ... without any extra tensor but its own reads of the state after it: a step the keep
+    # policy drops (its record is not written; the state after it is still read)
+    unkept: Optional["RunPlan"] = None
     # the tracked state after the run without reading it again (:func:`state_after_run`): tracked
     # key -> key of ``extra`` holding its value, or None (the run cannot change it); None: read it
     after: Optional[dict] = None
@@ -85,7 +88,7 @@ class RunPlan:
             variant = replace(
                 self, extra={key: tensor for key, tensor in self.extra.items()
                              if key not in dropped},
-                conditional={}, lean=None, bare=None, _variants={},
+                conditional={}, lean=None, bare=None, unkept=None, _variants={},
                 race_conditions=[(sentence, liveness.ALWAYS) for sentence, conditions
                                  in self.race_conditions
                                  if conditions is None or liveness.holds(conditions, values)]
@@ -96,9 +99,10 @@ class RunPlan:
     def arrange(self, fed):
         """Fill ``keys``' dependants: which extra tensors the run is fed (``fed``: fed tensor
         names) and which it computes; ``lean``, the plan of a step whose record keeps no layer
-        input but those that check an update (:func:`fusable`), and ``bare``, of a step whose
-        record keeps none (a step the keep policy drops, or the inputs budget is spent), so that
-        a run does not fetch an input it would throw away."""
+        input but those that check an update (:func:`fusable`), ``bare``, of a step whose record
+        keeps none (the inputs budget is spent), and ``unkept``, of a step the keep policy drops
+        (nothing fetched but the state after it), so that a run does not fetch what it would
+        throw away."""
         self.fed = frozenset(fed)
         self.fed_extra = tuple(key for key, tensor in self.extra.items() if tensor.name in fed)
         computed = [(key, tensor) for key, tensor in self.extra.items()
@@ -109,17 +113,19 @@ class RunPlan:
                        if base_role(self.keys[key][1]) == "batch_input"}
         self.lean = self._without(every_input - self.required_inputs, fed)
         self.bare = self._without(every_input, fed)
+        state_reads = {key for key in (self.after or {}).values() if key is not None}
+        self.unkept = self._without(set(self.extra) - state_reads, fed)
         return self
 
-    def _without(self, inputs, fed):
-        """This plan without the layer inputs ``inputs`` (itself when there are none)."""
-        if not inputs:
+    def _without(self, keys, fed):
+        """This plan without the extra tensors ``keys`` (itself when there are none)."""
+        if not keys:
             return self
         return replace(
-            self, extra={key: tensor for key, tensor in self.extra.items() if key not in inputs},
+            self, extra={key: tensor for key, tensor in self.extra.items() if key not in keys},
             layers=[], conditional={key: conditions for key, conditions
-                                    in self.conditional.items() if key not in inputs},
-            required_inputs=self.required_inputs - inputs, lean=None, bare=None,
+                                    in self.conditional.items() if key not in keys},
+            required_inputs=self.required_inputs - keys, lean=None, bare=None, unkept=None,
             _variants={}).arrange(fed)
 
 

@@ -515,12 +515,15 @@ class Tracer:
             self._declare(initial=record)
 
     def _inputs_plan(self, plan):
-        """``plan`` with the layer inputs the record this run may make keeps: all, those that
-        check an update (``lean``), or none (``bare``: a step the keep policy drops, or the
-        inputs budget is spent)."""
-        if self._inputs_at(self.recorded):
+        """``plan`` with what the record this run may make keeps: every layer input, those that
+        check an update (``lean``), none (``bare``: the inputs budget is spent), or nothing but
+        the state after the run (``unkept``: a step the keep policy drops)."""
+        step = self.recorded
+        if self.keep is not None and not self.keep.keeps(step):
+            return plan.unkept
+        if self._inputs_at(step):
             return plan
-        return plan.lean if self._within_keep(self.recorded) else plan.bare
+        return plan.lean if self._within_keep(step) else plan.bare
 
     def _inputs_at(self, step):
         """Whether record ``step`` keeps the layers' inputs: the inputs policy
