@@ -232,3 +232,27 @@ def test_a_fused_layers_input_is_fetched_only_at_the_steps_the_trace_keeps(tmp_p
     assert [record["step"] for record in trace.steps] == sorted(kept | {25})
     report = verify_trace(trace)
     assert report.passed, report.format()
+
+
+def test_the_first_steps_keep_inputs_within_a_third_of_the_budget():
+    from bnrepro.trace.keep import KeepPolicy
+
+    policy = KeepPolicy(1000, 100, 3000)
+    assert policy.inputs_allowed(999, step=100) and not policy.inputs_allowed(1000, step=100)
+    assert policy.inputs_allowed(2999, step=101) and not policy.inputs_allowed(3000, step=101)
+    assert "(in the first 100 steps under 1 kB)" in policy.describe()
+
+
+def test_inputs_spent_in_the_first_steps_leave_the_rest_of_the_budget_for_later_ones(tmp_path):
+    """A budget of 12,000 bytes (a step's statistics are 48 bytes of arrays, its input 16): steps
+    1-100 keep the input until the trace holds 4,000 bytes (some 62 steps), the later steps the
+    policy names (every 100th) while it holds less than 12,000 (step 200)."""
+    from bnrepro.trace.keep import KeepPolicy
+
+    trace = _trace_in_process(str(tmp_path / "out"), 210, KeepPolicy(1000, 100, 12000))
+    with_input = [record["step"] for record in trace.steps[1:]
+                  if "batch_input" in record["bn"]["batch_normalization"]]
+    early = [step for step in with_input if step <= 100]
+    assert early == list(range(1, len(early) + 1)) and len(early) < 100
+    assert [step for step in with_input if step > 100] == [200]
+    assert verify_trace(trace).passed

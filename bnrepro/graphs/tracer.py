@@ -533,7 +533,7 @@ class Tracer:
 
     def _within_keep(self, step):
         return self.keep is None or (self.keep.keeps(step) and self.keep.inputs_allowed(
-            getattr(self.sink, "bytes", 0)))  # records kept in memory: no bytes written
+            getattr(self.sink, "bytes", 0), step))  # records kept in memory: no bytes written
 
     def _keeps_input(self, required, size):
         """Whether this run's record keeps a layer input of ``size`` values, ``required`` when

@@ -10,10 +10,14 @@ The default keeps::
 
 so that each kept pair's second step is checked against the first (its moving-average update,
 from the state before it), and the layers' inputs (at the steps the tracer's inputs policy names)
-only while the trace is smaller than BUDGET_BYTES (1.5 GB): a 100,000-step run of that net keeps
-about 3,000 steps (at 23 KB of statistics each, some 70 MB) and so stays within about 1.6 GB, 16
-KB a step (``scripts/long_run_cost.py`` measures a run's bytes per step). The trace's header records the policy (``"keep"``)
-and ``bnrepro verify`` says how many of the run's steps the trace holds.
+only while the trace is smaller than BUDGET_BYTES (1.5 GB), in the first EARLY_STEPS (100) steps
+only while it is smaller than a third of it: that net's first steps would otherwise keep 48 MB of
+inputs each until the budget is spent (31 steps, each 1.4 times a plain step), the later steps
+none. A 100,000-step run of that net keeps about 3,000 steps (at 23 KB of statistics each, some
+70 MB) and so stays within about 1.6 GB, 16 KB a step (``scripts/long_run_cost.py`` measures a
+run's bytes per step). The steps not kept cost the run nothing but reading the state after it
+(:attr:`bnrepro.graphs.run_plan.RunPlan.unkept`). The trace's header records the policy
+(``"keep"``) and ``bnrepro verify`` says how many of the run's steps the trace holds.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from typing import Optional
 KEEP_FIRST = 1000
 KEEP_EVERY = 100
 BUDGET_BYTES = 15 * 10 ** 8  # 1.5 GB
+EARLY_STEPS = 100  # the first steps, whose layer inputs the inputs policy keeps at every step ...
+EARLY_SHARE = 1 / 3  # ... are kept while the trace is under this share of the budget
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,15 @@ class KeepPolicy:
         of ``every``."""
         return self.every == 1 or step <= self.first or (step + 1) % self.every in (0, 1)
 
-    def inputs_allowed(self, trace_bytes):
-        """Whether a kept step may keep the layers' inputs, the trace being ``trace_bytes`` large."""
-        return self.budget_bytes is None or trace_bytes < self.budget_bytes
+    def inputs_allowed(self, trace_bytes, step=None):
+        """Whether kept step ``step`` may keep the layers' inputs, the trace being
+        ``trace_bytes`` large: under the budget, and in the first :data:`EARLY_STEPS` steps (whose
+        inputs the inputs policy keeps at every step) under :data:`EARLY_SHARE` of it, so that a
+        large net's inputs leave room for the rest of the run and do not slow its start."""
+        if self.budget_bytes is None:
+            return True
+        early = step is not None and step <= EARLY_STEPS
+        return trace_bytes < self.budget_bytes * (EARLY_SHARE if early else 1)
 
     def describe(self):
         """``every step up to 1000, then the pairs (k - 1, k) of every 100th step; the layers'
@@ -57,7 +69,9 @@ class KeepPolicy:
                  f"every step up to {self.first}, then the pairs (k - 1, k) of every "
                  f"{_ordinal(self.every)} step")
         inputs = ("" if self.budget_bytes is None else
-                  f"; the layers' inputs while the trace is under {_size(self.budget_bytes)}")
+                  f"; the layers' inputs while the trace is under {_size(self.budget_bytes)} "
+                  f"(in the first {EARLY_STEPS} steps under "
+                  f"{_size(int(self.budget_bytes * EARLY_SHARE))})")
         return steps + inputs
 
     def header_entry(self):
