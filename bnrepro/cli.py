@@ -156,7 +156,7 @@ def _verify(arguments):
     report = verify_trace(trace)
     print(report.format(), flush=True)
     if arguments.plot is not None and trace.steps:
-        from bnrepro.trace.plot_files import write_plots
+        from bnrepro.plot_files import write_plots
 
         write_plots(trace, arguments.plot or _plots_beside(trace),
                     write=lambda line: print(line, file=sys.stderr))
@@ -345,7 +345,7 @@ def _add_plot(commands):
 
 
 def _plot(arguments):
-    from bnrepro.trace.plot_files import write_plots
+    from bnrepro.plot_files import write_plots
 
     trace = _read_trace(arguments.trace, streamed=True)
     write_plots(trace, arguments.out or _plots_beside(trace), layers=arguments.layer,

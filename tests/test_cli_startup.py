@@ -72,7 +72,9 @@ def test_version(tmp_path):
 COMMAND_HELP = [
     ([], "usage: bnrepro [-h] [--version] COMMAND ..."),
     (["run"], "usage: bnrepro run [-h] SCENARIO ..."),
-    (["verify"], "usage: bnrepro verify [-h] TRACE"),
+    (["verify"], "usage: bnrepro verify [-h] [--plot [DIR]] TRACE"),
+    (["plot"], "usage: bnrepro plot [-h] [--out DIR] [--force] [--layer NAME]"),
+    (["tensorboard"], "usage: bnrepro tensorboard [-h] --logdir LOGDIR [--layer NAME]"),
     (["explain"], "usage: bnrepro explain [-h] --step STEP [--layer LAYER] [--channel CHANNEL]"),
     (["reference"], "usage: bnrepro reference [-h] TRACE"),
     (["reproduce"], "usage: bnrepro reproduce [-h] --out DIR [--force]"),
@@ -153,7 +155,8 @@ BAD_INPUT = [
     (["trace", "--out", "x", "--inputs-every", "0", __file__],
      "bnrepro: error: --inputs-every must be a positive whole number, got 0"),
     (["frobnicate"], "bnrepro: error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
-                     "'run', 'verify', 'explain', 'reference', 'reproduce', 'compare', 'trace')"),
+                     "'run', 'verify', 'explain', 'plot', 'tensorboard', 'reference', 'reproduce', "
+                     "'compare', 'trace')"),
 ]
 
 

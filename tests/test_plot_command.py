@@ -10,7 +10,7 @@ import pytest
 from bnrepro.cli import main
 from bnrepro.trace import open_trace, read_trace
 from bnrepro.trace import plots
-from bnrepro.trace.plot_files import file_names
+from bnrepro.plot_files import file_names
 from test_verify_streaming import CHANNELS, MOMENTUM, write_run
 
 

@@ -61,7 +61,7 @@ import numpy as np
 from bnrepro.check import formulas, layer_modes, records, tolerances
 from bnrepro.check.conventions import KNOWN_EPSILONS
 from bnrepro.check.layer_modes import LayerMode
-from bnrepro.trace.reader import Chain
+from bnrepro.check.chain import Chain
 
 STANDARD = "standard"
 

@@ -20,7 +20,7 @@ import numpy as np
 from bnrepro.check import formulas, layer_modes, records
 from bnrepro.check.layer_modes import LayerMode
 from bnrepro.errors import UserError
-from bnrepro.trace.reader import Chain
+from bnrepro.check.chain import Chain
 
 SHOWN_VALUES = 4  # inputs listed in full up to this many; longer lists are elided
 

@@ -78,7 +78,7 @@ from bnrepro.check import coverage as covered, formulas, records, tolerances
 from bnrepro.check.diagnose import Diagnosis, frozen_by_momentum
 from bnrepro.check.layer_modes import LayerMode, moving_stddev_with_bound, renorm_variable
 from bnrepro.check.tolerances import Check
-from bnrepro.trace.reader import Chain
+from bnrepro.check.chain import Chain
 
 
 FINITE_CHECK = "every value finite"

@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 
 from bnrepro.check import formulas, records, tolerances
 from bnrepro.check.layer_modes import LayerMode
-from bnrepro.trace.reader import Chain
+from bnrepro.check.chain import Chain
 
 PAIRS = (("moving_mean", "batch_mean"), ("moving_variance", "batch_variance"))
 SERIES_KINDS = ("stored", "batch", "predicted")

@@ -27,7 +27,7 @@ import numpy as np
 
 from bnrepro.check.layer_modes import LayerMode
 from bnrepro.trace import plots
-from bnrepro.trace.reader import Chain
+from bnrepro.check.chain import Chain
 
 MAX_HISTOGRAMS = 500  # histograms per layer and statistic by default
 
