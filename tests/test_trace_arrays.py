@@ -325,3 +325,30 @@ def test_any_chunk_size_gives_the_same_records(binary_trace, tmp_path):
         assert read.end == original.end
         assert [to_json_value(step) for step in read.steps] == \
             [to_json_value(step) for step in original.steps]
+
+
+def test_the_figures_and_the_tensorboard_export_read_every_form(forms, tmp_path):
+    """``bnrepro plot``'s series and ``bnrepro tensorboard``'s summaries are the same from every
+    form of one trace (a comparison's bn trace, ``bnrepro-trace/1``)."""
+    from bnrepro.trace import open_trace
+    from bnrepro.trace.plots import layer_series
+    from bnrepro.trace.tensorboard import write_summaries
+    from test_tensorboard_export import _read
+
+    series = {form: layer_series(open_trace(path))[LAYER] for form, path in forms.items()}
+    summaries = {}
+    for form, path in forms.items():
+        write_summaries(open_trace(path), str(tmp_path / form), write=lambda line: None)
+        summaries[form] = _read(tmp_path / form)
+    first = series["chunks"]
+    assert first.steps.tolist() == list(range(31))
+    assert sorted(summaries["chunks"]) and all(
+        value <= 1 for value in summaries["chunks"][f"{LAYER}/update_error_of_bound"].values())
+    for form in ("trace_arrays.npz", "text"):
+        np.testing.assert_array_equal(series[form].steps, first.steps)
+        for key, values in first.values.items():
+            np.testing.assert_array_equal(series[form].values[key], values, err_msg=str(key))
+        assert summaries[form].keys() == summaries["chunks"].keys()
+        for tag, by_step in summaries["chunks"].items():
+            for step, value in by_step.items():
+                np.testing.assert_array_equal(summaries[form][tag][step], value, err_msg=tag)
