@@ -204,6 +204,28 @@ def default_channels(count):
     return sorted({0, count // 2, count - 1})[:SHOWN_CHANNELS]
 
 
+def layers_asked(trace, layers=None):
+    """``layers`` (default: every layer of the header) as a list; :class:`ValueError` names one
+    the trace does not have."""
+    layers = list(trace.layers) if layers is None else list(layers)
+    unknown = [layer for layer in layers if layer not in trace.layers]
+    if unknown:
+        raise ValueError(f"no batch-norm layer {unknown[0]!r} in the trace; there are: "
+                         f"{', '.join(trace.layers) or 'none'}")
+    return layers
+
+
+def channels_asked(layer, state, channels=None):
+    """The channels drawn of ``layer`` (its first ``state``): ``channels``, default
+    :func:`default_channels`; :class:`ValueError` names one the layer does not have."""
+    count = np.size(state["moving_mean"])
+    chosen = default_channels(count) if channels is None else list(channels)
+    if not all(0 <= channel < count for channel in chosen):
+        raise ValueError(f"layer {layer} has {count} channels: channel {max(chosen)} does not "
+                         "exist")
+    return chosen
+
+
 def layer_series(trace, layers=None, channels=None, steps=None, binned=None):
     """``{layer: LayerSeries}`` of ``layers`` (default: every layer of the header), in one pass
     over the trace: every record (between ``steps = (first, last)`` step numbers) when there are
@@ -211,11 +233,7 @@ def layer_series(trace, layers=None, channels=None, steps=None, binned=None):
     stands for, instead). ``channels``: the channel indices drawn (default:
     :func:`default_channels`). :class:`ValueError` names a layer or a channel the trace does not
     have."""
-    layers = list(trace.layers) if layers is None else list(layers)
-    unknown = [layer for layer in layers if layer not in trace.layers]
-    if unknown:
-        raise ValueError(f"no batch-norm layer {unknown[0]!r} in the trace; there are: "
-                         f"{', '.join(trace.layers) or 'none'}")
+    layers = layers_asked(trace, layers)
     binned = binned or max(1, math.ceil(len(trace.steps) / MAX_POINTS))
     collectors = {}
     chain = Chain(trace.steps_are_runs)
@@ -226,11 +244,7 @@ def layer_series(trace, layers=None, channels=None, steps=None, binned=None):
                 if layer not in record["bn"]:
                     continue
                 if layer not in collectors:
-                    count = np.size(record["bn"][layer]["moving_mean"])
-                    chosen = default_channels(count) if channels is None else list(channels)
-                    if not all(0 <= channel < count for channel in chosen):
-                        raise ValueError(f"layer {layer} has {count} channels: channel "
-                                         f"{max(chosen)} does not exist")
+                    chosen = channels_asked(layer, record["bn"][layer], channels)
                     collectors[layer] = _Collector(layer, trace.layers[layer], chosen, binned,
                                                    steps)
                 collectors[layer].take(index, record, chain.before(record, layer))

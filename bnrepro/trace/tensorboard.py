@@ -37,11 +37,7 @@ def write_summaries(trace, logdir, *, layers=None, channels=None, histogram_ever
     """Write ``trace``'s summaries into ``logdir`` (a new event file; TensorBoard reads every
     event file of a directory); return how many steps were written. :class:`ValueError` names a
     layer or a channel the trace does not have, before anything is written."""
-    layers = list(trace.layers) if layers is None else list(layers)
-    unknown = [layer for layer in layers if layer not in trace.layers]
-    if unknown:
-        raise ValueError(f"no batch-norm layer {unknown[0]!r} in the trace; there are: "
-                         f"{', '.join(trace.layers) or 'none'}")
+    layers = plots.layers_asked(trace, layers)
     every = histogram_every or max(1, math.ceil(len(trace.steps) / MAX_HISTOGRAMS))
     from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: PLC0415
 
@@ -56,7 +52,7 @@ def write_summaries(trace, logdir, *, layers=None, channels=None, histogram_ever
                         continue
                     state = record["bn"][layer]
                     if layer not in chosen:
-                        chosen[layer] = _channels(layer, np.size(state["moving_mean"]), channels)
+                        chosen[layer] = plots.channels_asked(layer, state, channels)
                     if writer is None:
                         writer = EventFileWriter(logdir)
                     previous = chain.before(record, layer)
@@ -72,14 +68,6 @@ def write_summaries(trace, logdir, *, layers=None, channels=None, histogram_ever
         if writer is not None:
             writer.close()
     return written
-
-
-def _channels(layer, count, channels):
-    chosen = plots.default_channels(count) if channels is None else list(channels)
-    if not all(0 <= channel < count for channel in chosen):
-        raise ValueError(f"layer {layer} has {count} channels: channel {max(chosen)} does not "
-                         "exist")
-    return chosen
 
 
 def _event(layer, step, values, fraction, channels, histograms):
