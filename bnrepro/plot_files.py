@@ -40,12 +40,14 @@ def write_plots(trace, out, *, layers=None, channels=None, steps=None, zoom=None
     if not series:
         raise UserError(f"{trace.path} holds no state of the layers asked for: nothing to draw")
     names = file_names(series, extension)
+    windows = {layer: plots.zoom_window(whole, zoom) for layer, whole in series.items()}
+    zoomed = plots.zoom_series(trace, series, {layer: window for layer, window in windows.items()
+                                               if window is not None})
     written = {}
     with output_directory(out, force=force) as staging:
         for number, (layer, whole) in enumerate(series.items(), start=1):
-            window = plots.zoom_window(whole, zoom)
-            zoomed = None if window is None else plots.zoom_series(trace, whole, window)
-            figure = plots.plot_layer(whole, zoomed, trace.layers[layer].get("momentum"))
+            figure = plots.plot_layer(whole, zoomed.get(layer),
+                                      trace.layers[layer].get("momentum"))
             figure.savefig(os.path.join(staging, names[layer]), dpi=DPI)
             written[layer] = os.path.join(out, names[layer])
             write(f"plot: {number}/{len(series)} {layer} -> {written[layer]}")

@@ -47,8 +47,9 @@ def test_a_value_off_its_update_and_a_run_that_did_not_train_are_marked(tmp_path
     # prediction from the recorded 120
     assert series["bn1"].marks["off"].steps == [120, 121]
     assert series["bn2"].marks["off"].count == 0
-    figure = plots.plot_layer(series["bn1"], plots.zoom_series(
-        open_trace(str(directory)), series["bn1"], plots.zoom_window(series["bn1"])), MOMENTUM)
+    zoomed = plots.zoom_series(open_trace(str(directory)), series,
+                               {"bn1": plots.zoom_window(series["bn1"])})
+    figure = plots.plot_layer(series["bn1"], zoomed["bn1"], MOMENTUM)
     marked = [line.get_xdata()[0] for axis in figure.axes for line in axis.lines
               if line.get_gid() == "mark:off"]
     assert marked and set(marked) == {120, 121}
@@ -69,6 +70,10 @@ def test_a_long_run_is_binned_and_its_memory_does_not_grow_with_the_steps(tmp_pa
     stored = _recorded(trace, "bn1", "moving_mean")
     np.testing.assert_array_equal(series.band["moving_mean"][1],
                                   [stored[17:34].min(), stored[17:34].max()])
+    zoomed = plots.zoom_series(open_trace(long), {"bn1": series}, {"bn1": (500, 560)})["bn1"]
+    assert zoomed.binned == 1 and zoomed.steps.tolist() == list(range(500, 561))
+    np.testing.assert_array_equal(zoomed.values[("moving_mean", "stored")],
+                                  stored[500:561][:, series.channels])
     peaks = []
     for directory in (short, long):
         tracemalloc.start()
@@ -120,3 +125,23 @@ def test_verify_draws_the_figures_when_asked(tmp_path, capsys):
     assert captured.out.rstrip().splitlines()[-1].startswith("PASS")
     assert "plot: 2/2 bn2 ->" in captured.err
     assert (tmp_path / "run-plots" / "bn1.png").stat().st_size > 10_000
+
+
+def test_the_steps_taken_a_block_at_a_time_give_what_one_at_a_time_gives(tmp_path, monkeypatch):
+    def change(step, layer, state):
+        if layer == "bn1" and step in (7, 270):
+            state["moving_mean"] = state["moving_mean"] + np.float32(1e-3)
+    directory = str(write_run(tmp_path / "run", 300, change=change))
+    stacked = plots.layer_series(open_trace(directory))
+    monkeypatch.setattr(plots._Collector, "_simple", lambda self, record, previous: False)
+    one_by_one = plots.layer_series(open_trace(directory))
+    for layer, series in stacked.items():
+        other = one_by_one[layer]
+        np.testing.assert_array_equal(series.steps, other.steps)
+        for key, values in series.values.items():
+            np.testing.assert_array_equal(values, other.values[key], err_msg=str(key))
+        for key, band in series.band.items():
+            np.testing.assert_array_equal(band, other.band[key])
+        assert {kind: marks.steps for kind, marks in series.marks.items()} == {
+            kind: marks.steps for kind, marks in other.marks.items()}
+    assert stacked["bn1"].marks["off"].steps == [7, 8, 270, 271]

@@ -33,6 +33,7 @@ one, a notebook shows it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -98,23 +99,64 @@ class _Collector:
         self.total_channels = None
         self._bin, self._sample, self._band = None, None, None
 
-    def take(self, index, record, previous):
-        """Record number ``index`` of the trace, holding the layer; ``previous``: the record of
-        its state before (``None``: not kept)."""
-        step = record["step"]
-        if self.window is not None and not self.window[0] <= step <= self.window[1]:
-            return
+    def take_block(self, rows):
+        """Take ``(index, record, previous)`` rows in order (record number ``index`` of the
+        trace, holding the layer; ``previous``: the record of its state before, ``None``: not
+        kept): runs of :meth:`_simple` rows a block at a time (:func:`stacked_step_values`), the
+        others one by one (:func:`step_values`), the same values either way."""
+        rows = [row for row in rows if self.window is None
+                or self.window[0] <= row[1]["step"] <= self.window[1]]
+        run = []
+        for row in rows:
+            if self._simple(row[1], row[2]):
+                run.append(row)
+                continue
+            self._take_run(run)
+            run = []
+            index, record, previous = row
+            state = record["bn"][self.layer]
+            values, fraction = step_values(
+                state, None if previous is None else previous["bn"][self.layer], self.settings,
+                self.mode)
+            self._take(index, record, values, fraction)
+        self._take_run(run)
+
+    def _simple(self, record, previous):
+        """A step whose update consumed recorded batch statistics with the header's momentum."""
         state = record["bn"][self.layer]
+        return (previous is not None and self.stackable and "batch_mean" in state
+                and "batch_variance" in state and not state.keys() & _NOT_STACKED)
+
+    @property
+    def stackable(self):
+        return (not self.settings.get("zero_debias") and not self.mode.renorm
+                and records.momentum_of(self.settings, {}, "moving_mean") is not None
+                and records.momentum_of(self.settings, {}, "moving_variance") is not None)
+
+    def _take_run(self, run):
+        if not run:
+            return
+        states = [record["bn"][self.layer] for _, record, _ in run]
+        olds = [previous["bn"][self.layer] for _, _, previous in run]
+        values, fractions = stacked_step_values(states, olds, self.settings)
+        for row, (index, record, _) in enumerate(run):
+            self._take(index, record, _Row(values, row), fractions[row])
+
+    def _take(self, index, record, values, fraction):
+        """One record's values (``{(statistic, kind): (C,) values}``, or a :class:`_Row` of
+        stacked ones) and update's fraction of its bound, into the marks and the bins."""
+        step, state = record["step"], record["bn"][self.layer]
+        self.total_channels = np.size(state["moving_mean"])
         self._mark(record, state)
-        values = self._values(state, None if previous is None else previous["bn"][self.layer],
-                              step)
+        if fraction > 1.0:
+            self.marks["off"].add(step)
         position = index // self.binned
         if position != self._bin:
             self._close_bin()
             self._bin, self._band = position, {}
         self._sample = (step, values)
         for statistic, _ in PAIRS:
-            stored = np.asarray(state[statistic], dtype=np.float64).ravel()
+            stored = values[(statistic, "stored")]
             low, high = self._band.get(statistic, (math.inf, -math.inf))
             self._band[statistic] = (min(low, float(np.min(stored))),
                                      max(high, float(np.max(stored))))
@@ -126,19 +168,12 @@ class _Collector:
         elif run.get("moved") and not run.get("trained"):
             self.marks["moved, not trained"].add(record["step"])
 
-    def _values(self, state, old, step):
-        """``{(statistic, kind): values of the chosen channels}`` at one record, and the ``off``
-        mark."""
-        self.total_channels = np.size(state["moving_mean"])
-        values, fraction = step_values(state, old, self.settings, self.mode)
-        if fraction > 1.0:
-            self.marks["off"].add(step)
-        return {key: value[self.channels] for key, value in values.items()}
-
     def _close_bin(self):
         if self._sample is not None:
             step, values = self._sample
-            self.points.append((step, values, dict(self._band)))
+            self.points.append((step, {key: values[key][self.channels] for key in
+                                       ((statistic, kind) for statistic, _ in PAIRS
+                                        for kind in SERIES_KINDS)}, dict(self._band)))
         self._sample = None
 
     def series(self):
@@ -193,6 +228,42 @@ def step_values(state, old, settings, mode):
     return values, fraction
 
 
+class _Row:
+    """Row ``row`` of :func:`stacked_step_values`' arrays, read as one step's values."""
+
+    def __init__(self, values, row):
+        self.values, self.row = values, row
+
+    def __getitem__(self, key):
+        return self.values[key][self.row]
+
+
+_NOT_STACKED = {"set", records.UPDATES, records.MEAN_MOMENTUM, records.VARIANCE_MOMENTUM}
+
+
+def stacked_step_values(states, olds, settings):
+    """:func:`step_values` of steps that each consumed their recorded ``batch_mean`` and
+    ``batch_variance`` in one update with the header's momentum, from ``olds`` (the states
+    before), with one array row per step: ``({(statistic, kind): (S, C)}, (S,) fractions)``."""
+    values, fractions = {}, np.full(len(states), -np.inf)
+    for statistic, consumed_name in PAIRS:
+        stored = np.stack([np.ravel(state[statistic]) for state in states]).astype(np.float64)
+        before = np.stack([np.ravel(old[statistic]) for old in olds]).astype(np.float64)
+        batch = np.stack([np.ravel(state[consumed_name]) for state in states]).astype(np.float64)
+        momentum = records.momentum_of(settings, {}, statistic)
+        predicted = formulas.moving_average(before, batch, momentum)
+        bound = tolerances.moving_average_bound(before, batch, momentum, predicted,
+                                                statistic_error=0.0) + tolerances.flush_slack()
+        with np.errstate(invalid="ignore"):
+            ratio = np.abs(stored - predicted) / bound
+        fractions = np.maximum(fractions, np.max(np.where(np.isfinite(ratio), ratio, np.inf),
+                                                 axis=1))
+        values[(statistic, "stored")] = stored
+        values[(statistic, "batch")] = batch
+        values[(statistic, "predicted")] = predicted
+    return values, fractions
+
+
 def _predicts(settings, mode, statistic):
     """Whether the momentum formula is the layer's update of ``statistic`` (not for a
     zero-debiased layer, nor a renorm layer's moving variance)."""
@@ -216,9 +287,12 @@ def layers_asked(trace, layers=None):
 
 
 def channels_asked(layer, state, channels=None):
-    """The channels drawn of ``layer`` (its first ``state``): ``channels``, default
-    :func:`default_channels`; :class:`ValueError` names one the layer does not have."""
+    """The channels drawn of ``layer`` (its first ``state``): ``channels`` (a list, or per layer
+    ``{layer: list}``), default :func:`default_channels`; :class:`ValueError` names one the layer
+    does not have."""
     count = np.size(state["moving_mean"])
+    if isinstance(channels, dict):
+        channels = channels.get(layer)
     chosen = default_channels(count) if channels is None else list(channels)
     if not all(0 <= channel < count for channel in chosen):
         raise ValueError(f"layer {layer} has {count} channels: channel {max(chosen)} does not "
@@ -228,16 +302,16 @@ def channels_asked(layer, state, channels=None):
 
 def layer_series(trace, layers=None, channels=None, steps=None, binned=None):
     """``{layer: LayerSeries}`` of ``layers`` (default: every layer of the header), in one pass
-    over the trace: every record (between ``steps = (first, last)`` step numbers) when there are
-    at most :data:`MAX_POINTS`, else bins of consecutive records (``binned``: the records a point
-    stands for, instead). ``channels``: the channel indices drawn (default:
+    over the trace: every record (between ``steps = (first, last)`` step numbers, or per layer
+    ``{layer: (first, last)}``) when there are at most :data:`MAX_POINTS`, else bins of
+    consecutive records (``binned``: the records a point stands for, instead). ``channels``: the channel indices drawn (default:
     :func:`default_channels`). :class:`ValueError` names a layer or a channel the trace does not
     have."""
     layers = layers_asked(trace, layers)
     binned = binned or max(1, math.ceil(len(trace.steps) / MAX_POINTS))
     collectors = {}
     chain = Chain(trace.steps_are_runs)
-    index = 0
+    index, rows = 0, {}  # the block's (index, record, previous) of each layer
     for block in trace.blocks():
         for record in block:
             for layer in layers:
@@ -245,11 +319,15 @@ def layer_series(trace, layers=None, channels=None, steps=None, binned=None):
                     continue
                 if layer not in collectors:
                     chosen = channels_asked(layer, record["bn"][layer], channels)
+                    window = steps.get(layer) if isinstance(steps, dict) else steps
                     collectors[layer] = _Collector(layer, trace.layers[layer], chosen, binned,
-                                                   steps)
-                collectors[layer].take(index, record, chain.before(record, layer))
+                                                   window)
+                rows.setdefault(layer, []).append((index, record, chain.before(record, layer)))
             chain.advance(record)
             index += 1
+        for layer, taken in rows.items():
+            collectors[layer].take_block(taken)
+        rows = {}
     return {layer: collectors[layer].series() for layer in layers if layer in collectors}
 
 
@@ -269,19 +347,27 @@ def zoom_window(series, zoom=None):
     return start, start + FIRST_STEPS
 
 
-def zoom_series(trace, series, window):
-    """The series of ``window`` (every step in it, at most :data:`MAX_ZOOM_STEPS` of them): read
-    again from the trace when the whole run's series was binned, else its points there."""
-    first, last = window[0], min(window[1], window[0] + MAX_ZOOM_STEPS - 1)
-    if series.binned > 1:
-        zoomed = layer_series(trace, [series.layer], series.channels, (first, last), binned=1)
-        if series.layer in zoomed:
-            return zoomed[series.layer]
-    keep = (series.steps >= first) & (series.steps <= last)
-    return LayerSeries(series.layer, series.channels, series.total_channels, series.steps[keep],
-                       {key: value[keep] for key, value in series.values.items()},
-                       {key: value[keep] for key, value in series.band.items()}, series.binned,
-                       series.marks)
+def zoom_series(trace, series, windows):
+    """``{layer: the series of its window}`` for ``series`` (``{layer: LayerSeries}``) and
+    ``windows`` (``{layer: (first, last)}``, at most :data:`MAX_ZOOM_STEPS` steps kept of each):
+    the points there, read again from the trace (one pass for every layer) for the layers whose
+    whole run was binned."""
+    windows = {layer: (first, min(last, first + MAX_ZOOM_STEPS - 1))
+               for layer, (first, last) in windows.items()}
+    again = {layer: window for layer, window in windows.items() if series[layer].binned > 1}
+    zoomed = {}
+    if again:
+        zoomed = layer_series(trace, list(again), {layer: series[layer].channels
+                                                    for layer in again}, again, binned=1)
+    for layer, (first, last) in windows.items():
+        if layer not in zoomed:
+            whole = series[layer]
+            keep = (whole.steps >= first) & (whole.steps <= last)
+            zoomed[layer] = dataclasses.replace(
+                whole, steps=whole.steps[keep],
+                values={key: value[keep] for key, value in whole.values.items()},
+                band={key: value[keep] for key, value in whole.band.items()})
+    return zoomed
 
 
 def plot_layer(series, zoom=None, momentum=None):
@@ -331,7 +417,7 @@ def _draw(axis, series, statistic, batch_statistic, momentum, part):
     axis.set_xlabel("step")
     axis.set_ylabel(statistic)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="best")
+    axis.legend(fontsize=7, loc="upper left")  # "best" searches every point: seconds a figure
 
 
 def moving_statistic_series(trace, layer, statistic, channel=0):
