@@ -93,6 +93,11 @@ class _Collector:
     def __init__(self, layer, settings, channels, binned, steps=None):
         self.layer, self.settings, self.channels, self.binned = layer, settings, channels, binned
         self.mode = LayerMode.from_header(settings, layer)
+        # the layer's updates are the momentum formula with the header's momenta: its common
+        # steps may be taken a block at a time (_simple)
+        self.stackable = (not settings.get("zero_debias") and not self.mode.renorm and all(
+            records.momentum_of(settings, {}, statistic) is not None
+            for statistic in ("moving_mean", "moving_variance")))
         self.window = steps  # (first, last) step numbers taken, or None: all
         self.points = []  # (step, {(statistic, kind): values}, {statistic: (low, high)})
         self.marks = {kind: Marks() for kind in MARK_KINDS}
@@ -126,12 +131,6 @@ class _Collector:
         state = record["bn"][self.layer]
         return (previous is not None and self.stackable and "batch_mean" in state
                 and "batch_variance" in state and not state.keys() & _NOT_STACKED)
-
-    @property
-    def stackable(self):
-        return (not self.settings.get("zero_debias") and not self.mode.renorm
-                and records.momentum_of(self.settings, {}, "moving_mean") is not None
-                and records.momentum_of(self.settings, {}, "moving_variance") is not None)
 
     def _take_run(self, run):
         if not run:
