@@ -9,7 +9,6 @@ from bnrepro.errors import UserError
 from bnrepro.outdir import output_directory
 from bnrepro.trace import plots
 
-FORMATS = ("png", "svg")
 DPI = 100
 
 
