@@ -38,6 +38,11 @@ class RunPlan:
     # ... without any extra tensor but its own reads of the state after it: a step the keep
     # policy drops (its record is not written; the state after it is still read)
     unkept: Optional["RunPlan"] = None
+    # ... without any extra tensor, the state after it not read (``reads_state`` false): a step
+    # the keep policy drops that trains, so that it is a step whatever it moves; the tracer reads
+    # the state again before the next run that records (``Tracer._refresh``)
+    unread: Optional["RunPlan"] = None
+    reads_state: bool = True
     # the tracked state after the run without reading it again (:func:`state_after_run`): tracked
     # key -> key of ``extra`` holding its value, or None (the run cannot change it); None: read it
     after: Optional[dict] = None
@@ -88,7 +93,7 @@ class RunPlan:
             variant = replace(
                 self, extra={key: tensor for key, tensor in self.extra.items()
                              if key not in dropped},
-                conditional={}, lean=None, bare=None, unkept=None, _variants={},
+                conditional={}, lean=None, bare=None, unkept=None, unread=None, _variants={},
                 race_conditions=[(sentence, liveness.ALWAYS) for sentence, conditions
                                  in self.race_conditions
                                  if conditions is None or liveness.holds(conditions, values)]
@@ -100,9 +105,10 @@ class RunPlan:
         """Fill ``keys``' dependants: which extra tensors the run is fed (``fed``: fed tensor
         names) and which it computes; ``lean``, the plan of a step whose record keeps no layer
         input but those that check an update (:func:`fusable`), ``bare``, of a step whose record
-        keeps none (the inputs budget is spent), and ``unkept``, of a step the keep policy drops
-        (nothing fetched but the state after it), so that a run does not fetch what it would
-        throw away."""
+        keeps none (the inputs budget is spent), ``unkept``, of a step the keep policy drops
+        (nothing fetched but the state after it), and ``unread``, of such a step that trains
+        (nothing fetched, the state not read), so that a run does not fetch what it would throw
+        away."""
         self.fed = frozenset(fed)
         self.fed_extra = tuple(key for key, tensor in self.extra.items() if tensor.name in fed)
         computed = [(key, tensor) for key, tensor in self.extra.items()
@@ -113,8 +119,13 @@ class RunPlan:
                        if base_role(self.keys[key][1]) == "batch_input"}
         self.lean = self._without(every_input - self.required_inputs, fed)
         self.bare = self._without(every_input, fed)
+        if not self.reads_state:  # nothing left to leave out
+            self.lean = self.bare = self.unkept = self.unread = self
+            return self
         state_reads = {key for key in (self.after or {}).values() if key is not None}
         self.unkept = self._without(set(self.extra) - state_reads, fed)
+        self.unread = replace(self._without(set(self.extra), fed), reads_state=False,
+                              unread=None).arrange(fed)
         return self
 
     def _without(self, keys, fed):
@@ -126,7 +137,7 @@ class RunPlan:
             layers=[], conditional={key: conditions for key, conditions
                                     in self.conditional.items() if key not in keys},
             required_inputs=self.required_inputs - keys, lean=None, bare=None, unkept=None,
-            _variants={}).arrange(fed)
+            unread=None, _variants={}).arrange(fed)
 
 
 IN_BRANCH_NOTE = ("batch statistics computed inside a TF2 tf.cond branch (an If op's function) "

@@ -77,6 +77,24 @@ class _GraphState:
     # a callable returns can share such a buffer (a resource variable's update copies a buffer
     # that is still read, so arrays of resource variables keep their values)
     aliasing: bool = True
+    # runs left unread since the state was last read (:attr:`RunPlan.unread`): ``last`` is older
+    # than the state, and these layers and averages were updated since
+    stale: bool = False
+    unread_updated: set = field(default_factory=set)
+
+
+@dataclass
+class _UnreadStep:
+    """A step the keep policy drops whose state was not read (:attr:`RunPlan.unread`): held in
+    case it is the run's last, whose record is then made from a read of the state before its
+    session closes or the trace ends (:meth:`Tracer._resolve_held`)."""
+
+    session: object  # held (not a weak reference): a session the program drops unclosed is read
+    state: _GraphState
+    plan: object
+    call: str
+    step: int
+    index: int  # the run's number
 
 
 class _Discard:
@@ -134,6 +152,7 @@ class Tracer:
         self.runs = 0  # every run seen
         self.moved_runs = 0
         self.trained_runs = 0
+        self.unread_runs = 0  # trained runs the keep policy dropped, their state not read
         self._originals = None
         self.untraced = set()  # ids of the graphs the tracer failed on (:meth:`_failed`)
         self.notes = []  # what the tracer could not do, for the trace header and the summary
@@ -149,8 +168,8 @@ class Tracer:
         if self._originals is not None:
             return self
         self._originals = (base.run, base._make_callable_from_options,  # noqa: SLF001
-                           base._do_run)  # noqa: SLF001
-        original_run, original_callable, original_do_run = self._originals
+                           base._do_run, base.close)  # noqa: SLF001
+        original_run, original_callable, original_do_run, original_close = self._originals
         tracer = self
 
         def run(session, fetches, feed_dict=None, options=None, run_metadata=None):
@@ -164,9 +183,14 @@ class Tracer:
             return tracer._traced_do_run(original_do_run, session, handle, target_list,
                                          fetch_list, feed_dict, options, run_metadata)
 
+        def close(session):
+            tracer.before_close(session)
+            return original_close(session)
+
         base.run = run
         base._make_callable_from_options = make_callable_from_options  # noqa: SLF001
         base._do_run = do_run  # noqa: SLF001
+        base.close = close
         return self
 
     def uninstall(self):
@@ -174,7 +198,7 @@ class Tracer:
             return
         base = session_module.BaseSession
         (base.run, base._make_callable_from_options,  # noqa: SLF001
-         base._do_run) = self._originals  # noqa: SLF001
+         base._do_run, base.close) = self._originals  # noqa: SLF001
         self._originals = None
 
     def _raw_run(self, session, fetches, feed_dict=None):
@@ -272,7 +296,9 @@ class Tracer:
                 tracer._note(plan.races)
                 if state.last is None:
                     tracer.before_change(session, state, plan)
-                return call_for(tracer._inputs_plan(plan))  # noqa: SLF001
+                chosen = tracer._inputs_plan(state, plan)  # noqa: SLF001
+                tracer._refresh(session, state, chosen)  # noqa: SLF001
+                return call_for(chosen)
             except Exception as error:  # noqa: BLE001
                 tracer._failed(session.graph, "preparing a callable's call", error)
                 return None
@@ -311,7 +337,9 @@ class Tracer:
                 plan = plan.given(fed_values(graph, feed_dict, plan.predicates))
             self._note(plan.races)
             self.before_change(session, state, plan)
-            return state, self._inputs_plan(plan)
+            chosen = self._inputs_plan(state, plan)
+            self._refresh(session, state, chosen)
+            return state, chosen
         except Exception as error:  # noqa: BLE001  the program's run goes on untraced
             self._failed(graph, "preparing a run", error)
             return None, None
@@ -337,6 +365,68 @@ class Tracer:
                 state.last = initial
                 self._record_initial(state, initial)
 
+    def _refresh(self, session, state, plan):
+        """Before a run that reads the state after it, read it again if runs since the last read
+        left it unread (:attr:`RunPlan.unread`), so that what this run moves, and whether it
+        moved anything, is known exactly; the last unread step's record is made from it."""
+        if not (state.stale and plan.reads_state and plan.may_change):
+            return
+        values = self._read_state(session, state)
+        if values is None:
+            return
+        if isinstance(self._held, _UnreadStep) and self._held.state is state:
+            self._held = self._unread_record(self._held, values)
+        else:
+            state.last, state.stale, state.unread_updated = values, False, set()
+
+    def before_close(self, session):
+        """Before ``session`` closes: the record of a last step left unread in it
+        (:meth:`_resolve_held`), while its state can be read."""
+        held = self._held
+        if isinstance(held, _UnreadStep) and held.session is session:
+            self._resolve_held()
+
+    def _resolve_held(self):
+        """The record of the held step left unread, from a read of its state now (nothing since
+        changed it: a run that changes it reads the state before, :meth:`_refresh`), or, when
+        its session is closed, no record and a note."""
+        held = self._held
+        session = held.session
+        values = None
+        if not getattr(session, "_closed", True):  # noqa: SLF001
+            try:
+                values = self._read_state(session, held.state)
+            except Exception:  # noqa: BLE001  a session that cannot run any more
+                values = None
+        if values is None:
+            self._held = None
+            self._note([f"the state after the last step ({held.step}) could not be read (its "
+                        "session had closed): the trace ends at the last step it kept"])
+            return
+        self._held = self._unread_record(held, values)
+
+    def _unread_record(self, held, values):
+        """The record of the unread step ``held`` whose state after is ``values``: what moved is
+        judged against the last state read, before the unread runs; ``set`` only for what none
+        of them updated."""
+        state = held.state
+        changed = self._changed(state, values)
+        record = self._record(state, held.plan, {}, values, held.call, bool(changed),
+                              step=held.step, index=held.index)
+        for name in changed - held.plan.updated - state.unread_updated:
+            record["bn" if name in self.layers else "averages"][name]["set"] = True
+        state.last, state.stale, state.unread_updated = values, False, set()
+        return record
+
+    @staticmethod
+    def _changed(state, values):
+        """The names whose averaged variables in ``values`` differ from ``state.last``, bit for
+        bit (a NaN that stays NaN has not moved); the bytes compare in a fraction of
+        np.array_equal's time."""
+        last = state.last
+        return {key[0] for key in state.moving_keys
+                if key not in last or values[key].tobytes() != last[key].tobytes()}
+
     def after_run(self, session, state, plan, extra, call, fresh=False):
         """:meth:`_after_run`, the tracer's failure noted (:meth:`_failed`), never raised."""
         try:
@@ -354,7 +444,16 @@ class Tracer:
         self.runs += 1
         if not plan.may_change and state.last is not None:
             return
-        if plan.after is not None and state.last is not None:  # from the run's own reads
+        if not plan.reads_state:  # a trained step the keep policy drops: held unread
+            state.stale = True
+            state.unread_updated |= plan.updated
+            self.trained_runs += 1
+            self.unread_runs += 1
+            self._held = _UnreadStep(session, state, plan, call, self.recorded,
+                                     self.runs)
+            self.recorded += 1
+            return
+        if plan.after is not None and state.last is not None and not state.stale:
             last = state.last
             after = {key: last[key] if text_key is None else extra[text_key]
                      for key, text_key in plan.after.items()}
@@ -367,11 +466,7 @@ class Tracer:
             self._record_initial(state, after)
             if not plan.trained and not plan.averages:
                 return
-        # bit for bit (a NaN that stays NaN has not moved); the bytes compare in a fraction of
-        # np.array_equal's time
-        last = state.last
-        changed = {key[0] for key in state.moving_keys
-                   if key not in last or after[key].tobytes() != last[key].tobytes()}
+        changed = self._changed(state, after)
         moved = bool(changed)
         state.last = after
         if not moved and not plan.trained:
@@ -514,13 +609,18 @@ class Tracer:
         else:
             self._declare(initial=record)
 
-    def _inputs_plan(self, plan):
+    def _inputs_plan(self, state, plan):
         """``plan`` with what the record this run may make keeps: every layer input, those that
-        check an update (``lean``), none (``bare``: the inputs budget is spent), or nothing but
-        the state after the run (``unkept``: a step the keep policy drops)."""
+        check an update (``lean``), none (``bare``: the inputs budget is spent), nothing but
+        the state after the run (``unkept``: a step the keep policy drops), or nothing at all
+        (``unread``: such a step that trains, so is a step whatever it moves, in a trace that
+        streams through installed wrappers, whose ``close`` reads the state of a last step
+        left unread)."""
         step = self.recorded
         if self.keep is not None and not self.keep.keeps(step):
-            return plan.unkept
+            unread = (plan.trained and state.last is not None and self.records is None
+                      and self._originals is not None)
+            return plan.unread if unread else plan.unkept
         if self._inputs_at(step):
             return plan
         return plan.lean if self._within_keep(step) else plan.bare
@@ -610,6 +710,8 @@ class Tracer:
     def finish(self, status="complete", reason=None):
         """End a streamed trace: step 0 if no step followed it, the last declarations, the end
         line."""
+        if isinstance(self._held, _UnreadStep):
+            self._resolve_held()
         if self._held is not None:  # the last step, which the keep policy would leave out
             self._write(self._held)
         self._hand_initial()
@@ -623,9 +725,10 @@ class Tracer:
             else:
                 record["averages"].setdefault(name, {})[role] = value
 
-    def _record(self, state, plan, extra, after, call, moved, fresh=False):
-        record = {"step": self.recorded, "run": {
-            "call": call, "index": self.runs, "trained": plan.trained, "moved": moved,
+    def _record(self, state, plan, extra, after, call, moved, fresh=False, step=None, index=None):
+        record = {"step": self.recorded if step is None else step, "run": {
+            "call": call, "index": self.runs if index is None else index,
+            "trained": plan.trained, "moved": moved,
             "fetched": plan.fetched}, "bn": {}, "averages": {}}
         if plan.unfetchable:  # values the run may not compute: not fetched, and why
             record["run"]["not_fetched"] = sorted(set(plan.unfetchable.values()))
@@ -712,7 +815,9 @@ class Tracer:
                          f"{'s' if searched != 1 else ''} the program ran")
         lines += [f"  note: {note}" for note in self.notes]
         steps = max(self.recorded - 1, 0)
-        lines.append(f"  {self.runs} runs: {self.moved_runs} moved the statistics, "
+        unread = (f" ({self.unread_runs} trained runs the trace leaves out not read)"
+                  if self.unread_runs else "")
+        lines.append(f"  {self.runs} runs: {self.moved_runs} moved the statistics{unread}, "
                      f"{self.trained_runs} trained; {steps} recorded as steps")
         if self.keep is not None and self.records is None:
             kept = max(self.written - 1, 0)
