@@ -181,21 +181,25 @@ def map_arrays(record, function):
         entries = record.get(section)
         if not isinstance(entries, dict):
             continue
-        mapped[section] = {
-            name: ({quantity: _map_quantity(section, name, quantity, item, function)
-                    for quantity, item in value.items()}
-                   if isinstance(value, dict) and not is_reference(value)
-                   else function(value, array_member(section, name)))
-            for name, value in entries.items()}
+        mapped_entries = mapped[section] = {}
+        for name, value in entries.items():
+            if not isinstance(value, dict) or is_reference(value):
+                mapped_entries[name] = function(value, array_member(section, name))
+                continue
+            prefix = array_member(section, name, "")  # the members of its quantities: + quantity
+            mapped_entries[name] = {
+                quantity: _map_updates(prefix, item, function)
+                if quantity == UPDATES and isinstance(item, list)
+                else function(item, prefix + quantity) for quantity, item in value.items()}
     return mapped
 
 
-def _map_quantity(section, name, quantity, value, function):
-    if quantity == UPDATES and isinstance(value, list):
-        return [{consumed: function(item, array_member(section, name, f"{UPDATES}|{consumed}"))
-                 for consumed, item in update.items()} if isinstance(update, dict) else update
-                for update in value]
-    return function(value, array_member(section, name, quantity))
+def _map_updates(prefix, updates, function):
+    """A layer's ``updates`` mapped: each update's quantity ``q`` at member ``prefix +
+    "updates|" + q``."""
+    prefix += f"{UPDATES}|"
+    return [{consumed: function(item, prefix + consumed) for consumed, item in update.items()}
+            if isinstance(update, dict) else update for update in updates]
 
 
 def is_reference(value):

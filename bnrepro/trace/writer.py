@@ -17,6 +17,7 @@ from bnrepro.trace.format import (CHUNK_BYTES, CHUNK_RECORDS, CSV_FILE, DECLARE,
 
 CSV_LINE_END = "\r\n"  # the csv module's default (excel) line terminator
 BINARY_KINDS = "biuf"  # the dtypes an array keeps in a chunk: bool, int, unsigned, float
+HOLD_BYTES = 1 << 20  # an array larger is held as it came until its record is added (_Rows)
 
 
 class TraceWriter:
@@ -180,14 +181,14 @@ class _Chunk:
         self.lines = []
         self.rows = 0
         self.nbytes = 0
-        self._touched = set()  # the members given rows by the record being added
+        self._holding = []  # the members holding rows of the record being added, not copied
 
     def settle(self):
-        """Copy the rows of the record just added into the members' buffers
+        """Copy the rows held for the record just added into the members' buffers
         (:meth:`_Rows.settle`)."""
-        for name in self._touched:
-            self.members[name].settle()
-        self._touched = set()
+        for rows in self._holding:
+            rows.settle()
+        self._holding = []
 
     def stored(self, value, member):
         """``value`` itself, or for an array of numbers with an axis its reference ``{"row": i}``
@@ -205,20 +206,23 @@ class _Chunk:
             self.members[name] = _Rows(value.shape, value.dtype)
         self.rows += 1
         self.nbytes += value.nbytes
-        self._touched.add(name)
-        reference = {ROW: self.members[name].append(value)}
+        rows = self.members[name]
+        if value.nbytes > HOLD_BYTES:
+            self._holding.append(rows)
+            reference = {ROW: rows.hold(value)}
+        else:
+            reference = {ROW: rows.append(value)}
         if name != member:
             reference[KEY] = name
         return reference
 
 
 class _Rows:
-    """The arrays of one chunk member, ``rows[i]`` the ``i``-th appended. The rows of the record
-    being added are held as they came (:meth:`append`); :meth:`settle` copies them into one buffer,
-    doubled when full (no array made per row, no stacking at the end), once the record is added
-    and the chunk not written with it, so that its caller may change its arrays afterwards. A
-    chunk written with the record (a layer input larger than a chunk) writes its one row as it
-    came: no copy of a large array."""
+    """The arrays of one chunk member, ``rows[i]`` the ``i``-th appended, copied into one buffer
+    doubled when full (no array made per row, no stacking at the end). A large row
+    (:meth:`hold`) is held as it came until the record is added (:meth:`settle`), and copied only
+    if the chunk is not written with the record: a layer input larger than a chunk is written as
+    it came, not copied. Either way the caller may change its arrays once the record is added."""
 
     def __init__(self, shape, dtype, capacity=16):
         self.shape, self.dtype, self.capacity = shape, dtype, capacity
@@ -227,22 +231,27 @@ class _Rows:
         self._held = []  # rows of the record being added, not copied yet
 
     def append(self, value):
-        """Take ``value`` as the next row; return its index."""
+        """Copy ``value`` in as the next row; return its index."""
+        if self._buffer is None:
+            self._buffer = np.empty((self.capacity, *self.shape), dtype=self.dtype)
+        elif self.settled == len(self._buffer):
+            grown = np.empty((2 * self.settled, *self.shape), self.dtype)
+            grown[:self.settled] = self._buffer
+            self._buffer = grown
+        self._buffer[self.settled] = value
+        self.settled += 1
+        return self.settled - 1
+
+    def hold(self, value):
+        """Take ``value`` as the next row, not copied until :meth:`settle`; return its index."""
         self._held.append(value)
         return self.settled + len(self._held) - 1
 
     def settle(self):
         """Copy the held rows into the buffer."""
-        for value in self._held:
-            if self._buffer is None:
-                self._buffer = np.empty((self.capacity, *self.shape), dtype=self.dtype)
-            if self.settled == len(self._buffer):
-                grown = np.empty((2 * self.settled, *self.shape), self.dtype)
-                grown[:self.settled] = self._buffer
-                self._buffer = grown
-            self._buffer[self.settled] = value
-            self.settled += 1
-        self._held = []
+        held, self._held = self._held, []
+        for value in held:
+            self.append(value)
 
     def stacked(self):
         """The rows so far, (count, *shape)."""
