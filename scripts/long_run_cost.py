@@ -18,8 +18,10 @@ its own steps (``time.perf_counter`` around each ``session.run``) and saves them
 is measured, each as a ratio traced / plain of the two runs of a round (median over rounds):
 
   loop        mean ms per step in the phases step 1 (set-up: TensorFlow's first run, the tracer's
-              discovery; no target), steps 2-100 (the layers' inputs are kept at every step) and
-              steps 101-N (the inputs every 100th step, and after step 1000 only the kept pairs)
+              discovery; no target), steps 2-100 (every step kept, the layers' inputs with it
+              while the trace is under a sixth of the inputs budget) and steps 101-N (the pairs
+              (k - 1, k) of every 100th step kept, the inputs at k within the budget; the other
+              steps fetch and read nothing)
   process     the whole process's wall time (start-up, TensorFlow's import, the loop, the trace's
               end); the target holds for a run of a minute or more
   memory      the process's peak resident memory (``os.wait4``'s ``ru_maxrss``, its children
@@ -35,7 +37,7 @@ is measured, each as a ratio traced / plain of the two runs of a round (median o
 
 The ResNet's disk target is for a long run (the issue: the default keeps a 100,000-step ResNet-20
 run within about 2 GB): its trace keeps the layers' inputs (some 48 MB a step) at its first steps
-while under a third of the 1.5 GB inputs budget, then at every 100th step until the budget is
+while under a sixth of the 1.5 GB inputs budget, then at every 100th step until the budget is
 spent, so a short run's bytes per step say little. The script projects the bytes per step of a
 ``--project-steps`` run (100,000): the statistics (the trace but the members ``...|batch_input``)
 at N2, plus their bytes per kept step between N1 and N2 times the further steps the keep policy

@@ -159,7 +159,7 @@ def test_the_layers_inputs_stop_when_the_trace_reaches_its_budget(tmp_path):
 
 HOOKED_PROGRAM = MODEL + '''
 import bnrepro
-hook = bnrepro.TraceHook(sys.argv[2], force=True)
+hook = bnrepro.TraceHook(sys.argv[2], force=True, keep=None)  # every step
 with tf1.train.MonitoredTrainingSession(hooks=[hook]) as session:
     for step in range(1, int(sys.argv[3]) + 1):
         session.run(train, {x: rng.randn(8, 3).astype(np.float32) * 2 + 1})
@@ -234,18 +234,18 @@ def test_a_fused_layers_input_is_fetched_only_at_the_steps_the_trace_keeps(tmp_p
     assert report.passed, report.format()
 
 
-def test_the_first_steps_keep_inputs_within_a_third_of_the_budget():
+def test_the_first_steps_keep_inputs_within_a_sixth_of_the_budget():
     from bnrepro.trace.keep import KeepPolicy
 
     policy = KeepPolicy(1000, 100, 3000)
-    assert policy.inputs_allowed(999, step=100) and not policy.inputs_allowed(1000, step=100)
+    assert policy.inputs_allowed(499, step=100) and not policy.inputs_allowed(500, step=100)
     assert policy.inputs_allowed(2999, step=101) and not policy.inputs_allowed(3000, step=101)
-    assert "(in the first 100 steps under 1 kB)" in policy.describe()
+    assert "(in the first 100 steps under 500 bytes)" in policy.describe()
 
 
 def test_inputs_spent_in_the_first_steps_leave_the_rest_of_the_budget_for_later_ones(tmp_path):
     """A budget of 12,000 bytes (a step's statistics are 48 bytes of arrays, its input 16): steps
-    1-100 keep the input until the trace holds 4,000 bytes (some 62 steps), the later steps the
+    1-100 keep the input until the trace holds 2,000 bytes (some 30 steps), the later steps the
     policy names (every 100th) while it holds less than 12,000 (step 200)."""
     from bnrepro.trace.keep import KeepPolicy
 

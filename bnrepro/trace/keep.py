@@ -5,30 +5,35 @@ A run of 100,000 steps of a ResNet-20-style net (19 layers) would write about 2 
 batch statistics (21 KB a step) and, with its layers' inputs every 100th step, 19 MB a time on top.
 The default keeps::
 
-    every step up to KEEP_FIRST (1000), then the pairs (k - 1, k) of every KEEP_EVERY-th (100th)
+    every step up to KEEP_FIRST (100), then the pairs (k - 1, k) of every KEEP_EVERY-th (100th)
     step, and the last step
 
 so that each kept pair's second step is checked against the first (its moving-average update,
 from the state before it), and the layers' inputs (at the steps the tracer's inputs policy names)
 only while the trace is smaller than BUDGET_BYTES (1.5 GB), in the first EARLY_STEPS (100) steps
-only while it is smaller than a third of it: that net's first steps would otherwise keep 48 MB of
-inputs each until the budget is spent (31 steps, each 1.4 times a plain step), the later steps
-none. A 100,000-step run of that net keeps about 3,000 steps (at 23 KB of statistics each, some
-70 MB) and so stays within about 1.6 GB, 16 KB a step (``scripts/long_run_cost.py`` measures a
-run's bytes per step). The steps not kept cost the run nothing but reading the state after it
-(:attr:`bnrepro.graphs.run_plan.RunPlan.unkept`). The trace's header records the policy
-(``"keep"``) and ``bnrepro verify`` says how many of the run's steps the trace holds.
+only while it is smaller than EARLY_SHARE (a sixth) of it: that net's first steps would otherwise
+keep 48 MB of inputs each until the budget is spent (31 steps, each 1.4 times a plain step), the
+later steps none. A 100,000-step run of that net keeps about 2,100 steps (at 23 KB of statistics
+each, some 50 MB) and so stays within about 1.6 GB, 16 KB a step (``scripts/long_run_cost.py``
+measures a run's bytes per step). A dropped step that trains costs the run nothing: nothing is
+fetched, and the state after it is not read (:attr:`bnrepro.graphs.run_plan.RunPlan.unread`);
+one that does not train is read, to know whether it moved the statistics and so is a step
+(:attr:`~bnrepro.graphs.run_plan.RunPlan.unkept`). The first KEEP_FIRST steps are where a layer's
+statistics move most (a momentum of 0.99 averages over some 100 steps) and where most questions
+about them arise; after them a pair every KEEP_EVERY steps shows the averages' course and checks
+their update. The trace's header records the policy (``"keep"``) and ``bnrepro verify`` says how
+many of the run's steps the trace holds.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
-KEEP_FIRST = 1000
+KEEP_FIRST = 100
 KEEP_EVERY = 100
 BUDGET_BYTES = 15 * 10 ** 8  # 1.5 GB
 EARLY_STEPS = 100  # the first steps, whose layer inputs the inputs policy keeps at every step ...
-EARLY_SHARE = 1 / 3  # ... are kept while the trace is under this share of the budget
+EARLY_SHARE = 1 / 6  # ... are kept while the trace is under this share of the budget
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ class KeepPolicy:
         return trace_bytes < self.budget_bytes * (EARLY_SHARE if early else 1)
 
     def describe(self):
-        """``every step up to 1000, then the pairs (k - 1, k) of every 100th step; the layers'
+        """``every step up to 100, then the pairs (k - 1, k) of every 100th step; the layers'
         inputs while the trace is under 1.5 GB``."""
         steps = ("every step" if self.every == 1 else
                  f"every step up to {self.first}, then the pairs (k - 1, k) of every "
