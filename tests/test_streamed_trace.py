@@ -52,7 +52,7 @@ def _traced_until(tmp_path, mode, steps, signal_number):
     out = tmp_path / f"out_{mode}"
     environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen([sys.executable, "-m", "bnrepro", "trace", "--out", str(out),
-                                str(script), mode], stdout=subprocess.PIPE,
+                                "--keep-every", "1", str(script), mode], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=environment)
     try:
         for line in process.stdout:

@@ -180,6 +180,28 @@ def test_chunks_are_written_at_their_record_or_byte_limit(tmp_path):
         assert last == {"step": 6, "loss": 1.0}
 
 
+def test_a_chunk_is_written_when_a_record_comes_chunk_seconds_after_the_last(tmp_path):
+    """Records at 0, 4, 9, 10, 13, 25 seconds of a clock (the header written at 0), chunks of
+    10 seconds: the record at 10 writes the first chunk (4 records), the one at 25 the second
+    (2 records, 15 s after 10); the lines on disk after each record say so."""
+    times = iter([0.0, 0.0, 4.0, 9.0, 10.0, 10.0, 13.0, 25.0, 25.0])  # a chunk rereads the clock
+    header = make_header("synthetic", {}, {"bn": {"momentum": 0.5, "epsilon": 1e-3}})
+    lines_on_disk = []
+    with TraceWriter(str(tmp_path), header, chunk_seconds=10.0,
+                     clock=lambda: next(times)) as writer:
+        for step in range(6):
+            writer.write_step({"step": step, "bn": {"bn": {
+                role: np.full(2, step, np.float32)
+                for role in ("moving_mean", "moving_variance", "gamma", "beta")}}})
+            lines_on_disk.append((tmp_path / TRACE_FILE).read_text().count("\n"))
+    assert lines_on_disk == [1, 1, 1, 5, 5, 7]
+    trace = read_trace(str(tmp_path))
+    assert [record["bn"]["bn"]["moving_mean"].tolist() for record in trace.steps] == [
+        [step, step] for step in range(6)]
+
+
 def test_chunk_limits_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="at least 1"):
         TraceWriter(str(tmp_path), {"format": "bnrepro-trace/2"}, chunk_records=0)
+    with pytest.raises(ValueError, match="at least 0"):
+        TraceWriter(str(tmp_path), {"format": "bnrepro-trace/2"}, chunk_seconds=-1.0)

@@ -296,9 +296,10 @@ def test_tracing_keeps_the_runs_before_an_error(tmp_path):
 
 
 def test_a_long_trace_keeps_the_layer_input_for_the_first_steps_then_every_hundredth(tmp_path):
-    """By default (``bnrepro trace``, ``bnrepro.tracing``) the batch statistics are kept at every
-    step, the layer's input at steps 1-100 and then every 100th, so that a long run neither holds a
-    batch per step nor fetches one it would not keep."""
+    """By default (``bnrepro trace``, ``bnrepro.tracing``) the trace keeps steps 1-100, then the
+    pairs (k - 1, k) of every 100th step and the last (its state only); the batch statistics at
+    the others, the layer's input at steps 1-100 and then every 100th, so that a long run neither holds
+    a batch per step nor fetches one it would not keep."""
     import bnrepro
     from bnrepro.graphs.tfv1 import tf, tf1
 
@@ -313,12 +314,15 @@ def test_a_long_trace_keeps_the_layer_input_for_the_first_steps_then_every_hundr
                 for step in range(1, 206):
                     session.run(updates, {x: [[step, 0.0], [step + 2.0, 1.0]]})
     trace = read_trace(str(tmp_path / "out"))
-    layers = [record["bn"]["batch_normalization"] for record in trace.steps[1:]]
-    assert len(layers) == 205 and tracer.recorded == 206
-    with_input = [step for step, layer in enumerate(layers, start=1) if "batch_input" in layer]
+    steps = [record["step"] for record in trace.steps]
+    assert steps == list(range(101)) + [199, 200, 205] and tracer.recorded == 206
+    layers = {record["step"]: record["bn"]["batch_normalization"] for record in trace.steps[1:]}
+    with_input = [step for step, layer in layers.items() if "batch_input" in layer]
     assert with_input == list(range(1, 101)) + [200]
+    last = layers.pop(205)  # the last step: its state only (its run fetched nothing more)
+    assert "batch_mean" not in last and last["moving_mean"].shape == (2,)
     assert all(layer["batch_mean"].tolist() == [step + 1.0, 0.5]
-               for step, layer in enumerate(layers, start=1))
+               for step, layer in layers.items())
     assert verify_trace(trace).passed
 
 

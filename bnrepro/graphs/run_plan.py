@@ -8,6 +8,7 @@ would not have computed: an untaken ``tf.cond`` branch, an evaluation's unused m
 from __future__ import annotations
 
 import collections.abc
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -65,14 +66,14 @@ class RunPlan:
     required_inputs: frozenset = frozenset()
     _variants: dict = field(default_factory=dict, repr=False)
 
-    @property
+    @functools.cached_property  # a training loop asks at every run; the fields do not change
     def predicates(self):
         """The fed tensors (names) whose values decide which of the extra tensors a run computes."""
         return sorted({name for conditions in [*self.conditional.values(),
                                                *(c for _, c in self.race_conditions if c)]
                        for name, _ in conditions})
 
-    @property
+    @functools.cached_property
     def races(self):
         """The sentences of the runs this plan stands for: those :meth:`given` kept, or that
         hold whatever is fed (conditions on predicates not known before the run included)."""
@@ -645,14 +646,14 @@ def _fed_name(graph, key):
     return element.name if isinstance(element, tf.Tensor) else None
 
 
-def fed_values(graph, feed_dict, names):
-    """The values ``feed_dict`` feeds to the tensors named in ``names``: name -> value."""
-    wanted, values = set(names), {}
-    for key, value in (feed_dict or {}).items():
+def fed_keys(graph, feed_dict, names):
+    """The keys of ``feed_dict`` that feed the tensors named in ``names``: name -> key."""
+    wanted, keys = set(names), {}
+    for key in (feed_dict or {}):
         name = _fed_name(graph, key)
         if name in wanted:
-            values[name] = value
-    return values
+            keys[name] = key
+    return keys
 
 
 def _executed(graph, fetches, fed):

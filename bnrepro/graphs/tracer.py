@@ -36,8 +36,8 @@ import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would chan
 from tensorflow.python.client import session as session_module
 
 from bnrepro.graphs import discover as discovery
-from bnrepro.graphs.run_plan import (base_role, build_plan, feed_names, fed_values,
-                                     fetch_names, identity_key)
+from bnrepro.graphs.run_plan import (base_role, build_plan, feed_names, fed_keys, fetch_names,
+                                     identity_key)
 from bnrepro.graphs.state_reader import StateReader
 from bnrepro.trace import FORMAT_2, TraceWriter, make_header
 
@@ -333,8 +333,6 @@ class Tracer:
             if state is None:
                 return None, None
             plan = self._run_plan(state, graph, fetches, feed_dict)
-            if plan.predicates:  # TF1 control flow: what the fed predicates let the run compute
-                plan = plan.given(fed_values(graph, feed_dict, plan.predicates))
             self._note(plan.races)
             self.before_change(session, state, plan)
             chosen = self._inputs_plan(state, plan)
@@ -531,21 +529,27 @@ class Tracer:
         state.plans, state.plans_by_identity, state.readers = {}, {}, {}
 
     def _run_plan(self, state, graph, fetches, feed_dict):
-        """The :class:`~bnrepro.graphs.run_plan.RunPlan` of a ``session.run(fetches, feed_dict)``. A training loop passes
-        the same tensors each run: looked up by those objects (:func:`identity_key`), the plan
-        costs no flattening and resolving of the fetches and feeds; other runs go by their names
-        (:meth:`_plan`)."""
+        """The :class:`~bnrepro.graphs.run_plan.RunPlan` of a ``session.run(fetches, feed_dict)``,
+        given what it feeds the plan's predicates (TF1 control flow: what they let the run
+        compute, :meth:`RunPlan.given`). A training loop passes the same tensors each run: looked
+        up by those objects (:func:`identity_key`), the plan costs no flattening and resolving of
+        the fetches and feeds, and its predicates' feed keys are found once; other runs go by
+        their names (:meth:`_plan`)."""
         key, objects = identity_key(fetches, feed_dict)
-        if key is not None:
-            cached = state.plans_by_identity.get(key)
-            if cached is not None:
-                return cached[0]
-        plan = self._plan(state, graph, fetch_names(graph, fetches), feed_names(graph, feed_dict))
-        if key is not None:
-            if len(state.plans_by_identity) >= MAX_IDENTITY_PLANS:
-                state.plans_by_identity.clear()
-            # the objects are kept so that their ids in the key cannot be reused by others
-            state.plans_by_identity[key] = (plan, objects)
+        cached = None if key is None else state.plans_by_identity.get(key)
+        if cached is None:
+            plan = self._plan(state, graph, fetch_names(graph, fetches),
+                              feed_names(graph, feed_dict))
+            predicate_keys = tuple(fed_keys(graph, feed_dict, plan.predicates).items())
+            if key is not None:
+                if len(state.plans_by_identity) >= MAX_IDENTITY_PLANS:
+                    state.plans_by_identity.clear()
+                # the objects are kept so that their ids in the key cannot be reused by others
+                state.plans_by_identity[key] = (plan, objects, predicate_keys)
+        else:
+            plan, _, predicate_keys = cached
+        if plan.predicates:
+            plan = plan.given({name: feed_dict[fed] for name, fed in predicate_keys})
         return plan
 
     def _plan(self, state, graph, fetches, feeds):

@@ -8,12 +8,13 @@ import io
 import json
 import operator
 import os
+import time
 
 import numpy as np
 
-from bnrepro.trace.format import (CHUNK_BYTES, CHUNK_RECORDS, CSV_FILE, DECLARE, KEY, ROW,
-                                  TRACE_FILE, UPDATES, chunk_path, end_record, map_arrays,
-                                  to_json_value)
+from bnrepro.trace.format import (CHUNK_BYTES, CHUNK_RECORDS, CHUNK_SECONDS, CSV_FILE, DECLARE,
+                                  KEY, ROW, TRACE_FILE, UPDATES, chunk_path, end_record,
+                                  map_arrays, to_json_value)
 
 CSV_LINE_END = "\r\n"  # the csv module's default (excel) line terminator
 BINARY_KINDS = "biuf"  # the dtypes an array keeps in a chunk: bool, int, unsigned, float
@@ -33,8 +34,10 @@ class TraceWriter:
     text: one ``json.dumps`` of the record, NumPy values converted as it meets them
     (:func:`_json_default`).
 
-    A chunk is written when it holds ``chunk_records`` records or ``chunk_bytes`` bytes of arrays
-    (and at :meth:`flush`, :meth:`finish`, :meth:`close`): its ``.npz`` (NumPy's own, ``numpy.load``
+    A chunk is written when it holds ``chunk_records`` records or ``chunk_bytes`` bytes of arrays,
+    or when a record comes ``chunk_seconds`` or more after the last chunk was written (a long run
+    whose keep policy keeps a step in a hundred fills a chunk slowly: killed, it loses at most
+    the records of that long), and at :meth:`flush`, :meth:`finish`, :meth:`close`: its ``.npz`` (NumPy's own, ``numpy.load``
     reads it) to a temporary name in ``trace_arrays/`` renamed into place, and only then its lines,
     appended to ``trace.jsonl`` and flushed. So the writer holds one chunk at most, and a process
     killed at any moment leaves lines that refer only to chunk files that exist (the last line
@@ -46,13 +49,15 @@ class TraceWriter:
     """
 
     def __init__(self, directory, header, *, csv=False, chunk_records=CHUNK_RECORDS,
-                 chunk_bytes=CHUNK_BYTES):
-        if chunk_records < 1 or chunk_bytes < 1:
-            raise ValueError(f"chunk_records and chunk_bytes must be at least 1, got "
-                             f"{chunk_records} and {chunk_bytes}")
+                 chunk_bytes=CHUNK_BYTES, chunk_seconds=CHUNK_SECONDS, clock=time.monotonic):
+        if chunk_records < 1 or chunk_bytes < 1 or not chunk_seconds >= 0:
+            raise ValueError(f"chunk_records and chunk_bytes must be at least 1 and chunk_seconds "
+                             f"at least 0, got {chunk_records}, {chunk_bytes} and {chunk_seconds}")
         self.header = header
         self.directory = directory
         self.chunk_records, self.chunk_bytes = chunk_records, chunk_bytes
+        self.chunk_seconds, self._clock = chunk_seconds, clock
+        self._written_at = clock()  # when the last chunk (or the header) was written
         self._jsonl = open(os.path.join(directory, TRACE_FILE), "w", encoding="utf-8")
         self._csv_file = None
         if csv:
@@ -106,7 +111,8 @@ class TraceWriter:
             written = {first: written[first], "arrays": chunk.path,
                        **{key: value for key, value in written.items() if key != first}}
         chunk.lines.append(json.dumps(written, allow_nan=True, default=_json_default) + "\n")
-        if len(chunk.lines) >= self.chunk_records or chunk.nbytes >= self.chunk_bytes:
+        if (len(chunk.lines) >= self.chunk_records or chunk.nbytes >= self.chunk_bytes
+                or self._clock() - self._written_at >= self.chunk_seconds):
             self._write_chunk()
         else:
             chunk.settle()
@@ -132,6 +138,7 @@ class TraceWriter:
         self._jsonl.write(text)
         self._jsonl.flush()
         self.bytes_written += len(text.encode("utf-8"))
+        self._written_at = self._clock()
 
     def _write_csv_rows(self, record):
         """Write the CSV lines of every number of ``record``."""
