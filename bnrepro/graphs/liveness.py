@@ -160,5 +160,12 @@ def _merged(parts):
 
 def holds(conditions, fed_values):
     """Whether a run with ``fed_values`` (predicate name -> fed value) meets ``conditions``."""
-    return all(bool(np.asarray(fed_values[name]).reshape(-1)[0]) == value
-               for name, value in conditions)
+    return all(truth(fed_values[name]) == value for name, value in conditions)
+
+
+def truth(value):
+    """A fed predicate's truth: ``value`` itself when a ``bool`` (what a training loop feeds, at
+    every run), else its first element's."""
+    if type(value) is bool:  # noqa: E721  not a subclass: np.bool_ goes through NumPy
+        return value
+    return bool(np.asarray(value).reshape(-1)[0])

@@ -85,7 +85,7 @@ class RunPlan:
         tensors the run computes, the others left out (one plan per combination, made once)."""
         if not self.predicates:
             return self
-        taken = tuple(bool(np.asarray(fed_values[name]).reshape(-1)[0]) for name in self.predicates)
+        taken = tuple(liveness.truth(fed_values[name]) for name in self.predicates)
         variant = self._variants.get(taken)
         if variant is None:
             values = dict(zip(self.predicates, taken))

@@ -344,7 +344,8 @@ class Tracer:
 
     def _note(self, sentences):
         """Keep each of ``sentences`` once among the trace's notes."""
-        self.notes += [sentence for sentence in sentences if sentence not in self.notes]
+        if sentences:
+            self.notes += [sentence for sentence in sentences if sentence not in self.notes]
 
     def _failed(self, graph, doing, error):
         """The tracer itself failed on ``graph``: say so in the trace and the summary, and leave the
