@@ -21,7 +21,12 @@ is measured, each as a ratio traced / plain of the two runs of a round (median o
               discovery; no target), steps 2-100 (every step kept, the layers' inputs with it
               while the trace is under a sixth of the inputs budget) and steps 101-N (the pairs
               (k - 1, k) of every 100th step kept, the inputs at k within the budget; the other
-              steps fetch and read nothing)
+              steps fetch and read nothing); beside it the ratio of the phase's median steps
+              and its slowest step: a run whose fetches TensorFlow has not run before costs a
+              one-time preparation (graph optimisation; some 80 ms for the MLP, the cost of a
+              plain program's step 1), which the tracer pays at its first step and at the first
+              step of each kind (with inputs, without, dropped); the mean counts it, the median
+              not
   process     the whole process's wall time (start-up, TensorFlow's import, the loop, the trace's
               end); the target holds for a run of a minute or more
   memory      the process's peak resident memory (``os.wait4``'s ``ru_maxrss``, its children
@@ -318,15 +323,15 @@ def input_bytes(directory):
     return total
 
 
-def phase_means(seconds):
-    """``{phase: mean ms per step}`` of a run's step seconds (a phase the run does not reach is
-    left out)."""
-    means = {}
+def phase_figures(seconds, statistic):
+    """``{phase: statistic of its ms per step}`` of a run's step seconds (``statistic``: e.g.
+    ``numpy.mean``; a phase the run does not reach is left out)."""
+    figures = {}
     for name, first, last in PHASES:
         part = seconds[first - 1:last]
         if len(part):
-            means[name] = 1000 * float(part.mean())
-    return means
+            figures[name] = 1000 * float(statistic(part))
+    return figures
 
 
 def run_program(net, steps, traced, args, work, env, mark=0):
@@ -342,7 +347,13 @@ def run_program(net, steps, traced, args, work, env, mark=0):
                                  + program)]
     seconds, peak = run_measured(command, env, os.path.join(work, "run.log"))
     with np.load(timings) as saved:
-        found = {"wall_s": seconds, "peak_bytes": peak, "phases_ms": phase_means(saved["seconds"]),
+        found = {"wall_s": seconds, "peak_bytes": peak,
+                 "phases_ms": phase_figures(saved["seconds"], np.mean),
+                 # the median step leaves out one-time costs (TensorFlow preparing a run of new
+                 # fetches: the tracer's first step, its first steps without some of them);
+                 # the slowest step shows them
+                 "phases_median_ms": phase_figures(saved["seconds"], np.median),
+                 "phases_max_ms": phase_figures(saved["seconds"], np.max),
                  "rss_steps": saved["rss_steps"].tolist(), "rss": saved["rss"].tolist()}
     if traced:
         found["trace_bytes"] = disk_bytes(trace)
@@ -459,6 +470,13 @@ def summarise(net, runs, args):
                                                            for run in group)
                                   for phase in group[0]["phases_ms"]}
                         for variant, group in (("plain", plain), ("traced", traced))},
+            "loop_median_ratio": {
+                phase: median_ratio(traced, plain, lambda run: run["phases_median_ms"][phase])
+                for phase in traced[0]["phases_ms"]},
+            "loop_slowest_ms": {variant: {phase: statistics.median(run["phases_max_ms"][phase]
+                                                                   for run in group)
+                                          for phase in group[0]["phases_ms"]}
+                                for variant, group in (("plain", plain), ("traced", traced))},
             "process_ratio": median_ratio(traced, plain, lambda run: run["wall_s"]),
             "process_s": {"plain": median_of(plain, "wall_s"),
                           "traced": median_of(traced, "wall_s")},
@@ -491,16 +509,20 @@ def summarise(net, runs, args):
 
 def format_measurements(net, summary, project_steps):
     """Markdown: the measured figures of one net at N1 and N2 steps."""
-    lines = [f"| {net}, steps | phase | plain ms/step | traced ms/step | traced/plain |",
-             "| ---: | --- | ---: | ---: | ---: |"]
+    lines = [f"| {net}, steps | phase | plain ms/step | traced ms/step | traced/plain | median "
+             "step, traced/plain | slowest step ms, plain / traced |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for steps, found in summary["by_steps"].items():
+        slowest = found["loop_slowest_ms"]
         for phase, ratio in found["loop_ratio"].items():
             lines.append(f"| {steps} | loop, {phase} | {found['loop_ms']['plain'][phase]:.2f} | "
-                         f"{found['loop_ms']['traced'][phase]:.2f} | {ratio:.3f} |")
+                         f"{found['loop_ms']['traced'][phase]:.2f} | {ratio:.3f} | "
+                         f"{found['loop_median_ratio'][phase]:.3f} | "
+                         f"{slowest['plain'][phase]:.1f} / {slowest['traced'][phase]:.1f} |")
         lines.append(f"| {steps} | whole process (s) | {found['process_s']['plain']:.1f} | "
-                     f"{found['process_s']['traced']:.1f} | {found['process_ratio']:.3f} |")
+                     f"{found['process_s']['traced']:.1f} | {found['process_ratio']:.3f} | | |")
         lines.append(f"| {steps} | peak memory (MB) | {found['peak_mb']['plain']:.0f} | "
-                     f"{found['peak_mb']['traced']:.0f} | {found['peak_ratio']:.3f} |")
+                     f"{found['peak_mb']['traced']:.0f} | {found['peak_ratio']:.3f} | | |")
     lines += ["", f"| {net}, steps | trace on disk | bytes per step | verify s | verify peak MB |",
               "| ---: | ---: | ---: | ---: | ---: |"]
     for steps, found in summary["by_steps"].items():

@@ -12,7 +12,6 @@ import functools
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-import numpy as np
 import tensorflow as tf  # not bnrepro.graphs.tfv1: its device set-up would change the traced program
 from tensorflow.python.framework import composite_tensor
 
@@ -116,13 +115,13 @@ class RunPlan:
                     if key not in self.fed_extra]
         self.computed_extra = (tuple(key for key, _ in computed),
                                tuple(tensor for _, tensor in computed))
+        if not self.reads_state:  # nothing fetched: nothing to leave out
+            self.lean = self.bare = self.unkept = self.unread = self
+            return self
         every_input = {key for key in self.extra
                        if base_role(self.keys[key][1]) == "batch_input"}
         self.lean = self._without(every_input - self.required_inputs, fed)
         self.bare = self._without(every_input, fed)
-        if not self.reads_state:  # nothing left to leave out
-            self.lean = self.bare = self.unkept = self.unread = self
-            return self
         state_reads = {key for key in (self.after or {}).values() if key is not None}
         self.unkept = self._without(set(self.extra) - state_reads, fed)
         self.unread = replace(self._without(set(self.extra), fed), reads_state=False,

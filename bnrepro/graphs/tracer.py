@@ -17,13 +17,17 @@ step of the trace when a tracked variable changed or when it trained (an optimiz
 kernel ran), so that statistics that never move while the weights do show. Each step records the
 statistics after it (the previous step's are the ones before), the consumed values, the layer inputs
 (at the steps :func:`default_inputs_at` or the caller names), and what the run fetched and whether
-it trained.
+it trained. A streamed trace's keep policy (:mod:`bnrepro.trace.keep`) drops most steps of a long
+run: a dropped step fetches nothing extra, and when it trains (a step whatever it moves) its state
+is not read either (:attr:`~bnrepro.graphs.run_plan.RunPlan.unread`): the state is read again before
+the next run that records, and the last step's before its session closes.
 
 The ways in, all through this tracer, are in :mod:`bnrepro.graphs.tracing`: ``bnrepro trace --out
 DIR SCRIPT [ARGS...]``, ``with bnrepro.tracing("DIR"):`` and ``bnrepro.TraceHook("DIR")`` for
 ``MonitoredTrainingSession``.
 
-The trace is ``bnrepro-trace/2`` (:mod:`bnrepro.trace`), written when tracing ends.
+The trace is ``bnrepro-trace/2`` (:mod:`bnrepro.trace`), streamed as the run goes or written when
+tracing ends.
 """
 from __future__ import annotations
 
