@@ -37,11 +37,11 @@ class TraceWriter:
     A chunk is written when it holds ``chunk_records`` records or ``chunk_bytes`` bytes of arrays,
     or when a record comes ``chunk_seconds`` or more after the last chunk was written (a long run
     whose keep policy keeps a step in a hundred fills a chunk slowly: killed, it loses at most
-    the records of that long), and at :meth:`flush`, :meth:`finish`, :meth:`close`: its ``.npz`` (NumPy's own, ``numpy.load``
-    reads it) to a temporary name in ``trace_arrays/`` renamed into place, and only then its lines,
-    appended to ``trace.jsonl`` and flushed. So the writer holds one chunk at most, and a process
-    killed at any moment leaves lines that refer only to chunk files that exist (the last line
-    possibly cut short, which the reader leaves out).
+    the records of that long), and at :meth:`flush`, :meth:`finish`, :meth:`close`: its ``.npz``
+    (NumPy's own, ``numpy.load`` reads it) to a temporary name in ``trace_arrays/`` renamed into
+    place, and only then its lines, appended to ``trace.jsonl`` and flushed. So the writer holds
+    one chunk at most, and a process killed at any moment leaves lines that refer only to chunk
+    files that exist (the last line possibly cut short, which the reader leaves out).
 
     With ``csv``, every number of a record (the binary ones too) is a CSV line, written when the
     record is handed over: ``repr`` of its float64 value, the shortest text that reads back to
