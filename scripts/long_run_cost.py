@@ -402,6 +402,12 @@ def median_ratio(traced_runs, plain_runs, value):
     return statistics.median(value(t) / value(p) for t, p in zip(traced_runs, plain_runs))
 
 
+def phase_medians(runs, key):
+    """``{phase: median over ``runs`` of ``run[key][phase]``}`` (``key``: a ``phase_figures``
+    dict of each run)."""
+    return {phase: statistics.median(run[key][phase] for run in runs) for phase in runs[0][key]}
+
+
 def median_of(runs, key):
     return statistics.median(run[key] for run in runs)
 
@@ -466,16 +472,12 @@ def summarise(net, runs, args):
         by_steps[steps] = {
             "loop_ratio": {phase: median_ratio(traced, plain, lambda run: run["phases_ms"][phase])
                            for phase in traced[0]["phases_ms"]},
-            "loop_ms": {variant: {phase: statistics.median(run["phases_ms"][phase]
-                                                           for run in group)
-                                  for phase in group[0]["phases_ms"]}
+            "loop_ms": {variant: phase_medians(group, "phases_ms")
                         for variant, group in (("plain", plain), ("traced", traced))},
             "loop_median_ratio": {
                 phase: median_ratio(traced, plain, lambda run: run["phases_median_ms"][phase])
                 for phase in traced[0]["phases_ms"]},
-            "loop_slowest_ms": {variant: {phase: statistics.median(run["phases_max_ms"][phase]
-                                                                   for run in group)
-                                          for phase in group[0]["phases_ms"]}
+            "loop_slowest_ms": {variant: phase_medians(group, "phases_max_ms")
                                 for variant, group in (("plain", plain), ("traced", traced))},
             "process_ratio": median_ratio(traced, plain, lambda run: run["wall_s"]),
             "process_s": {"plain": median_of(plain, "wall_s"),

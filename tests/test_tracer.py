@@ -298,8 +298,8 @@ def test_tracing_keeps_the_runs_before_an_error(tmp_path):
 def test_a_long_trace_keeps_the_layer_input_for_the_first_steps_then_every_hundredth(tmp_path):
     """By default (``bnrepro trace``, ``bnrepro.tracing``) the trace keeps steps 1-100, then the
     pairs (k - 1, k) of every 100th step and the last (its state only); the batch statistics at
-    the others, the layer's input at steps 1-100 and then every 100th, so that a long run neither holds
-    a batch per step nor fetches one it would not keep."""
+    the others, the layer's input at steps 1-100 and then every 100th, so that a long run
+    neither holds a batch per step nor fetches one it would not keep."""
     import bnrepro
     from bnrepro.graphs.tfv1 import tf, tf1
 

@@ -86,6 +86,10 @@ class _GraphState:
     stale: bool = False
     unread_updated: set = field(default_factory=set)
 
+    def read(self, values):
+        """``values`` read now: the state after the last run, nothing unread since."""
+        self.last, self.stale, self.unread_updated = values, False, set()
+
 
 @dataclass
 class _UnreadStep:
@@ -380,7 +384,7 @@ class Tracer:
         if isinstance(self._held, _UnreadStep) and self._held.state is state:
             self._held = self._unread_record(self._held, values)
         else:
-            state.last, state.stale, state.unread_updated = values, False, set()
+            state.read(values)
 
     def before_close(self, session):
         """Before ``session`` closes: the record of a last step left unread in it
@@ -418,7 +422,7 @@ class Tracer:
                               step=held.step, index=held.index)
         for name in changed - held.plan.updated - state.unread_updated:
             record["bn" if name in self.layers else "averages"][name]["set"] = True
-        state.last, state.stale, state.unread_updated = values, False, set()
+        state.read(values)
         return record
 
     @staticmethod
