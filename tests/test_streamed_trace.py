@@ -121,21 +121,38 @@ def _trace_in_process(out, steps, keep):
 
 def test_a_long_runs_trace_keeps_its_first_steps_then_checkable_pairs_and_the_last(tmp_path):
     """Every step up to 10, then the pairs (k - 1, k) of every 5th step, and the last (33): each
-    pair's second step is checked against its first; the others' state before is not kept."""
+    pair's second step is checked against its first, of which only the state after it is kept
+    (as of the last); the others' state before is not kept."""
     from bnrepro.trace.keep import KeepPolicy
 
     trace = _trace_in_process(str(tmp_path / "out"), 33, KeepPolicy(10, 5, None))
     kept = [record["step"] for record in trace.steps]
     assert kept == list(range(11)) + [14, 15, 19, 20, 24, 25, 29, 30, 33]
     assert trace.end["last_step"] == 33 and trace.header["keep"]["every"] == 5
-    assert [record["bn"]["batch_normalization"]["batch_mean"].tolist()
-            for record in trace.steps[11:13]] == [[14.0, 15.0], [15.0, 16.0]]
+    state_only = [record["step"] for record in trace.steps
+                  if record.get("run", {}).get("state_only")]
+    assert state_only == [14, 19, 24, 29, 33]
+    layers = [record["bn"]["batch_normalization"] for record in trace.steps]
+    assert all("batch_mean" not in layers[kept.index(step)] for step in state_only)
+    assert layers[kept.index(15)]["batch_mean"].tolist() == [15.0, 16.0]
+    # the state after run k, by hand: m_k = 0.5 m_(k-1) + 0.5 (k, k + 1), m_0 = 0; TensorFlow's
+    # m - (m - b) * 0.5 rounds once a run (half a float32 ulp, 2^-24 relative), each earlier
+    # rounding halved by every later run: within 2^-23 relative
+    moving_mean = np.zeros(2)
+    for step in range(1, 34):
+        moving_mean = 0.5 * moving_mean + 0.5 * np.array([step, step + 1.0])
+        if step in kept:
+            np.testing.assert_allclose(layers[kept.index(step)]["moving_mean"], moving_mean,
+                                       rtol=2.0 ** -23, atol=0, err_msg=f"step {step}")
     report = verify_trace(trace)
     assert report.passed, report.format()
     assert report.kept.startswith("steps kept: 20 of the run's 34 (step 0 included)")
     (coverage,) = report.coverage
-    assert coverage.lines()[1] == ("  moving_mean, moving_variance updates: 14 of 19 steps "
-                                   "(5: the state before the step was not recorded)")
+    assert coverage.lines()[1:3] == [
+        "  moving_mean, moving_variance updates: 14 of 19 steps (5: only the state after the step "
+        "was kept (a kept pair's first step, or the last))",
+        "  batch_mean, batch_variance from inputs: 14 of 19 steps (5: only the state after the "
+        "step was kept (a kept pair's first step, or the last))"]
 
 
 def test_the_layers_inputs_stop_when_the_trace_reaches_its_budget(tmp_path):
@@ -197,8 +214,9 @@ def test_the_session_hook_streams_and_a_session_that_fails_leaves_its_steps(tmp_
 
 def test_a_fused_layers_input_is_fetched_only_at_the_steps_the_trace_keeps(tmp_path):
     """A fused layer (4-D input): its consumed batch statistics are not fetched, its input checks
-    the update, so the input is fetched at every kept step; at a step the keep policy drops the run
-    fetches no input at all (it would be thrown away: the cost of a long run)."""
+    the update, so the input is fetched at every kept step whose update is checked; at a step the
+    keep policy drops, or keeps for its state only (a pair's first), the run fetches no input at
+    all (it would be thrown away: the cost of a long run)."""
     import bnrepro
     from bnrepro.graphs.run_plan import base_role
     from bnrepro.graphs.tfv1 import tf, tf1
@@ -225,8 +243,8 @@ def test_a_fused_layers_input_is_fetched_only_at_the_steps_the_trace_keeps(tmp_p
             rng = np.random.RandomState(0)
             for _ in range(25):
                 session.run(updates, {x: rng.randn(4, 3, 3, 2).astype(np.float32)})
-    kept = {0, 1, 2, 3, 9, 10, 19, 20}
-    assert {step for step, fetched in fetched_inputs.items() if fetched} == kept - {0}
+    kept = {0, 1, 2, 3, 9, 10, 19, 20}  # of the pairs' first steps (9, 19) only the state
+    assert {step for step, fetched in fetched_inputs.items() if fetched} == kept - {0, 9, 19}
     assert set(fetched_inputs) >= set(range(1, 25))
     trace = read_trace(str(tmp_path / "out"))
     assert [record["step"] for record in trace.steps] == sorted(kept | {25})

@@ -297,9 +297,9 @@ def test_tracing_keeps_the_runs_before_an_error(tmp_path):
 
 def test_a_long_trace_keeps_the_layer_input_for_the_first_steps_then_every_hundredth(tmp_path):
     """By default (``bnrepro trace``, ``bnrepro.tracing``) the trace keeps steps 1-100, then the
-    pairs (k - 1, k) of every 100th step and the last (its state only); the batch statistics at
-    the others, the layer's input at steps 1-100 and then every 100th, so that a long run
-    neither holds a batch per step nor fetches one it would not keep."""
+    pairs (k - 1, k) of every 100th step and the last (of 199 and the last their state only);
+    the batch statistics at the others, the layer's input at steps 1-100 and then every 100th,
+    so that a long run neither holds a batch per step nor fetches one it would not keep."""
     import bnrepro
     from bnrepro.graphs.tfv1 import tf, tf1
 
@@ -319,8 +319,9 @@ def test_a_long_trace_keeps_the_layer_input_for_the_first_steps_then_every_hundr
     layers = {record["step"]: record["bn"]["batch_normalization"] for record in trace.steps[1:]}
     with_input = [step for step, layer in layers.items() if "batch_input" in layer]
     assert with_input == list(range(1, 101)) + [200]
-    last = layers.pop(205)  # the last step: its state only (its run fetched nothing more)
-    assert "batch_mean" not in last and last["moving_mean"].shape == (2,)
+    for step in (199, 205):  # a pair's first step, the last: their state only (their runs
+        state_only = layers.pop(step)  # fetched nothing more)
+        assert "batch_mean" not in state_only and state_only["moving_mean"].shape == (2,)
     assert all(layer["batch_mean"].tolist() == [step + 1.0, 0.5]
                for step, layer in layers.items())
     assert verify_trace(trace).passed

@@ -492,13 +492,17 @@ class _LayerChecks:
             for quantity in covered.QUANTITIES:
                 coverage.miss(quantity, step, "the run set the statistics without their update")
             return
+        state_only = record.get("run", {}).get("state_only", False)
+        if state_only:  # nothing of the step but its state: the next step's check starts from it
+            for quantity in covered.QUANTITIES:
+                coverage.miss(quantity, step, STATE_ONLY)
         if previous is None and not initial:
             for quantity in (covered.UPDATES, covered.INFERENCE, covered.SCALE_AND_OFFSET):
                 coverage.miss(quantity, step, "the state before the step was not recorded")
         links = records.updates(state, None if previous is None else previous["bn"][layer])
         where = f"step {step}, layer {layer}"
         self.ran += bool(links)
-        moved_unseen = bool(previous is not None and not links
+        moved_unseen = bool(previous is not None and not links and not state_only
                             and records.moved(previous["bn"][layer], state))
         self.blind += moved_unseen
         if not links:
@@ -618,6 +622,7 @@ MAX_STEPS_SHOWN = 8  # a message lists at most this many step numbers, then "...
 _NOT_SIMPLE = {"set", records.UPDATES, "batch_input", records.MEAN_MOMENTUM,
                records.VARIANCE_MOMENTUM}
 NO_SCALE_AND_OFFSET_READ = "no inference record, and no variables read after the step"
+STATE_ONLY = "only the state after the step was kept (a kept pair's first step, or the last)"
 NO_SCALE_AND_OFFSET = "the layer has no gamma or beta"
 
 

@@ -42,7 +42,13 @@ class RunPlan:
     # the keep policy drops that trains, so that it is a step whatever it moves; the tracer reads
     # the state again before the next run that records (``Tracer._refresh``)
     unread: Optional["RunPlan"] = None
+    # ... without any extra tensor, the state after it read by the tracer's own read (``after``
+    # None): the first step of a kept pair, whose record keeps only that state
+    # (``KeepPolicy.state_only``); its run's fetches are those of ``unread``, which TensorFlow has
+    # prepared for the dropped steps before it
+    state_only: Optional["RunPlan"] = None
     reads_state: bool = True
+    keeps_state_only: bool = False  # ``state_only`` or ``unkept`` itself: its record says so
     # the tracked state after the run without reading it again (:func:`state_after_run`): tracked
     # key -> key of ``extra`` holding its value, or None (the run cannot change it); None: read it
     after: Optional[dict] = None
@@ -93,7 +99,8 @@ class RunPlan:
             variant = replace(
                 self, extra={key: tensor for key, tensor in self.extra.items()
                              if key not in dropped},
-                conditional={}, lean=None, bare=None, unkept=None, unread=None, _variants={},
+                conditional={}, lean=None, bare=None, unkept=None, unread=None, state_only=None,
+                _variants={},
                 race_conditions=[(sentence, liveness.ALWAYS) for sentence, conditions
                                  in self.race_conditions
                                  if conditions is None or liveness.holds(conditions, values)]
@@ -106,9 +113,10 @@ class RunPlan:
         names) and which it computes; ``lean``, the plan of a step whose record keeps no layer
         input but those that check an update (:func:`fusable`), ``bare``, of a step whose record
         keeps none (the inputs budget is spent), ``unkept``, of a step the keep policy drops
-        (nothing fetched but the state after it), and ``unread``, of such a step that trains
-        (nothing fetched, the state not read), so that a run does not fetch what it would throw
-        away."""
+        (nothing fetched but the state after it), ``unread``, of such a step that trains
+        (nothing fetched, the state not read), and ``state_only``, of the first step of a kept
+        pair (nothing fetched, the state read after it), so that a run does not fetch what it
+        would throw away."""
         self.fed = frozenset(fed)
         self.fed_extra = tuple(key for key, tensor in self.extra.items() if tensor.name in fed)
         computed = [(key, tensor) for key, tensor in self.extra.items()
@@ -116,16 +124,18 @@ class RunPlan:
         self.computed_extra = (tuple(key for key, _ in computed),
                                tuple(tensor for _, tensor in computed))
         if not self.reads_state:  # nothing fetched: nothing to leave out
-            self.lean = self.bare = self.unkept = self.unread = self
+            self.lean = self.bare = self.unkept = self.unread = self.state_only = self
             return self
         every_input = {key for key in self.extra
                        if base_role(self.keys[key][1]) == "batch_input"}
         self.lean = self._without(every_input - self.required_inputs, fed)
         self.bare = self._without(every_input, fed)
         state_reads = {key for key in (self.after or {}).values() if key is not None}
-        self.unkept = self._without(set(self.extra) - state_reads, fed)
-        self.unread = replace(self._without(set(self.extra), fed), reads_state=False,
-                              unread=None).arrange(fed)
+        self.unkept = replace(self._without(set(self.extra) - state_reads, fed),
+                              keeps_state_only=True)
+        nothing = self._without(set(self.extra), fed)
+        self.unread = replace(nothing, reads_state=False, unread=None).arrange(fed)
+        self.state_only = replace(nothing, after=None, keeps_state_only=True)
         return self
 
     def _without(self, keys, fed):
@@ -137,7 +147,7 @@ class RunPlan:
             layers=[], conditional={key: conditions for key, conditions
                                     in self.conditional.items() if key not in keys},
             required_inputs=self.required_inputs - keys, lean=None, bare=None, unkept=None,
-            unread=None, _variants={}).arrange(fed)
+            unread=None, state_only=None, _variants={}).arrange(fed)
 
 
 IN_BRANCH_NOTE = ("batch statistics computed inside a TF2 tf.cond branch (an If op's function) "

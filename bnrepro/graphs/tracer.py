@@ -419,7 +419,7 @@ class Tracer:
         state = held.state
         changed = self._changed(state, values)
         record = self._record(state, held.plan, {}, values, held.call, bool(changed),
-                              step=held.step, index=held.index)
+                              step=held.step, index=held.index, state_only=True)
         for name in changed - held.plan.updated - state.unread_updated:
             record["bn" if name in self.layers else "averages"][name]["set"] = True
         state.read(values)
@@ -625,15 +625,18 @@ class Tracer:
     def _inputs_plan(self, state, plan):
         """``plan`` with what the record this run may make keeps: every layer input, those that
         check an update (``lean``), none (``bare``: the inputs budget is spent), nothing but
-        the state after the run (``unkept``: a step the keep policy drops), or nothing at all
-        (``unread``: such a step that trains, so is a step whatever it moves, in a trace that
-        streams through installed wrappers, whose ``close`` reads the state of a last step
-        left unread)."""
+        the state after the run (``unkept``: a step the keep policy drops; ``state_only``: the
+        first step of a kept pair, whose record keeps only that), or nothing at all (``unread``:
+        a dropped step that trains, so is a step whatever it moves, in a trace that streams
+        through installed wrappers, whose ``close`` reads the state of a last step left
+        unread)."""
         step = self.recorded
         if self.keep is not None and not self.keep.keeps(step):
             unread = (plan.trained and state.last is not None and self.records is None
                       and self._originals is not None)
             return plan.unread if unread else plan.unkept
+        if self.keep is not None and self.keep.state_only(step):
+            return plan.state_only
         if self._inputs_at(step):
             return plan
         return plan.lean if self._within_keep(step) else plan.bare
@@ -738,11 +741,18 @@ class Tracer:
             else:
                 record["averages"].setdefault(name, {})[role] = value
 
-    def _record(self, state, plan, extra, after, call, moved, fresh=False, step=None, index=None):
+    def _record(self, state, plan, extra, after, call, moved, fresh=False, step=None, index=None,
+                state_only=False):
+        """The step record of a run: its state ``after``, what ``extra`` holds (the batch
+        statistics, the layer inputs kept); ``state_only`` (or the plan's
+        :attr:`~bnrepro.graphs.run_plan.RunPlan.keeps_state_only`): a record that keeps only the
+        state after the run, and says so (``run.state_only``)."""
         record = {"step": self.recorded if step is None else step, "run": {
             "call": call, "index": self.runs if index is None else index,
             "trained": plan.trained, "moved": moved,
             "fetched": plan.fetched}, "bn": {}, "averages": {}}
+        if state_only or plan.keeps_state_only:
+            record["run"]["state_only"] = True
         if plan.unfetchable:  # values the run may not compute: not fetched, and why
             record["run"]["not_fetched"] = sorted(set(plan.unfetchable.values()))
         self._fill_state(record, after)

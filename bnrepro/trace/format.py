@@ -18,7 +18,10 @@ header::
 Keras callable call) that moved a tracked statistic or trained, numbered in order (``"step": 0`` is
 the initial state). From the tracer:
 
-* ``"run": {"call", "index", "trained", "moved", "fetched"}``;
+* ``"run": {"call", "index", "trained", "moved", "fetched"[, "state_only"]}``; ``"state_only":
+  true`` when the record keeps only the state after the run (the first step of a kept pair, whose
+  state the second starts from; a last step the keep policy would drop): no batch statistics, no
+  layer input;
 * ``"bn"``, per layer of the graph that ran: ``moving_mean``, ``moving_variance`` and, when the
   layer has them, ``gamma``, ``beta`` after the step; for steps >= 1 ``batch_mean`` and
   ``batch_variance`` as the step's update consumed them (when it ran) and ``batch_input`` (the
