@@ -155,6 +155,31 @@ def test_a_long_runs_trace_keeps_its_first_steps_then_checkable_pairs_and_the_la
         "step was kept (a kept pair's first step, or the last))"]
 
 
+def test_a_last_step_after_a_kept_one_is_its_state_only_and_verify_says_so(tmp_path):
+    """A run of 31 steps under the pairs of every 5th: the last step (31), which the policy would
+    drop, keeps its state only, its predecessor (30) kept: verify counts it as kept for its state,
+    not as an update whose consumed values went unrecorded; its state is the hand-computed one."""
+    from bnrepro.trace.keep import KeepPolicy
+
+    trace = _trace_in_process(str(tmp_path / "out"), 31, KeepPolicy(10, 5, None))
+    assert [record["step"] for record in trace.steps][-3:] == [29, 30, 31]
+    last = trace.steps[-1]
+    assert last["run"]["state_only"] and last["run"]["moved"]
+    assert "batch_mean" not in last["bn"]["batch_normalization"]
+    moving_mean = np.zeros(2)  # m_k = 0.5 m_(k-1) + 0.5 (k, k + 1), as in the test above
+    for step in range(1, 32):
+        moving_mean = 0.5 * moving_mean + 0.5 * np.array([step, step + 1.0])
+    np.testing.assert_allclose(last["bn"]["batch_normalization"]["moving_mean"], moving_mean,
+                               rtol=2.0 ** -23, atol=0)
+    report = verify_trace(trace)
+    assert report.passed, report.format()
+    assert not any("neither" in line for line in report.skipped), report.skipped
+    (coverage,) = report.coverage
+    assert coverage.lines()[1] == (
+        "  moving_mean, moving_variance updates: 14 of 19 steps (5: only the state after the step "
+        "was kept (a kept pair's first step, or the last))")
+
+
 def test_the_layers_inputs_stop_when_the_trace_reaches_its_budget(tmp_path):
     """A budget of 2,000 bytes: the first steps keep the layer's input (the inputs policy keeps
     them at steps 1-100), until the trace holds 2,000 bytes; the batch statistics are kept at every

@@ -120,3 +120,66 @@ def test_a_last_step_whose_session_closed_unseen_is_said_to_be_lost(tmp_path):
     assert trace.end["last_step"] == 7
     assert any("the state after the last step (7) could not be read" in note
                for note in json.loads(json.dumps(trace.header["tracer_notes"]))), trace.header
+
+
+CALLABLE_PROGRAM = '''
+import sys
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
+from tensorflow.python.client import session as session_module
+import bnrepro
+from bnrepro.trace.keep import KeepPolicy
+
+mode, out = sys.argv[1:3]
+if mode == "v2":
+    tf.compat.v1.disable_v2_behavior()
+else:
+    tf.compat.v1.disable_eager_execution()
+tf1 = tf.compat.v1
+made = []  # the fetches of every callable made, the tracer's included
+original = session_module.BaseSession._make_callable_from_options
+def counting(session, options):
+    made.append(sorted(options.fetch))
+    return original(session, options)
+session_module.BaseSession._make_callable_from_options = counting
+x = tf1.placeholder(tf.float32, [None, 2])
+y = tf1.layers.batch_normalization(x, training=True, momentum=0.5)
+with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
+    train = tf1.train.GradientDescentOptimizer(0.1).minimize(tf.reduce_sum(y * y))
+with bnrepro.tracing(out, keep=KeepPolicy(10, 20, None)), tf1.Session() as session:
+    session.run(tf1.global_variables_initializer())
+    step = session._make_callable_from_options(  # as Keras' graph functions do
+        config_pb2.CallableOptions(feed=[x.name], target=[train.name]))
+    for run in range(1, 46):
+        step(np.array([[run - 1.0, 0.0], [run + 1.0, 2.0]], np.float32))
+print(len(made), sum(1 for fetches in made if not fetches))
+'''
+
+
+@pytest.mark.parametrize("mode", GRAPH_MODES)
+def test_a_callables_dropped_and_pair_first_steps_run_the_programs_own_callable(tmp_path, mode):
+    """A program's callable (Keras' graph functions) called 45 times, steps up to 10 kept, then
+    the pairs of every 20th: the steps that fetch nothing more (the dropped ones, a pair's first,
+    the last) all run the program's own callable, so TensorFlow prepares two sets of runs (with
+    the tracer's fetches, without), not one per kind of step; the batch means at the pairs'
+    second steps are the fed ones."""
+    script = tmp_path / "callable.py"
+    script.write_text(CALLABLE_PROGRAM)
+    out = tmp_path / f"out_{mode}"
+    environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, str(script), mode, str(out)], capture_output=True,
+                          text=True, env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # the program's own callable (no fetch) and the tracer's (with the batch statistics)
+    assert done.stdout.split() == ["2", "1"], done.stdout
+    trace = read_trace(str(out))
+    steps = [record["step"] for record in trace.steps]
+    assert steps == list(range(11)) + [19, 20, 39, 40, 45]
+    state_only = [record["step"] for record in trace.steps[1:] if record["run"].get("state_only")]
+    assert state_only == [19, 39, 45]
+    layer = {record["step"]: record["bn"]["batch_normalization"] for record in trace.steps}
+    assert [layer[step]["batch_mean"].tolist() for step in (20, 40)] == [[20.0, 1.0],
+                                                                        [40.0, 1.0]]
+    report = verify_trace(trace)
+    assert report.passed, report.format()

@@ -272,27 +272,40 @@ class Tracer:
             return original_callable(session, callable_options)
         feeds = list(callable_options.feed)
         count = len(callable_options.fetch)
+        plain = []  # the program's own callable, made when first needed
+
+        def own():
+            if not plain:
+                plain.append(original_callable(session, callable_options))
+            return plain[0]
 
         def extended(plan):
-            """``(plan, callable, keys of its extra fetches, fed keys -> feed index)``."""
+            """``(callable, keys of its extra fetches, fed keys -> feed index)``: the program's
+            own callable when the plan fetches nothing more."""
             fed = {key: feeds.index(tensor.name) for key, tensor in plan.extra.items()
                    if tensor.name in feeds}  # a callable may not fetch what it is fed: the feed
             keys = [key for key in plan.extra if key not in fed]
+            if not keys:
+                return own(), keys, fed
             options = type(callable_options)()
             options.CopyFrom(callable_options)
             options.fetch.extend(plan.extra[key].name for key in keys)
-            return plan, original_callable(session, options), keys, fed
+            return original_callable(session, options), keys, fed
 
         # as Session.run's plans: a call whose record keeps no layer input does not fetch it; in TF1
-        # control flow, one callable per combination of the fed predicates (made on first use)
+        # control flow, one callable per combination of the fed predicates (made on first use).
+        # Plans that fetch the same extra tensors share a callable: each callable is a set of runs
+        # TensorFlow prepares anew (a dropped step, a pair's first: the program's own)
         calls = {}
         predicates = [feeds.index(name) for name in full.predicates]
         tracer = self
 
-        def call_for(chosen):  # plans live in ``full``: ids stay theirs
-            if id(chosen) not in calls:
-                calls[id(chosen)] = extended(chosen)
-            return calls[id(chosen)]
+        def call_for(chosen):
+            """``(chosen, callable, keys, fed)`` (:func:`extended`) of the plan ``chosen``."""
+            extra = tuple(chosen.extra)  # the same keys: the same tensors (``full``'s)
+            if extra not in calls:
+                calls[extra] = extended(chosen)
+            return (chosen, *calls[extra])
 
         def prepared(arguments):
             """``call_for``'s tuple for a call with ``arguments``, or ``None`` (untraced)."""
@@ -311,14 +324,10 @@ class Tracer:
                 tracer._failed(session.graph, "preparing a callable's call", error)
                 return None
 
-        plain = []  # the program's own callable, made when first needed
-
         def traced(*arguments, **keywords):
             chosen = prepared(arguments)
             if chosen is None:
-                if not plain:
-                    plain.append(original_callable(session, callable_options))
-                return plain[0](*arguments, **keywords)
+                return own()(*arguments, **keywords)
             plan, call, keys, fed = chosen
             values = call(*arguments, **keywords)
             extra = dict(zip(keys, values[count:]))
