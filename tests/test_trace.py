@@ -198,6 +198,39 @@ def test_a_chunk_is_written_when_a_record_comes_chunk_seconds_after_the_last(tmp
     trace = read_trace(str(tmp_path))
     assert [record["bn"]["bn"]["moving_mean"].tolist() for record in trace.steps] == [
         [step, step] for step in range(6)]
+    # the chunk written at 10 s stayed open: written again at 25 s with all 6 rows, one file
+    assert os.listdir(tmp_path / ARRAYS_DIRECTORY) == ["000001.npz"]
+    with np.load(tmp_path / ARRAYS_DIRECTORY / "000001.npz") as stored:
+        assert stored["bn|bn|moving_mean"][:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_reader_reads_rows_a_chunk_gained_after_it_opened_it(tmp_path):
+    """A chunk written by the time rule stays open and is written again with more rows (and
+    members); a reader that opened its first file finds the later rows and members by opening it
+    again, as a reader of a trace still being written does."""
+    from bnrepro.trace.reader import _ArrayFiles
+
+    times = iter([0.0, 0.0, 20.0, 20.0, 40.0, 40.0, 60.0, 60.0])
+    header = make_header("synthetic", {}, {"bn": {"momentum": 0.5, "epsilon": 1e-3}})
+    files = _ArrayFiles(str(tmp_path))
+    with TraceWriter(str(tmp_path), header, chunk_seconds=10.0,
+                     clock=lambda: next(times)) as writer, files:
+        writer.write_step({"step": 0, "bn": {"bn": {"moving_mean": np.zeros(2, np.float32)}}})
+        writer.write_step({"step": 1, "bn": {"bn": {"moving_mean": np.ones(2, np.float32)}}})
+        lines = (tmp_path / TRACE_FILE).read_text().splitlines()
+        assert files.resolved(json.loads(lines[1]), "line 2")["bn"]["bn"]["moving_mean"].tolist() \
+            == [0.0, 0.0]
+        writer.write_step({"step": 2, "bn": {"bn": {"moving_mean": np.full(2, 2, np.float32),
+                                                    "batch_mean": np.full(2, 3, np.float32)}}})
+        lines = (tmp_path / TRACE_FILE).read_text().splitlines()
+        assert len(lines) == 4 and os.listdir(tmp_path / ARRAYS_DIRECTORY) == ["000001.npz"]
+        third = files.resolved(json.loads(lines[3]), "line 4")["bn"]["bn"]  # a row gained
+        assert third["moving_mean"].tolist() == [2.0, 2.0]
+        assert third["batch_mean"].tolist() == [3.0, 3.0]
+        writer.write_step({"step": 3, "bn": {"bn": {"gamma": np.full(2, 4, np.float32)}}})
+        lines = (tmp_path / TRACE_FILE).read_text().splitlines()
+        fourth = files.resolved(json.loads(lines[4]), "line 5")["bn"]["bn"]  # a member gained
+        assert fourth["gamma"].tolist() == [4.0, 4.0]
 
 
 def test_chunk_limits_must_be_positive(tmp_path):

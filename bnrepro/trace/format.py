@@ -72,8 +72,9 @@ not pass it.
 Every per-step array (a NumPy array of numbers with at least one axis, in the sections of
 :data:`ARRAY_SECTIONS`) is binary, in its own dtype (float32 stays float32, exact): it goes to a chunk
 file beside the trace, ``trace_arrays/000001.npz``, ``000002.npz``, ... (NumPy's ``.npz``), each
-holding the arrays of a run of consecutive step lines. A step line names its chunk once and each
-array is a row of a member of it::
+holding the arrays of a run of consecutive step lines (a chunk the writer left open is written
+again with more rows: a file holds at least the rows of every line written that names it). A
+step line names its chunk once and each array is a row of a member of it::
 
     {"step": 5, "arrays": "trace_arrays/000001.npz", "run": {...},
      "bn": {"layer1/batch_normalization": {"moving_mean": {"row": 5}, ...}}, "loss": 0.25}
@@ -105,7 +106,7 @@ ARRAYS_FILE = "trace_arrays.npz"  # the one arrays file of earlier versions (rea
 ARRAYS_DIRECTORY = "trace_arrays"  # the chunk files: trace_arrays/000001.npz, 000002.npz, ...
 CHUNK_RECORDS = 256  # a chunk is written when it holds this many step records
 CHUNK_BYTES = 16 << 20  # or this many bytes of arrays (16 MiB),
-CHUNK_SECONDS = 10.0  # or when a record comes this long after the last chunk was written
+CHUNK_SECONDS = 10.0  # or, left open, when a record comes this long after the last write
 ARRAY_SECTIONS = ("bn", "inference", "averages", "variables", "batch", "metrics", "after")
 DECLARE = "declare"  # a line of what the header gained during the run (see the docstring)
 ROW, KEY = "row", "key"  # an array's reference in a step line: {"row": 5[, "key": member]}

@@ -325,6 +325,9 @@ class _ArrayFiles:
                             f"[, \"key\": member]}}, or {{\"array\": \"{ARRAYS_FILE}\", "
                             "\"key\": member, \"index\": row}})")
         rows = self._member(where, path, key)
+        if not 0 <= index < len(rows) and path == self._path:  # read while the writer had it
+            self._close()  # open: its file is written again with more rows (TraceWriter)
+            rows = self._member(where, path, key)
         if not 0 <= index < len(rows):
             raise UserError(f"{where} refers to row {index} of {key!r} in {path}, which has "
                             f"{len(rows)} rows")
@@ -341,7 +344,12 @@ class _ArrayFiles:
             try:
                 if self._archive is None:
                     self._archive = open_npz(path)
-                member = read_npz_member(self._archive, key, path)
+                try:
+                    member = read_npz_member(self._archive, key, path)
+                except UserError:  # a member its file gained since it was opened (as above)
+                    self._close()
+                    self._path, self._archive = path, open_npz(path)
+                    member = read_npz_member(self._archive, key, path)
             except UserError as error:
                 raise UserError(f"{where} refers to {error}") from None
             if member.ndim == 0:

@@ -35,13 +35,16 @@ class TraceWriter:
     (:func:`_json_default`).
 
     A chunk is written when it holds ``chunk_records`` records or ``chunk_bytes`` bytes of arrays,
-    or when a record comes ``chunk_seconds`` or more after the last chunk was written (a long run
-    whose keep policy keeps a step in a hundred fills a chunk slowly: killed, it loses at most
-    the records of that long), and at :meth:`flush`, :meth:`finish`, :meth:`close`: its ``.npz``
-    (NumPy's own, ``numpy.load`` reads it) to a temporary name in ``trace_arrays/`` renamed into
-    place, and only then its lines, appended to ``trace.jsonl`` and flushed. So the writer holds
-    one chunk at most, and a process killed at any moment leaves lines that refer only to chunk
-    files that exist (the last line possibly cut short, which the reader leaves out).
+    and at :meth:`flush`, :meth:`finish`, :meth:`close`: its ``.npz`` (NumPy's own, ``numpy.load``
+    reads it) to a temporary name in ``trace_arrays/`` renamed into place, and only then its
+    lines, appended to ``trace.jsonl`` and flushed; the next records go to the next chunk. When a
+    record comes ``chunk_seconds`` or more after the last write (a long run whose keep policy keeps
+    a step in a hundred fills a chunk slowly: killed, it loses at most the records of that long),
+    the chunk is written the same way but stays open: the next records join it, and its file is
+    written again, all its rows, at its next write (a file of a few records each time would hold
+    more zip and ``.npy`` headers than numbers). So the writer holds one chunk at most, and a
+    process killed at any moment leaves lines that refer only to rows of chunk files that exist
+    (the last line possibly cut short, which the reader leaves out).
 
     With ``csv``, every number of a record (the binary ones too) is a CSV line, written when the
     record is handed over: ``repr`` of its float64 value, the shortest text that reads back to
@@ -78,8 +81,9 @@ class TraceWriter:
 
     @property
     def bytes(self):
-        """The trace's bytes so far: what is written, and the arrays of the chunk being filled."""
-        return self.bytes_written + self._chunk.nbytes
+        """The trace's bytes so far: what is written, and the arrays of the chunk being filled
+        not yet in its file."""
+        return self.bytes_written + self._chunk.nbytes - self._chunk.nbytes_written
 
     def write_step(self, record):
         """Take one step record (dict of NumPy values): its arrays are copied into the chunk (or
@@ -111,34 +115,43 @@ class TraceWriter:
             written = {first: written[first], "arrays": chunk.path,
                        **{key: value for key, value in written.items() if key != first}}
         chunk.lines.append(json.dumps(written, allow_nan=True, default=_json_default) + "\n")
-        if (len(chunk.lines) >= self.chunk_records or chunk.nbytes >= self.chunk_bytes
-                or self._clock() - self._written_at >= self.chunk_seconds):
+        chunk.records += 1
+        if chunk.records >= self.chunk_records or chunk.nbytes >= self.chunk_bytes:
             self._write_chunk()
         else:
             chunk.settle()
+            if self._clock() - self._written_at >= self.chunk_seconds:
+                self._write_chunk(close=False)
 
-    def _write_chunk(self):
-        """Write the chunk's ``.npz`` (atomically: a temporary name, then renamed), then its
-        lines; start the next chunk."""
+    def _write_chunk(self, close=True):
+        """Write the chunk's ``.npz`` (atomically: a temporary name, then renamed) with every row
+        it holds, when it holds rows its file does not, then its lines not yet written; with
+        ``close``, start the next chunk."""
         chunk = self._chunk
-        if not chunk.lines:
-            return
-        if chunk.members:
-            path = os.path.join(self.directory, chunk.path)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            partial = f"{path}.partial"
-            with open(partial, "wb") as handle:
-                np.savez(handle, **{member: rows.stacked()
-                                    for member, rows in chunk.members.items()})
-            os.replace(partial, path)
-            self._chunks += 1
-            self.bytes_written += os.path.getsize(path)
-        self._chunk = _Chunk(chunk_path(self._chunks + 1))  # no arrays: no file, the same number
-        text = "".join(chunk.lines)
-        self._jsonl.write(text)
-        self._jsonl.flush()
-        self.bytes_written += len(text.encode("utf-8"))
-        self._written_at = self._clock()
+        if chunk.lines:
+            if chunk.rows > chunk.rows_written:
+                path = os.path.join(self.directory, chunk.path)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                partial = f"{path}.partial"
+                with open(partial, "wb") as handle:
+                    np.savez(handle, **{member: rows.stacked()
+                                        for member, rows in chunk.members.items()})
+                os.replace(partial, path)
+                size = os.path.getsize(path)
+                if not chunk.rows_written:  # its file's first write
+                    self._chunks += 1
+                self.bytes_written += size - chunk.file_bytes
+                chunk.file_bytes, chunk.rows_written = size, chunk.rows
+                chunk.nbytes_written = chunk.nbytes
+            text = "".join(chunk.lines)
+            chunk.lines = []
+            self._jsonl.write(text)
+            self._jsonl.flush()
+            self.bytes_written += len(text.encode("utf-8"))
+            self._written_at = self._clock()
+        if close and chunk.records:
+            self._chunk = _Chunk(chunk_path(self._chunks + 1))  # no arrays: no file, the same
+            # number
 
     def _write_csv_rows(self, record):
         """Write the CSV lines of every number of ``record``."""
@@ -179,15 +192,18 @@ class TraceWriter:
 
 class _Chunk:
     """The chunk being filled: its path, its members (name -> :class:`_Rows`), the lines that
-    refer to it, and their arrays' rows and bytes."""
+    refer to it not yet written, its records, and their arrays' rows and bytes (those its file
+    holds: written and left open, :meth:`TraceWriter._write_chunk`)."""
 
     def __init__(self, path):
         self.path = path
         self.members = {}
         self._names = {}  # (default member, shape, dtype) -> member
         self.lines = []
-        self.rows = 0
-        self.nbytes = 0
+        self.records = 0
+        self.rows = self.rows_written = 0
+        self.nbytes = self.nbytes_written = 0
+        self.file_bytes = 0
         self._holding = []  # the members holding rows of the record being added, not copied
 
     def settle(self):
