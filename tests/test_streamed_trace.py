@@ -201,23 +201,28 @@ def test_the_layers_inputs_stop_when_the_trace_reaches_its_budget(tmp_path):
 
 HOOKED_PROGRAM = MODEL + '''
 import bnrepro
-hook = bnrepro.TraceHook(sys.argv[2], force=True, keep=None)  # every step
+from bnrepro.trace.keep import KeepPolicy
+pairs = sys.argv[5:] == ["pairs"]  # steps up to 5, then the pairs of every 10th; else every step
+hook = bnrepro.TraceHook(sys.argv[2], force=True, keep=KeepPolicy(5, 10, None) if pairs else None)
+moving_mean = next(v for v in tf1.global_variables() if "moving_mean" in v.name)
 with tf1.train.MonitoredTrainingSession(hooks=[hook]) as session:
     for step in range(1, int(sys.argv[3]) + 1):
         session.run(train, {x: rng.randn(8, 3).astype(np.float32) * 2 + 1})
         if step == int(sys.argv[4]):
             raise RuntimeError("the training loop failed at step " + sys.argv[4])
+    if pairs:  # the moving mean after the last step, as the program reads it
+        print(" ".join(repr(float(value)) for value in session.run(moving_mean)))
 print("done")
 '''
 
 
-def _hooked_run(tmp_path, mode, steps, fail_at=0):
+def _hooked_run(tmp_path, mode, steps, fail_at=0, keep=()):
     script = tmp_path / "hooked.py"
     script.write_text(HOOKED_PROGRAM)
-    out = tmp_path / f"hooked_{mode}_{fail_at}"
+    out = tmp_path / f"hooked_{mode}_{fail_at}{'_'.join(keep)}"
     environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, str(script), mode, str(out), str(steps), str(fail_at)],
-                          capture_output=True, text=True, env=environment, timeout=300)
+    done = subprocess.run([sys.executable, str(script), mode, str(out), str(steps), str(fail_at),
+                           *keep], capture_output=True, text=True, env=environment, timeout=300)
     return out, done
 
 
@@ -235,6 +240,26 @@ def test_the_session_hook_streams_and_a_session_that_fails_leaves_its_steps(tmp_
     steps = [record["step"] for record in trace.steps]
     assert trace.end is None and steps == list(range(len(steps))) and 200 < len(steps) < 300
     _passes_but_for_its_end(trace)
+
+
+@pytest.mark.parametrize("mode", GRAPH_MODES)
+def test_the_session_hook_keeps_the_pairs_and_their_first_steps_state(tmp_path, mode):
+    """The hook under a keep policy (steps up to 5, then the pairs of every 10th, 33 steps): the
+    dropped steps and the pairs' first steps fetch nothing more (the hook's runs read the state
+    after them); the trace holds the kept steps, of 9, 19, 29 and the last (33) the state only,
+    the last one's moving mean what the program reads after its loop; verify passes."""
+    out, done = _hooked_run(tmp_path, mode, 33, keep=("pairs",))
+    assert done.returncode == 0 and done.stdout.endswith("done\n"), done.stderr
+    trace = read_trace(str(out))
+    assert [record["step"] for record in trace.steps] == list(range(6)) + [9, 10, 19, 20, 29,
+                                                                           30, 33]
+    assert [record["step"] for record in trace.steps[1:]
+            if record["run"].get("state_only")] == [9, 19, 29, 33]
+    (layer,) = trace.steps[-1]["bn"].values()
+    assert layer["moving_mean"].tolist() == [float(value)
+                                             for value in done.stdout.split("\n")[0].split()]
+    report = verify_trace(trace)
+    assert report.passed, report.format()
 
 
 def test_a_fused_layers_input_is_fetched_only_at_the_steps_the_trace_keeps(tmp_path):
