@@ -149,9 +149,8 @@ class TraceWriter:
             self._jsonl.flush()
             self.bytes_written += len(text.encode("utf-8"))
             self._written_at = self._clock()
-        if close and chunk.records:
-            self._chunk = _Chunk(chunk_path(self._chunks + 1))  # no arrays: no file, the same
-            # number
+        if close and chunk.records:  # a chunk that wrote no file leaves its number to the next
+            self._chunk = _Chunk(chunk_path(self._chunks + 1))
 
     def _write_csv_rows(self, record):
         """Write the CSV lines of every number of ``record``."""
