@@ -48,7 +48,9 @@ class RunPlan:
     # prepared for the dropped steps before it
     state_only: Optional["RunPlan"] = None
     reads_state: bool = True
-    keeps_state_only: bool = False  # ``state_only`` or ``unkept`` itself: its record says so
+    # ``state_only``, ``unkept`` or ``unread`` itself: its record keeps only the state after the
+    # run, and says so
+    keeps_state_only: bool = False
     # the tracked state after the run without reading it again (:func:`state_after_run`): tracked
     # key -> key of ``extra`` holding its value, or None (the run cannot change it); None: read it
     after: Optional[dict] = None
@@ -134,7 +136,8 @@ class RunPlan:
         self.unkept = replace(self._without(set(self.extra) - state_reads, fed),
                               keeps_state_only=True)
         nothing = self._without(set(self.extra), fed)
-        self.unread = replace(nothing, reads_state=False, unread=None).arrange(fed)
+        self.unread = replace(nothing, reads_state=False, keeps_state_only=True,
+                              unread=None).arrange(fed)
         self.state_only = replace(nothing, after=None, keeps_state_only=True)
         return self
 

@@ -428,7 +428,7 @@ class Tracer:
         state = held.state
         changed = self._changed(state, values)
         record = self._record(state, held.plan, {}, values, held.call, bool(changed),
-                              step=held.step, index=held.index, state_only=True)
+                              step=held.step, index=held.index)
         for name in changed - held.plan.updated - state.unread_updated:
             record["bn" if name in self.layers else "averages"][name]["set"] = True
         state.read(values)
@@ -750,17 +750,16 @@ class Tracer:
             else:
                 record["averages"].setdefault(name, {})[role] = value
 
-    def _record(self, state, plan, extra, after, call, moved, fresh=False, step=None, index=None,
-                state_only=False):
+    def _record(self, state, plan, extra, after, call, moved, fresh=False, step=None, index=None):
         """The step record of a run: its state ``after``, what ``extra`` holds (the batch
-        statistics, the layer inputs kept); ``state_only`` (or the plan's
-        :attr:`~bnrepro.graphs.run_plan.RunPlan.keeps_state_only`): a record that keeps only the
-        state after the run, and says so (``run.state_only``)."""
+        statistics, the layer inputs kept); a plan that
+        :attr:`~bnrepro.graphs.run_plan.RunPlan.keeps_state_only` makes a record that says so
+        (``run.state_only``)."""
         record = {"step": self.recorded if step is None else step, "run": {
             "call": call, "index": self.runs if index is None else index,
             "trained": plan.trained, "moved": moved,
             "fetched": plan.fetched}, "bn": {}, "averages": {}}
-        if state_only or plan.keeps_state_only:
+        if plan.keeps_state_only:
             record["run"]["state_only"] = True
         if plan.unfetchable:  # values the run may not compute: not fetched, and why
             record["run"]["not_fetched"] = sorted(set(plan.unfetchable.values()))

@@ -13,9 +13,10 @@ from the state before it; of the first only that state is kept, :meth:`KeepPolic
 and the layers' inputs (at the steps the tracer's inputs policy names) only while the trace is
 smaller than BUDGET_BYTES (1.5 GB), in the first EARLY_STEPS (100) steps only while it is smaller
 than EARLY_SHARE (a sixth) of it: that net's first steps would otherwise keep 48 MB of inputs each
-until the budget is spent (31 steps, each 1.4 times a plain step), the later steps none. A 100,000-step run of that net keeps about 2,100 steps (at 23 KB of statistics
-each, some 50 MB) and so stays within about 1.6 GB, 16 KB a step (``scripts/long_run_cost.py``
-measures a run's bytes per step). A dropped step that trains costs the run nothing: nothing is
+until the budget is spent (31 steps, each 1.4 times a plain step), the later steps none. A
+100,000-step run of that net keeps about 2,100 steps (at 23 KB of statistics each, some 50 MB) and
+so stays within about 1.6 GB, 16 KB a step (``scripts/long_run_cost.py`` measures a run's bytes
+per step). A dropped step that trains costs the run nothing: nothing is
 fetched, and the state after it is not read (:attr:`bnrepro.graphs.run_plan.RunPlan.unread`);
 one that does not train is read, to know whether it moved the statistics and so is a step
 (:attr:`~bnrepro.graphs.run_plan.RunPlan.unkept`). The first KEEP_FIRST steps are where a layer's
